@@ -1,0 +1,5 @@
+import sys
+
+from image_search.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""Command line: ``python -m image_search build|serve|demo`` and ``scripts/build_index.py``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from image_search.errors import ImageSearchError
+
+LOG = logging.getLogger("image_search")
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bucket", help="bucket holding the images (IMAGE_SEARCH_BUCKET)")
+    parser.add_argument("--folders", help="comma list of folders to index (default: all)")
+    parser.add_argument("--model", help="model id, local directory or s3:// directory")
+    parser.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivfpq"])
+    parser.add_argument("--full", action="store_true", help="re-embed every image")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would change, publish nothing"
+    )
+    parser.add_argument("--batch-size", type=int, help="images per model call")
+    parser.add_argument("--workers", type=int, help="concurrent downloads")
+
+
+def run_build_command(args: argparse.Namespace) -> int:
+    """Run one build from parsed arguments; one summary line, non-zero exit with one-line reason."""
+    from image_search import s3
+    from image_search.builder import BuildOptions, run_build
+    from image_search.config import Settings
+
+    overrides = {
+        "bucket": args.bucket,
+        "folders": args.folders,
+        "model": args.model,
+        "index_type": args.index_type,
+        "batch_size": args.batch_size,
+        "download_workers": args.workers,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return _fail(_settings_problem(exc))
+    options = BuildOptions.from_settings(settings, full=args.full, dry_run=args.dry_run)
+    try:
+        from image_search.embedder import ClipEmbedder
+
+        embedder = ClipEmbedder(
+            source=settings.model,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            cache_dir=settings.model_cache_dir,
+        )
+        client = s3.make_client(max_connections=settings.download_workers + 2)
+        report = run_build(options, client=client, embedder=embedder)
+    except ImageSearchError as exc:
+        return _fail(str(exc))
+    print(report.summary())
+    for skipped in report.skipped:
+        print(f"skipped {skipped.key}: {skipped.reason}", file=sys.stderr)
+    return 0
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "settings"
+    if first["type"] == "missing":
+        return f"IMAGE_SEARCH_{name.upper()} is not set (or pass --{name})"
+    return f"invalid IMAGE_SEARCH_{name.upper()}: {first['msg']}"
+
+
+def _fail(reason: str) -> int:
+    print(f"error: {reason}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m image_search")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_build_arguments(commands.add_parser("build", help="build and publish the index"))
+    serve = commands.add_parser("serve", help="serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "build":
+        return run_build_command(args)
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run("handler:app", host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,51 @@
+"""Domain errors. The API maps them to HTTP status codes in one place (``api.errors``)."""
+
+from __future__ import annotations
+
+
+class ImageSearchError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(ImageSearchError):
+    """A setting is missing or inconsistent."""
+
+
+class BucketNotFoundError(ImageSearchError):
+    """The configured bucket does not exist or is not readable."""
+
+
+class NoImagesError(ImageSearchError):
+    """A build found no images to index."""
+
+
+class ModelLoadError(ImageSearchError):
+    """The CLIP model could not be loaded from the configured source."""
+
+
+class StorageUnavailableError(ImageSearchError):
+    """S3 could not be reached or answered with a server error."""
+
+
+class IndexNotReadyError(ImageSearchError):
+    """No index has been published yet, or it could not be loaded."""
+
+
+class IndexMismatchError(ImageSearchError):
+    """Index artefacts disagree with each other or with the running model."""
+
+
+class InvalidImageError(ImageSearchError):
+    """Bytes that are not an image in an accepted format."""
+
+
+class ImageTooLargeError(ImageSearchError):
+    """An upload over the byte limit or an image over the pixel limit."""
+
+
+class UnknownFolderError(ImageSearchError):
+    """A folder that is not in the index."""
+
+
+class UnknownKeyError(ImageSearchError):
+    """An image key that is not in the index."""

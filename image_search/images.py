@@ -1,0 +1,67 @@
+"""Decoding image bytes into RGB pictures, refusing what is not an image or is too big."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from image_search.errors import ImageTooLargeError, InvalidImageError
+
+# Pillow format names we accept, recognised from the bytes, never from a filename.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP"
+
+
+def decode(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode ``data`` to an RGB image with its EXIF orientation applied.
+
+    The pixel limit is checked on the header, before any pixel is decoded, so a small file that
+    claims huge dimensions (a decompression bomb) costs nothing.
+    """
+    if not data:
+        raise InvalidImageError("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_FORMATS:
+                raise InvalidImageError(
+                    f"unsupported image format {image.format}; accepted: {ACCEPTED_TEXT}"
+                )
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
+                )
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError(f"not a recognised image; accepted: {ACCEPTED_TEXT}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt files fail inside Pillow's decoders with these.
+        raise InvalidImageError(f"the image could not be decoded ({exc})") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparent areas become white, 16-bit is scaled down."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith(("I", "F")):
+        # Pillow's convert("L") clips 16/32-bit values instead of scaling them.
+        pixels = np.asarray(image, dtype=np.float32)
+        if pixels.max(initial=0) > 255:
+            pixels = pixels / 256
+        image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA"}:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")

@@ -1,0 +1,161 @@
+"""FAISS indexes over unit vectors (inner product = cosine), searched within folder id ranges."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from image_search.vectors import Vectors
+
+LOG = logging.getLogger(__name__)
+
+# Below this many vectors an exact flat index is both fast enough (a 100k x 512 scan takes a few
+# ms on 2 cores) and the smallest to build; above it ``auto`` picks IVF-PQ (see README).
+FLAT_MAX = 100_000
+# IVF-PQ needs enough vectors to train its coarse quantiser and codebooks.
+IVFPQ_MIN = 20_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+IVF_NPROBE = 32
+REFINE_K_FACTOR = 4
+
+Ranges = list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """Ids (into the index) and cosine scores, best first."""
+
+    ids: list[int]
+    scores: list[float]
+
+
+def choose_type(requested: str, count: int) -> str:
+    if requested == "auto":
+        return "flat" if count <= FLAT_MAX else "ivfpq"
+    if requested == "ivfpq" and count < IVFPQ_MIN:
+        LOG.warning("ivfpq needs at least %d vectors; using flat for %d", IVFPQ_MIN, count)
+        return "flat"
+    return requested
+
+
+def build(vectors: Vectors, *, index_type: str) -> faiss.Index:
+    """An index over ``vectors`` whose ids are the row numbers."""
+    count, dim = vectors.shape
+    index = faiss.index_factory(
+        dim, _factory_string(index_type, count, dim), faiss.METRIC_INNER_PRODUCT
+    )
+    if not index.is_trained:
+        index.train(_training_sample(vectors))
+    index.add(vectors)
+    return index
+
+
+def _factory_string(index_type: str, count: int, dim: int) -> str:
+    if index_type == "flat":
+        return "Flat"
+    if index_type == "hnsw":
+        return f"HNSW{HNSW_M}"
+    if index_type == "ivfpq":
+        nlist = max(16, int(4 * math.sqrt(count)))
+        subquantisers = max(m for m in range(1, dim // 8 + 1) if dim % m == 0)
+        # PQ codes alone lose too much recall; re-ranking the candidates with 8-bit scalar
+        # codes restores it at a quarter of the memory of the full vectors.
+        return f"IVF{nlist},PQ{subquantisers},Refine(SQ8)"
+    raise ValueError(f"unknown index type {index_type!r}")
+
+
+def _training_sample(vectors: Vectors, limit: int = 100_000) -> Vectors:
+    if len(vectors) <= limit:
+        return vectors
+    rows = np.random.default_rng(0).choice(len(vectors), size=limit, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def kind_of(index: faiss.Index) -> str:
+    if isinstance(index, faiss.IndexRefine):
+        return "ivfpq"
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    return "flat"
+
+
+def to_bytes(index: faiss.Index) -> bytes:
+    return faiss.serialize_index(index).tobytes()
+
+
+def from_bytes(data: bytes) -> faiss.Index:
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    if kind_of(index) == "ivfpq":
+        # A direct map lets ``reconstruct`` answer "similar to this image" by id.
+        faiss.extract_index_ivf(index.base_index).make_direct_map()
+    return index
+
+
+def vector(index: faiss.Index, row: int) -> Vectors:
+    return index.reconstruct(row).reshape(1, -1)
+
+
+def search(index: faiss.Index, query: Vectors, *, k: int, ranges: Ranges | None = None) -> Hits:
+    """The top ``k`` rows for one query, only among ``ranges`` when given.
+
+    The id selector makes FAISS score only rows inside the ranges, so a folder search returns
+    that folder's own top-k rather than a global top-k filtered down (which can come back short).
+    """
+    query = query.reshape(1, -1)
+    if ranges is None:
+        ranges = [(0, index.ntotal)]
+    available = sum(end - start for start, end in ranges)
+    k = min(k, available)
+    if k <= 0:
+        return Hits([], [])
+    keep_alive: list[Any] = []
+    params = _search_params(index, _selector(ranges, keep_alive), k)
+    scores, ids = index.search(query, k, params=params)
+    hits = _hits(ids[0], scores[0])
+    if len(hits.ids) < k:
+        # Graph and IVF searches can run out of candidates inside a small range; fall back to
+        # an exact scan of the range so the answer is never short.
+        return _exact(index, query, k=k, ranges=ranges)
+    return hits
+
+
+def _selector(ranges: Ranges, keep_alive: list[Any]) -> faiss.IDSelector:
+    # SWIG does not keep the parts of a composite selector alive: hold them until the search ends.
+    selector: faiss.IDSelector | None = None
+    for start, end in ranges:
+        part = faiss.IDSelectorRange(start, end)
+        keep_alive.append(part)
+        selector = part if selector is None else faiss.IDSelectorOr(selector, part)
+        keep_alive.append(selector)
+    assert selector is not None
+    return selector
+
+
+def _search_params(index: faiss.Index, selector: faiss.IDSelector, k: int) -> Any:
+    kind = kind_of(index)
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, 2 * k))
+    if kind == "ivfpq":
+        base = faiss.SearchParametersIVF(sel=selector, nprobe=IVF_NPROBE)
+        return faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR, base_index_params=base)
+    return faiss.SearchParameters(sel=selector)
+
+
+def _exact(index: faiss.Index, query: Vectors, *, k: int, ranges: Ranges) -> Hits:
+    ids = np.concatenate([np.arange(start, end) for start, end in ranges])
+    vectors = np.vstack([index.reconstruct_n(start, end - start) for start, end in ranges])
+    scores = vectors @ query[0]
+    order = np.argsort(-scores, kind="stable")[:k]
+    return _hits(ids[order], scores[order])
+
+
+def _hits(ids: np.ndarray, scores: np.ndarray) -> Hits:
+    found = ids >= 0  # FAISS pads with -1 when fewer than k rows qualify
+    return Hits([int(i) for i in ids[found]], [float(s) for s in scores[found]])

@@ -1,0 +1,78 @@
+"""The index artefacts' JSON documents: a contract the API and other tools read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from image_search.errors import IndexMismatchError
+
+SCHEMA_VERSION = 1
+INDEX_FILE = "image_faiss_index.bin"
+METADATA_FILE = "image_metadata.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+POINTER_FILE = "current.json"
+
+
+class Item(BaseModel):
+    key: str
+    folder: str
+    etag: str
+    size: int
+
+
+class Skipped(BaseModel):
+    key: str
+    reason: str
+
+
+class Metadata(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    build_id: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    model: str
+    dim: int
+    metric: Literal["inner_product"] = "inner_product"
+    index_type: str
+    count: int
+    bucket: str
+    folders: dict[str, tuple[int, int]]
+    items: list[Item]
+    skipped: list[Skipped] = []
+
+    def check(self, *, index_count: int, index_dim: int) -> None:
+        """Refuse artefacts that disagree with each other or come from newer code."""
+        if self.schema_version > SCHEMA_VERSION:
+            raise IndexMismatchError(
+                f"build {self.build_id} has schema_version {self.schema_version}; this code reads "
+                f"up to {SCHEMA_VERSION}: upgrade image-search or rebuild the index"
+            )
+        if not (self.count == len(self.items) == index_count):
+            raise IndexMismatchError(
+                f"build {self.build_id}: metadata count {self.count}, items {len(self.items)}, "
+                f"index vectors {index_count} disagree: rebuild with --full"
+            )
+        if self.dim != index_dim:
+            raise IndexMismatchError(
+                f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
+            )
+
+
+class Pointer(BaseModel):
+    """``current.json``: which build readers should use. Written last when publishing."""
+
+    build_id: str
+    index_key: str
+    metadata_key: str
+    embeddings_key: str | None = None
+
+
+def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:
+    """``{folder: [start, end)}`` for items already sorted by folder."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for row, item in enumerate(items):
+        start, _ = ranges.get(item.folder, (row, row))
+        ranges[item.folder] = (start, row + 1)
+    return ranges

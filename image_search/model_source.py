@@ -1,0 +1,49 @@
+"""Where the CLIP weights come from: a hub id, a local directory, or an ``s3://`` directory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from image_search import s3
+from image_search.errors import ModelLoadError
+
+LOG = logging.getLogger(__name__)
+
+
+def resolve(source: str, *, cache_dir: Path, client: s3.S3Client | None = None) -> str:
+    """A name or local path that ``from_pretrained`` can open, downloading S3 models once."""
+    if source.startswith("s3://"):
+        return str(_download_s3_dir(source, cache_dir=cache_dir, client=client))
+    return source
+
+
+def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -> Path:
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    target = cache_dir / bucket / prefix
+    if (target / "config.json").is_file():
+        return target
+    client = client or s3.make_client()
+    keys = [obj["Key"] for obj in s3.list_objects(client, bucket=bucket, prefix=prefix)]
+    keys = [key for key in keys if not key.endswith("/")]
+    if not keys:
+        raise ModelLoadError(f"no model files under {url}")
+    LOG.info("downloading model %s (%d files) to %s", url, len(keys), target)
+    # Download into a sibling temp dir and rename it, so a crash never leaves half a model
+    # that a later start would take for a complete one.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        for key in keys:
+            destination = staging / key[len(prefix) :]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(destination))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,140 @@
+"""The S3 calls this product makes, with botocore doing retries and SigV4 signing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from image_search.errors import BucketNotFoundError, StorageUnavailableError
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+# Codes that mean "the object or bucket is not there", as opposed to S3 being unavailable.
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+S3Client = Any  # boto3 clients are generated at run time and have no static type.
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    key: str
+    folder: str
+    etag: str
+    size: int
+
+
+def make_client(*, max_connections: int = 10) -> S3Client:
+    """An S3 client; the endpoint and region come from boto3's standard variables.
+
+    ``s3v4`` matters: with a custom endpoint boto3 would otherwise presign with SigV2.
+    ``standard`` retry mode retries throttling and 5xx with backoff, so no hand-written loops.
+    """
+    config = Config(
+        signature_version="s3v4",
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max_connections,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def folder_of(key: str) -> str:
+    """A key's folder is its first path segment; nested keys stay in their top-level folder."""
+    head, sep, _ = key.partition("/")
+    return head if sep else ""
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_EXTENSIONS) and not key.endswith("/")
+
+
+@contextmanager
+def translate_errors(bucket: str) -> Iterator[None]:
+    """Turn botocore failures into this package's errors, keeping NoSuchKey as it is."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
+        if code in {"AccessDenied", "403"}:
+            raise BucketNotFoundError(f"access denied to bucket {bucket!r}") from exc
+        if code in _MISSING_CODES:
+            raise
+        raise StorageUnavailableError(f"S3 error {code or 'unknown'} on bucket {bucket!r}") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailableError(f"S3 unreachable: {type(exc).__name__}") from exc
+
+
+def is_missing(exc: BaseException) -> bool:
+    """True when ``exc`` is S3 saying the key does not exist."""
+    return (
+        isinstance(exc, ClientError)
+        and exc.response.get("Error", {}).get("Code", "") in _MISSING_CODES
+    )
+
+
+def list_objects(client: S3Client, *, bucket: str, prefix: str = "") -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix``; the paginator follows continuation tokens past 1,000."""
+    with translate_errors(bucket):
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+
+def list_images(
+    client: S3Client, *, bucket: str, folders: list[str], exclude_prefix: str
+) -> list[S3Object]:
+    """Image objects in ``folders`` (all top-level folders when empty), sorted by folder, key."""
+    prefixes = [f"{folder}/" for folder in folders] or [""]
+    found: list[S3Object] = []
+    for prefix in prefixes:
+        for item in list_objects(client, bucket=bucket, prefix=prefix):
+            key = item["Key"]
+            if (exclude_prefix and key.startswith(exclude_prefix)) or not is_image_key(key):
+                continue
+            folder = folder_of(key)
+            if not folder:
+                continue  # root-level objects belong to no folder; documented in the README
+            found.append(S3Object(key, folder, item["ETag"].strip('"'), int(item["Size"])))
+    return sorted(found, key=lambda obj: (obj.folder, obj.key))
+
+
+def get_bytes(client: S3Client, *, bucket: str, key: str) -> bytes:
+    with translate_errors(bucket):
+        body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+
+def put_bytes(client: S3Client, *, bucket: str, key: str, data: bytes, content_type: str) -> None:
+    with translate_errors(bucket):
+        client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def delete_keys(client: S3Client, *, bucket: str, keys: list[str]) -> None:
+    with translate_errors(bucket):
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+
+
+def presign_get(client: S3Client, *, bucket: str, key: str, expires: int) -> str:
+    """A SigV4 GET URL, computed locally: no request goes to S3."""
+    url: str = client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires
+    )
+    return url
+
+
+def public_url(client: S3Client, *, bucket: str, key: str) -> str:
+    """The unsigned URL of an object in a public bucket, derived from a presigned one."""
+    return presign_get(client, bucket=bucket, key=key, expires=1).split("?", 1)[0]

@@ -1,0 +1,77 @@
+"""Shared fixtures, scoped by cost: S3 server and model once per session, buckets per test."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from image_search import s3
+from image_search.config import get_settings
+from image_search.local_s3 import embedded_s3
+from tests.factories import save_tiny_clip
+
+
+# moto's server logs every request; keep test output about the product.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, reached by boto3 over HTTP via AWS_ENDPOINT_URL_S3."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_REGION", "us-east-1")
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        env.delenv("AWS_PROFILE", raising=False)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        with embedded_s3() as endpoint:
+            env.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+            yield endpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from image_search.embedder import ClipEmbedder
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    return ClipEmbedder(source=str(tiny_model), batch_size=8, cache_dir=cache).load()
+
+
+@pytest.fixture
+def client(s3_endpoint: str) -> s3.S3Client:
+    return s3.make_client()
+
+
+@pytest.fixture
+def bucket(
+    s3_endpoint: str,
+    client: s3.S3Client,
+    tiny_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    """A fresh, empty bucket, with the settings pointing at it and at the tiny model."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    monkeypatch.setenv("IMAGE_SEARCH_BUCKET", name)
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(tiny_model))
+    monkeypatch.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(tmp_path / "index-cache"))
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
+    get_settings.cache_clear()
+    yield name
+    get_settings.cache_clear()
+
+
+def put(client: s3.S3Client, bucket: str, key: str, data: bytes) -> None:
+    client.put_object(Bucket=bucket, Key=key, Body=data)

@@ -1,0 +1,243 @@
+"""The index build end to end: moto S3 over HTTP, a tiny random CLIP, real FAISS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from image_search import images, s3, store
+from image_search import index as faiss_index
+from image_search.builder import BuildOptions, BuildReport, run_build
+from image_search.config import get_settings
+from image_search.embedder import ClipEmbedder
+from image_search.errors import NoImagesError
+from image_search.manifest import POINTER_FILE
+from tests.conftest import put
+from tests.factories import BROKEN_KEYS, IGNORED_KEYS, encode, random_image, sample_bucket_layout
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def populate(client: s3.S3Client, bucket: str, layout: dict[str, bytes]) -> None:
+    for key, data in layout.items():
+        put(client, bucket, key, data)
+
+
+def build(client: s3.S3Client, embedder: ClipEmbedder, **overrides: object) -> BuildReport:
+    return run_build(BuildOptions.from_settings(get_settings(), **overrides), client=client, embedder=embedder)
+
+
+def current(client: s3.S3Client, bucket: str, tmp_path: Path) -> store.Published:
+    pointer = store.read_pointer(client, bucket=bucket, index_prefix="index/")
+    assert pointer is not None
+    return store.load(client, bucket=bucket, pointer=pointer, cache_dir=tmp_path / "read-cache")
+
+
+def test_full_build_indexes_every_valid_image(client, bucket, embedder, tmp_path) -> None:
+    layout = sample_bucket_layout()
+    populate(client, bucket, layout)
+    report = build(client, embedder)
+
+    valid = set(layout) - BROKEN_KEYS - IGNORED_KEYS
+    published = current(client, bucket, tmp_path)
+    meta = published.metadata
+    assert report.published and report.count == meta.count == len(valid) == published.index.ntotal
+    assert {item.key for item in meta.items} == valid
+    assert {s.key for s in meta.skipped} == BROKEN_KEYS == {s.key for s in report.skipped}
+    assert meta.model == get_settings().model and meta.dim == embedder.dim
+    # Folders are contiguous id ranges, in id order, nested keys in their top-level folder.
+    assert meta.folders == {"animals": (0, 4), "nature": (4, 8), "vehicles": (8, 12)}
+    assert all(meta.items[row].folder == name for name, (a, b) in meta.folders.items() for row in range(a, b))
+
+    # Every image's own vector is its top-1 with score ≈ 1.
+    for row, item in enumerate(meta.items):
+        picture = images.decode(client.get_object(Bucket=bucket, Key=item.key)["Body"].read(), max_pixels=10**8)
+        hits = faiss_index.search(published.index, embedder.embed_images([picture]), k=1)
+        assert hits.ids == [row] and hits.scores[0] == pytest.approx(1.0, abs=1e-4), item.key
+
+
+def test_incremental_build_embeds_only_changes_and_matches_a_full_build(client, bucket, embedder, tmp_path) -> None:
+    populate(client, bucket, {f"animals/a{i}.png": encode(random_image(i)) for i in range(6)})
+    populate(client, bucket, {f"nature/n{i}.png": encode(random_image(100 + i)) for i in range(6)})
+    first = build(client, embedder)
+    assert first.embedded == 12
+
+    put(client, bucket, "animals/new1.png", encode(random_image(200)))
+    put(client, bucket, "nature/new2.png", encode(random_image(201)))
+    put(client, bucket, "animals/a3.png", encode(random_image(202)))  # changed content → new ETag
+    client.delete_object(Bucket=bucket, Key="nature/n0.png")
+
+    incremental = build(client, embedder)
+    assert (incremental.embedded, incremental.added, incremental.updated, incremental.removed) == (3, 2, 1, 1)
+    assert incremental.reused == 10
+    inc = current(client, bucket, tmp_path)
+
+    full = build(client, embedder, full=True)
+    assert full.embedded == 13
+    fresh = current(client, bucket, tmp_path)
+
+    assert [i.key for i in inc.metadata.items] == [i.key for i in fresh.metadata.items]
+    for query in embedder.embed_texts(["a cat", "green forest", "red car"]):
+        a = faiss_index.search(inc.index, query, k=8)
+        b = faiss_index.search(fresh.index, query, k=8)
+        assert a.ids == b.ids
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_nothing_changed_publishes_nothing(client, bucket, embedder) -> None:
+    populate(client, bucket, {f"animals/a{i}.png": encode(random_image(i)) for i in range(3)})
+    first = build(client, embedder)
+    again = build(client, embedder)
+    assert not again.published and again.embedded == 0 and again.build_id == first.build_id
+
+
+def test_model_change_forces_a_full_build(client, bucket, embedder, tmp_path, monkeypatch) -> None:
+    from tests.factories import save_tiny_clip
+
+    populate(client, bucket, {f"animals/a{i}.png": encode(random_image(i)) for i in range(4)})
+    build(client, embedder)
+    other_dir = save_tiny_clip(tmp_path / "other", seed=1)
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(other_dir))
+    get_settings.cache_clear()
+    other = ClipEmbedder(source=str(other_dir), cache_dir=tmp_path)
+    report = build(client, other)
+    assert report.embedded == 4 and report.published
+    assert current(client, bucket, tmp_path).metadata.model == str(other_dir)
+
+
+def test_dry_run_publishes_nothing(client, bucket, embedder) -> None:
+    populate(client, bucket, {"animals/a.png": encode(random_image(1))})
+    report = build(client, embedder, dry_run=True)
+    assert report.added == 1 and not report.published
+    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+
+
+class FailingPuts:
+    """A real client that fails on the upload of one key: a publish cut off half-way."""
+
+    def __init__(self, client: s3.S3Client, failing_suffix: str) -> None:
+        self._client, self._suffix = client, failing_suffix
+
+    def put_object(self, **kwargs: object) -> object:
+        if str(kwargs["Key"]).endswith(self._suffix):
+            raise ConnectionResetError("connection lost mid-publish")
+        return self._client.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("failing", ["image_metadata.json", POINTER_FILE])
+def test_failed_publish_leaves_the_old_build_serving(client, bucket, embedder, tmp_path, failing) -> None:
+    populate(client, bucket, {f"animals/a{i}.png": encode(random_image(i)) for i in range(3)})
+    first = build(client, embedder)
+    before = client.get_object(Bucket=bucket, Key="index/current.json")["Body"].read()
+
+    put(client, bucket, "animals/extra.png", encode(random_image(50)))
+    with pytest.raises(ConnectionResetError):
+        build(FailingPuts(client, failing), embedder)
+
+    assert client.get_object(Bucket=bucket, Key="index/current.json")["Body"].read() == before
+    served = current(client, bucket, tmp_path)
+    assert served.metadata.build_id == first.build_id and served.index.ntotal == 3
+    # ... and the next build succeeds.
+    assert build(client, embedder).count == 4
+
+
+def test_old_builds_are_pruned(client, bucket, embedder, monkeypatch) -> None:
+    monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "2")
+    get_settings.cache_clear()
+    ids = []
+    for i in range(3):
+        put(client, bucket, f"animals/a{i}.png", encode(random_image(i)))
+        ids.append(build(client, embedder).build_id)
+    keys = [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix="index/builds/")]
+    assert {k.split("/")[2] for k in keys} == set(ids[1:])
+
+
+def test_listing_follows_pagination_past_1000_objects(client, bucket) -> None:
+    for i in range(1105):
+        client.put_object(Bucket=bucket, Key=f"nature/{i:05d}.jpg", Body=b"x")
+    listed = s3.list_images(client, bucket=bucket, folders=[], exclude_prefix="index/")
+    assert len(listed) == 1105
+
+
+def test_folders_setting_limits_the_build(client, bucket, embedder, monkeypatch, tmp_path) -> None:
+    populate(client, bucket, {"animals/a.png": encode(random_image(1)), "nature/n.png": encode(random_image(2))})
+    monkeypatch.setenv("IMAGE_SEARCH_FOLDERS", "nature/")
+    get_settings.cache_clear()
+    build(client, embedder)
+    assert current(client, bucket, tmp_path).metadata.folders == {"nature": (0, 1)}
+
+
+def test_empty_bucket_is_an_error(client, bucket, embedder) -> None:
+    with pytest.raises(NoImagesError):
+        build(client, embedder)
+
+
+def test_an_interrupted_build_resumes_from_its_checkpoint(client, bucket, embedder, tmp_path) -> None:
+    populate(client, bucket, {f"animals/a{i:02d}.png": encode(random_image(i)) for i in range(20)})
+    calls = iter([1000.0])  # plenty of time after the first batch (8), then the deadline is near
+    options = BuildOptions.from_settings(get_settings())
+    first = run_build(options, client=client, embedder=embedder, time_left=lambda: next(calls, 0.0))
+    assert not first.complete and not first.published and first.embedded == 16
+    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+
+    second = run_build(options, client=client, embedder=embedder)
+    assert second.complete and second.embedded == 4 and second.count == 20
+    resumed = current(client, bucket, tmp_path)
+    one_run = build(client, embedder, full=True)
+    assert one_run.embedded == 20
+    fresh = current(client, bucket, tmp_path)
+    np.testing.assert_allclose(
+        resumed.index.reconstruct_n(0, 20), fresh.index.reconstruct_n(0, 20), atol=1e-5
+    )
+
+
+def run_cli(*args: str, env_overrides: dict[str, str | None]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ}
+    for name, value in env_overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_index.py"), *args],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+
+
+def test_cli_builds_and_prints_a_summary(client, bucket) -> None:
+    populate(client, bucket, {"animals/a.png": encode(random_image(1)), "nature/b.png": encode(random_image(2))})
+    done = run_cli("--workers", "2", env_overrides={})
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("published") and "added=2" in summary and "skipped=0" in summary
+    pointer = json.loads(client.get_object(Bucket=bucket, Key="index/current.json")["Body"].read())
+    assert pointer["build_id"] in summary
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "reason"),
+    [
+        ((), {"IMAGE_SEARCH_BUCKET": None}, "IMAGE_SEARCH_BUCKET is not set"),
+        (("--bucket", "no-such-bucket"), {}, "does not exist"),
+        ((), {}, "no images found"),
+        (("--model", "/nonexistent/model"), {"PUT": "1"}, "cannot load model"),
+    ],
+    ids=["missing-bucket-setting", "unknown-bucket", "no-images", "bad-model"],
+)
+def test_cli_fails_with_one_line(client, bucket, args, env, reason) -> None:
+    if env.pop("PUT", None):
+        put(client, bucket, "animals/a.png", encode(random_image(1)))
+    done = run_cli(*args, env_overrides=env)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and reason in lines[0], done.stderr
