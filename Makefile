@@ -29,5 +29,22 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## demo: run the product on an embedded S3 with sample photos
+demo: $(STAMP)
+	$(BIN)/python -m image_search demo
+
+serve: $(STAMP)
+	$(BIN)/python -m image_search serve
+
+## bench: the full benchmark run; bench-quick: the same at small sizes, checking the targets
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+# Area-specific targets (infrastructure checks, ...) live in mk/*.mk.
+-include $(wildcard mk/*.mk)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
