@@ -14,7 +14,6 @@ from image_search.config import get_settings
 from image_search.local_s3 import embedded_s3
 from tests.factories import save_tiny_clip
 
-
 # moto's server logs every request; keep test output about the product.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -75,3 +74,51 @@ def bucket(
 
 def put(client: s3.S3Client, bucket: str, key: str, data: bytes) -> None:
     client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@pytest.fixture(scope="module")
+def indexed_bucket(
+    s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A bucket with the sample images and a published index, built once per test module."""
+    from image_search.builder import BuildOptions, run_build
+    from image_search.embedder import ClipEmbedder
+    from tests.factories import sample_bucket_layout
+
+    client = s3.make_client()
+    name = f"indexed-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    for key, data in sample_bucket_layout().items():
+        put(client, name, key, data)
+    embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
+    options = BuildOptions(bucket=name, model=str(tiny_model), workers=4)
+    assert run_build(options, client=client, embedder=embedder).published
+    return name
+
+
+@pytest.fixture
+def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings pointing at the indexed bucket; call ``make_api()`` after setting more."""
+    from image_search.service import get_service
+
+    monkeypatch.setenv("IMAGE_SEARCH_BUCKET", indexed_bucket)
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(tiny_model))
+    monkeypatch.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(tmp_path / "index-cache"))
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
+    get_settings.cache_clear()
+    get_service.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+    get_service.cache_clear()
+
+
+def make_api():  # type: ignore[no-untyped-def]
+    """A TestClient on a fresh app and service built from the current environment."""
+    from fastapi.testclient import TestClient
+
+    from image_search.api import create_app
+    from image_search.service import get_service
+
+    get_settings.cache_clear()
+    get_service.cache_clear()
+    return TestClient(create_app())

@@ -1,0 +1,65 @@
+"""Request and response bodies of the HTTP API (compatible with the product it replaces)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Self
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+MAX_K = 100
+MAX_QUERY_CHARS = 500
+
+K = Annotated[int, Field(ge=1, le=MAX_K, description="number of results")]
+Folder = Annotated[str, Field(max_length=256, description="search only this folder")]
+MinScore = Annotated[float | None, Field(ge=-1.0, le=1.0, description="drop weaker results")]
+
+
+class SearchRequest(BaseModel):
+    query: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
+    ]
+    k: K = 5
+    folder: Folder = Field(default="", description="empty: detect folders from the query")
+    min_score: MinScore = None
+
+
+class SimilarRequest(BaseModel):
+    key: str | None = Field(default=None, min_length=1, max_length=1024)
+    s3_path: str | None = Field(default=None, min_length=1, max_length=1100)
+    k: K = 5
+    folder: Folder = ""
+    min_score: MinScore = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Self:
+        if (self.key is None) == (self.s3_path is None):
+            raise ValueError("give exactly one of 'key' or 's3_path'")
+        return self
+
+
+class SearchHit(BaseModel):
+    rank: int
+    score: float = Field(description="cosine similarity, 1 = identical")
+    distance: float = Field(description="L2 distance between unit vectors: sqrt(2 - 2*score)")
+    folder: str
+    key: str
+    s3_path: str
+    image_url: str = Field(description="presigned GET URL (or public URL)")
+
+
+class FolderCount(BaseModel):
+    folder: str
+    count: int
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    build_id: str
+    count: int
+    model: str
+    created_at: datetime
+
+
+class ErrorBody(BaseModel):
+    detail: str

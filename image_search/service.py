@@ -1,0 +1,303 @@
+"""The search service: holds the current index and the model, answers searches, hot-reloads.
+
+Usable without HTTP: the API, the demo and the tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import faiss
+
+from image_search import images, s3, store
+from image_search import index as faiss_index
+from image_search.config import Settings, get_settings
+from image_search.errors import (
+    ImageSearchError,
+    ImageTooLargeError,
+    IndexMismatchError,
+    IndexNotReadyError,
+    UnknownFolderError,
+    UnknownKeyError,
+)
+from image_search.folders import detect
+from image_search.manifest import Metadata
+from image_search.vectors import Vectors
+
+if TYPE_CHECKING:
+    from image_search.embedder import ClipEmbedder
+
+LOG = logging.getLogger(__name__)
+
+# While no index is loaded, look for one at most this often, so a missing index or an S3 outage
+# does not turn every request into a slow round of retries.
+RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    metadata: Metadata
+    index: faiss.Index
+    rows: dict[str, int]  # key → row
+
+    @classmethod
+    def of(cls, published: store.Published) -> LoadedIndex:
+        rows = {item.key: row for row, item in enumerate(published.metadata.items)}
+        return cls(published.metadata, published.index, rows)
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    distance: float
+    folder: str
+    key: str
+    s3_path: str
+    image_url: str
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    folders: list[str] | None  # None = every folder
+    detected: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
+
+
+@lru_cache(maxsize=4)
+def embedder_for(source: str, device: str, batch_size: int, cache_dir: str) -> ClipEmbedder:
+    """One model per process and configuration (Lambda reuses it across invocations)."""
+    from image_search.embedder import ClipEmbedder
+
+    return ClipEmbedder(source=source, device=device, batch_size=batch_size, cache_dir=cache_dir)  # type: ignore[arg-type]
+
+
+class SearchService:
+    def __init__(self, settings: Settings, *, client: s3.S3Client | None = None) -> None:
+        self.settings = settings
+        self._client = client
+        self._current: LoadedIndex | None = None
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._last_error: str | None = None
+
+    @property
+    def client(self) -> s3.S3Client:
+        if self._client is None:
+            self._client = s3.make_client()
+        return self._client
+
+    @property
+    def embedder(self) -> ClipEmbedder:
+        s = self.settings
+        return embedder_for(s.model, s.device, s.batch_size, str(s.model_cache_dir))
+
+    # ---- index lifecycle -------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Load the model and the index now (Lambda's init phase); failures are only logged."""
+        try:
+            self.embedder.load()
+            self.current()
+        except ImageSearchError as exc:
+            LOG.warning("warm-up incomplete: %s", exc)
+
+    def current(self) -> LoadedIndex:
+        """The index to serve, loading or refreshing it when due; raises when there is none."""
+        # Only one request refreshes; while an index is loaded the others keep serving it
+        # instead of waiting.
+        if self._due() and self._lock.acquire(blocking=self._current is None):
+            try:
+                if self._due():
+                    self._refresh()
+            finally:
+                self._lock.release()
+        if self._current is None:
+            raise IndexNotReadyError(self._last_error or "no index has been published yet")
+        return self._current
+
+    def _due(self) -> bool:
+        interval = RETRY_SECONDS if self._current is None else self.settings.refresh_seconds
+        if self._current is not None and interval == 0:
+            return False
+        return time.monotonic() - self._checked_at >= interval
+
+    def _refresh(self) -> None:
+        self._checked_at = time.monotonic()
+        s = self.settings
+        try:
+            pointer = store.read_pointer(self.client, bucket=s.bucket, index_prefix=s.index_prefix)
+            if pointer is None:
+                self._last_error = f"no index published under s3://{s.bucket}/{s.index_prefix}"
+                return
+            if self._current and self._current.metadata.build_id == pointer.build_id:
+                return
+            published = store.load(
+                self.client, bucket=s.bucket, pointer=pointer, cache_dir=s.index_cache_dir
+            )
+            self._check_model(published.metadata)
+        except (ImageSearchError, ValueError, RuntimeError, OSError) as exc:
+            # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON.
+            self._last_error = f"index could not be loaded: {exc}"
+            level = logging.ERROR if self._current else logging.WARNING
+            LOG.log(
+                level,
+                "%s%s",
+                self._last_error,
+                "; still serving the previous index" if self._current else "",
+            )
+            return
+        self._current = LoadedIndex.of(published)
+        self._last_error = None
+        LOG.info("serving build %s (%d images)", pointer.build_id, published.metadata.count)
+
+    def _check_model(self, metadata: Metadata) -> None:
+        if metadata.model != self.settings.model:
+            raise IndexMismatchError(
+                f"build {metadata.build_id} was made with model {metadata.model!r} but the service "
+                f"runs {self.settings.model!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
+            )
+        if metadata.dim != self.embedder.dim:
+            raise IndexMismatchError(
+                f"build {metadata.build_id} has dim {metadata.dim}, model has {self.embedder.dim}"
+            )
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def search_text(
+        self, query: str, *, k: int, folder: str = "", min_score: float | None = None
+    ) -> SearchResult:
+        loaded = self.current()
+        if folder:
+            chosen: list[str] | None = [self._known_folder(loaded, folder)]
+            detected = False
+        else:
+            chosen = detect(query, loaded.metadata.folders) or None
+            detected = chosen is not None
+        started = time.perf_counter()
+        vector = self.embedder.embed_texts([query])
+        embedded = time.perf_counter()
+        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        result.detected = detected
+        result.timings = {"embed": _ms(started, embedded), **result.timings}
+        return result
+
+    def search_image(
+        self, data: bytes, *, k: int, folder: str = "", min_score: float | None = None
+    ) -> SearchResult:
+        if len(data) > self.settings.max_upload_bytes:
+            raise ImageTooLargeError(
+                f"upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
+            )
+        loaded = self.current()
+        chosen = [self._known_folder(loaded, folder)] if folder else None
+        started = time.perf_counter()
+        picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
+        decoded = time.perf_counter()
+        vector = self.embedder.embed_images([picture])
+        embedded = time.perf_counter()
+        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        result.timings = {
+            "decode": _ms(started, decoded),
+            "embed": _ms(decoded, embedded),
+            **result.timings,
+        }
+        return result
+
+    def similar(
+        self, key: str, *, k: int, folder: str = "", min_score: float | None = None
+    ) -> SearchResult:
+        """Neighbours of an indexed image from its stored vector (no re-embedding), not itself."""
+        loaded = self.current()
+        chosen = [self._known_folder(loaded, folder)] if folder else None
+        row = loaded.rows.get(key)
+        if row is None:
+            raise UnknownKeyError(f"{key!r} is not in the index")
+        vector = faiss_index.vector(loaded.index, row)
+        result = self._search(
+            loaded, vector, k=k + 1, folders=chosen, min_score=min_score, exclude=row
+        )
+        result.hits = [
+            Hit(**{**vars(hit), "rank": rank}) for rank, hit in enumerate(result.hits[:k], 1)
+        ]
+        return result
+
+    def key_from_s3_path(self, s3_path: str) -> str:
+        prefix = f"s3://{self.settings.bucket}/"
+        if not s3_path.startswith(prefix):
+            raise UnknownKeyError(f"{s3_path!r} is not in bucket {self.settings.bucket!r}")
+        return s3_path[len(prefix) :]
+
+    def folders(self) -> list[tuple[str, int]]:
+        return [
+            (name, end - start) for name, (start, end) in self.current().metadata.folders.items()
+        ]
+
+    def _known_folder(self, loaded: LoadedIndex, folder: str) -> str:
+        name = folder.strip("/")
+        if name not in loaded.metadata.folders:
+            known = ", ".join(loaded.metadata.folders) or "none"
+            raise UnknownFolderError(
+                f"folder {folder!r} is not in the index; known folders: {known}"
+            )
+        return name
+
+    def _search(
+        self,
+        loaded: LoadedIndex,
+        vector: Vectors,
+        *,
+        k: int,
+        folders: list[str] | None,
+        min_score: float | None,
+        exclude: int | None = None,
+    ) -> SearchResult:
+        ranges = [loaded.metadata.folders[name] for name in folders] if folders else None
+        started = time.perf_counter()
+        hits = faiss_index.search(loaded.index, vector, k=k, ranges=ranges)
+        searched = time.perf_counter()
+        pairs = [
+            (row, score) for row, score in zip(hits.ids, hits.scores, strict=True) if row != exclude
+        ]
+        if min_score is not None:
+            pairs = [(row, score) for row, score in pairs if score >= min_score]
+        result = [self._hit(loaded, rank, row, score) for rank, (row, score) in enumerate(pairs, 1)]
+        timings = {"search": _ms(started, searched), "urls": _ms(searched, time.perf_counter())}
+        return SearchResult(hits=result, folders=folders, timings=timings)
+
+    def _hit(self, loaded: LoadedIndex, rank: int, row: int, score: float) -> Hit:
+        item = loaded.metadata.items[row]
+        bucket = loaded.metadata.bucket
+        if self.settings.url_mode == "public":
+            url = s3.public_url(self.client, bucket=bucket, key=item.key)
+        else:
+            url = s3.presign_get(
+                self.client, bucket=bucket, key=item.key, expires=self.settings.presign_expires
+            )
+        score = min(1.0, max(-1.0, score))
+        return Hit(
+            rank=rank,
+            score=score,
+            distance=math.sqrt(max(0.0, 2.0 - 2.0 * score)),
+            folder=item.folder,
+            key=item.key,
+            s3_path=f"s3://{bucket}/{item.key}",
+            image_url=url,
+        )
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 2)
+
+
+@lru_cache(maxsize=1)
+def get_service() -> SearchService:
+    """The process-wide service (created once; the model and index load lazily or at warm-up)."""
+    return SearchService(get_settings())
