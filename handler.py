@@ -1,12 +1,11 @@
 """Entry points: ``app`` for uvicorn, ``handler`` for Lambda behind API Gateway."""
 
-from mangum import Mangum
-
 from image_search.api import create_app
+from image_search.lambda_http import make_handler
 from image_search.service import get_service
 
 app = create_app()
-# Lifespan off: Mangum would run it on every invocation; the model and index load once per
-# process instead, right here, so Lambda's init phase pays for them and not the first request.
-handler = Mangum(app, lifespan="off")
+handler = make_handler(app)
+# Load the model and the index once per process, now: Lambda's init phase pays for them
+# rather than the first request.
 get_service().warm()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ class SearchService:
     def _refresh(self) -> None:
         self._checked_at = time.monotonic()
         s = self.settings
+        build = "current.json"
+        pointer = None
         try:
             pointer = store.read_pointer(self.client, bucket=s.bucket, index_prefix=s.index_prefix)
             if pointer is None:
@@ -139,13 +142,17 @@ class SearchService:
                 return
             if self._current and self._current.metadata.build_id == pointer.build_id:
                 return
+            build = f"build {pointer.build_id}"
             published = store.load(
                 self.client, bucket=s.bucket, pointer=pointer, cache_dir=s.index_cache_dir
             )
             self._check_model(published.metadata)
         except (ImageSearchError, ValueError, RuntimeError, OSError) as exc:
-            # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON.
-            self._last_error = f"index could not be loaded: {exc}"
+            # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON or metadata.
+            self._last_error = f"{build} could not be loaded: {exc}"
+            if pointer is not None:
+                # Forget the local copy so the next attempt downloads it afresh.
+                shutil.rmtree(s.index_cache_dir / pointer.build_id, ignore_errors=True)
             level = logging.ERROR if self._current else logging.WARNING
             LOG.log(
                 level,

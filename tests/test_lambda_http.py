@@ -1,0 +1,65 @@
+"""``handler.handler`` driven with API Gateway events as AWS sends them (tests/events/*.json)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture
+def lambda_handler(api_env):  # type: ignore[no-untyped-def]
+    from tests.conftest import make_api
+
+    make_api()  # clears the cached settings and service for this environment
+    import handler
+
+    return importlib.reload(handler).handler
+
+
+def body_of(response: dict) -> object:
+    raw = response["body"]
+    return json.loads(base64.b64decode(raw) if response.get("isBase64Encoded") else raw)
+
+
+@pytest.mark.parametrize("name", ["rest-search.json", "http-search.json", "http-stage-search.json"])
+def test_json_search(lambda_handler, name: str) -> None:
+    response = lambda_handler(load_event(name), None)
+    assert response["statusCode"] == 200, response["body"]
+    hits = body_of(response)
+    assert len(hits) == 3 and {hit["folder"] for hit in hits} == {"nature"}
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert headers["x-image-search-folders"] == "nature"
+
+
+@pytest.mark.parametrize("name", ["rest-upload.json", "http-upload.json"])
+def test_base64_multipart_upload_arrives_intact(lambda_handler, name: str) -> None:
+    response = lambda_handler(load_event(name), None)
+    assert response["statusCode"] == 200, response["body"]
+    hits = body_of(response)
+    # The uploaded bytes are those of an indexed image: a corrupted upload could not score ≈ 1.
+    assert len(hits) == 3 and hits[0]["key"] == "animals/dog 1.JPG"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_get_routes(lambda_handler) -> None:
+    folders = lambda_handler(load_event("rest-folders.json"), None)
+    assert folders["statusCode"] == 200 and len(body_of(folders)) == 3
+    health = lambda_handler(load_event("http-health.json"), None)
+    assert health["statusCode"] == 200 and body_of(health)["count"] == 12
+
+
+def test_domain_errors_keep_their_status_through_lambda(lambda_handler) -> None:
+    event = load_event("rest-search.json")
+    event["body"] = json.dumps({"query": "cat", "folder": "planets"})
+    response = lambda_handler(event, None)
+    assert response["statusCode"] == 404 and "known folders" in body_of(response)["detail"]
