@@ -8,6 +8,8 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
@@ -24,6 +26,7 @@ from image_search.errors import (
     UnknownFolderError,
     UnknownKeyError,
 )
+from image_search.limits import BodyLimit
 from image_search.schemas import (
     ErrorBody,
     FolderCount,
@@ -149,6 +152,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             LOG.warning("%s: %s", type(exc).__name__, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each 'input': a NaN or Infinity there (Python's json
+        # accepts them in bodies) cannot be encoded, which turned a bad request into a 500.
+        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
     @app.exception_handler(_Unauthorized)
     def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return JSONResponse(
@@ -165,6 +175,7 @@ def create_app() -> FastAPI:
     )
     _add_error_handlers(app)
     app.include_router(_routes(), prefix=settings.api_prefix)
+    app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
