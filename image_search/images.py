@@ -55,7 +55,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # Pillow's convert("L") clips 16/32-bit values instead of scaling them.
         pixels = np.asarray(image, dtype=np.float32)
         if pixels.max(initial=0) > 255:
-            pixels = pixels / 256
+            pixels = (pixels / 256).astype(np.float32)
         image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
