@@ -15,10 +15,11 @@ $(SAM_STAMP): infra/requirements-sam.txt
 # tests/test_template.py runs `sam validate --lint`, so every test run needs the SAM CLI.
 test test-all: $(SAM_STAMP)
 
-## validate: sam validate --lint and cfn-lint on template.yaml (offline; needs only a region)
+## validate: sam validate --lint, cfn-lint and hadolint on template.yaml and infra/Dockerfile
 validate: $(SAM_STAMP)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1 --template template.yaml
 	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/hadolint infra/Dockerfile
 
 clean: clean-sam
 
