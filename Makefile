@@ -29,9 +29,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## demo: run the product on an embedded S3 with sample photos
+## demo: run the product on an embedded S3 with sample photos (extra options: ARGS="--model /path")
 demo: $(STAMP)
-	$(BIN)/python -m image_search demo
+	$(BIN)/python -m image_search demo $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/python -m image_search serve

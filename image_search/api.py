@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from image_search import __version__
+from image_search import __version__, page
 from image_search.config import get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -175,6 +175,7 @@ def create_app() -> FastAPI:
     )
     _add_error_handlers(app)
     app.include_router(_routes(), prefix=settings.api_prefix)
+    app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(

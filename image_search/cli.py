@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from image_search.demo import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 
 LOG = logging.getLogger("image_search")
@@ -85,10 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    demo = commands.add_parser("demo", help="sample photos on an embedded S3, served with the page")
+    add_demo_arguments(demo)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "build":
         return run_build_command(args)
+    if args.command == "demo":
+        return run_demo(
+            DemoOptions(
+                model=args.model,
+                host=args.host,
+                port=args.port,
+                state_dir=args.state_dir,
+                photos=args.photos,
+            )
+        )
     if args.command == "serve":
         import uvicorn
 

@@ -1,0 +1,285 @@
+// The search page: plain browser JavaScript, no build step, no third-party code.
+// Every URL is relative, so the page works under any API prefix or API Gateway stage.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "image-search.api-key";
+  const DEBOUNCE_MS = 350;
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    form: $("search-form"), query: $("query"), folder: $("folder"), k: $("k"),
+    file: $("file"), drop: $("drop-zone"), error: $("error"), summary: $("summary"),
+    timings: $("timings"), grid: $("grid"), results: $("results"), info: $("index-info"),
+    keyPanel: $("key-panel"), keyForm: $("key-form"), key: $("api-key"), forget: $("forget-key"),
+  };
+
+  // ---- talking to the API ------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(detail);
+      this.status = status;
+    }
+  }
+
+  function storedKey() {
+    try { return localStorage.getItem(KEY_STORAGE) || ""; } catch { return ""; }
+  }
+
+  function detailOf(body, fallback) {
+    const detail = body && body.detail;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {  // FastAPI's 422: a list of {loc, msg}
+      return detail.map((d) => `${(d.loc || []).slice(1).join(".") || "request"}: ${d.msg}`).join("; ");
+    }
+    return fallback;
+  }
+
+  let latest = 0;          // only the newest request may draw results
+  let inFlight = null;     // AbortController of the request being drawn
+
+  async function call(path, { json, form, method = "POST", signal } = {}) {
+    const headers = {};
+    const key = storedKey();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    let body;
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(json);
+    } else if (form !== undefined) {
+      body = form;  // the browser sets the multipart boundary
+    }
+    let response;
+    try {
+      response = await fetch(path, { method: body ? method : "GET", headers, body, signal });
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError(0, "cannot reach the server");
+    }
+    let data = null;
+    try { data = await response.json(); } catch { /* an empty or non-JSON body */ }
+    if (!response.ok) throw new ApiError(response.status, detailOf(data, response.statusText));
+    return { data, headers: response.headers };
+  }
+
+  // ---- messages ----------------------------------------------------------------------------
+
+  function explain(err) {
+    const d = err.message;
+    switch (err.status) {
+      case 0: return `Cannot reach the server. Is it still running?`;
+      case 400: return `That file could not be used as an image: ${d}`;
+      case 401: return `This server needs an API key: enter it under “API key” at the top.`;
+      case 404: return `Not found: ${d}`;
+      case 413: return `That file is too large: ${d}`;
+      case 422: return `The request was not accepted: ${d}`;
+      case 503: return `The search index is not ready yet: ${d}`;
+      default: return `The search failed (HTTP ${err.status}): ${d}`;
+    }
+  }
+
+  function showError(err) {
+    el.error.textContent = explain(err);
+    el.error.hidden = false;
+    if (err.status === 401) el.keyPanel.open = true;
+  }
+
+  function clearError() {
+    el.error.hidden = true;
+    el.error.textContent = "";
+  }
+
+  // ---- results -----------------------------------------------------------------------------
+
+  function searchedFolders(headers) {
+    const raw = headers.get("X-Image-Search-Folders");
+    if (raw === null || raw === "*") return "all folders";
+    const names = raw.split(",").filter(Boolean).map((n) => decodeURIComponent(n));
+    const detected = headers.get("X-Image-Search-Detected") === "true";
+    return names.map((n) => (detected ? `${n} (auto-detected)` : n)).join(", ");
+  }
+
+  function timingsText(headers) {
+    const raw = headers.get("Server-Timing") || "";
+    return raw.split(",").map((part) => {
+      const [name, ...params] = part.trim().split(";");
+      const dur = params.map((p) => p.trim()).find((p) => p.startsWith("dur="));
+      return name && dur ? `${name} ${Number(dur.slice(4)).toFixed(1)} ms` : "";
+    }).filter(Boolean).join(" · ");
+  }
+
+  function fileName(key) {
+    return key.split("/").pop();
+  }
+
+  function describe(key) {
+    // "animals/chelsea-the-cat.jpg" → "chelsea the cat": the best alt text an index can offer.
+    return fileName(key).replace(/\.[^.]+$/, "").replace(/[-_]+/g, " ").trim() || key;
+  }
+
+  function card(hit) {
+    const item = document.createElement("li");
+    item.className = "hit";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb";
+    button.title = "Find similar images";
+    button.setAttribute("aria-label", `Find images similar to ${hit.key}`);
+    const img = document.createElement("img");
+    img.src = hit.image_url;
+    img.alt = `${describe(hit.key)}, in ${hit.folder}`;
+    img.decoding = "async";
+    img.addEventListener("error", () => item.classList.add("broken"), { once: true });
+    button.append(img);
+    button.addEventListener("click", () => runSimilar(hit));
+
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    score.title = `cosine similarity (rank ${hit.rank})`;
+    const folder = document.createElement("span");
+    folder.className = "folder";
+    folder.textContent = hit.folder;
+    const key = document.createElement("span");
+    key.className = "key";
+    key.textContent = fileName(hit.key);
+    key.title = hit.s3_path;
+    meta.append(score, folder, key);
+    item.append(button, meta);
+    return item;
+  }
+
+  function draw(what, result) {
+    const hits = result.data || [];
+    const where = searchedFolders(result.headers);
+    el.summary.textContent = hits.length
+      ? `${hits.length} result${hits.length === 1 ? "" : "s"} ${what} · searched: ${where}`
+      : `No results ${what} · searched: ${where}`;
+    const timings = timingsText(result.headers);
+    el.timings.textContent = timings ? `Server timings: ${timings}` : "";
+    el.grid.replaceChildren(...hits.map(card));
+  }
+
+  async function run(what, path, request) {
+    if (inFlight) inFlight.abort();
+    const mine = ++latest;
+    inFlight = new AbortController();
+    clearError();
+    el.results.setAttribute("aria-busy", "true");
+    el.summary.textContent = `Searching ${what}…`;
+    try {
+      const result = await call(path, { ...request, signal: inFlight.signal });
+      if (mine === latest) draw(what, result);
+    } catch (err) {
+      if (err.name === "AbortError" || mine !== latest) return;
+      el.summary.textContent = "";
+      el.timings.textContent = "";
+      el.grid.replaceChildren();
+      showError(err);
+    } finally {
+      if (mine === latest) el.results.removeAttribute("aria-busy");
+    }
+  }
+
+  const k = () => Number(el.k.value);
+
+  function runText() {
+    const query = el.query.value.trim();
+    if (!query) return;
+    run(`for “${query}”`, "image_search/search", {
+      json: { query, k: k(), folder: el.folder.value },
+    });
+  }
+
+  function runImage(file) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    form.append("k", String(k()));
+    form.append("folder", el.folder.value);
+    run(`like ${file.name}`, "image_search/search_by_image", { form });
+  }
+
+  function runSimilar(hit) {
+    run(`similar to ${hit.key}`, "image_search/similar", {
+      json: { key: hit.key, k: k(), folder: el.folder.value },
+    });
+    el.results.focus();
+  }
+
+  // ---- index information and folders -------------------------------------------------------
+
+  async function loadFolders() {
+    try {
+      const { data } = await call("image_search/folders");
+      const chosen = el.folder.value;
+      const options = data.map(({ folder, count }) => new Option(`${folder} (${count})`, folder));
+      el.folder.replaceChildren(el.folder.options[0], ...options);
+      el.folder.value = data.some((f) => f.folder === chosen) ? chosen : "";
+      clearError();
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function loadInfo() {
+    try {
+      const { data } = await call("health");
+      el.info.textContent = `${data.count} images indexed · model ${data.model}`;
+    } catch (err) {
+      el.info.textContent = err.status === 503 ? "no index loaded yet" : "";
+    }
+  }
+
+  // ---- wiring ------------------------------------------------------------------------------
+
+  let timer = 0;
+  el.query.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(runText, DEBOUNCE_MS);
+  });
+  el.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearTimeout(timer);
+    runText();
+  });
+  for (const control of [el.folder, el.k]) {
+    control.addEventListener("change", () => el.query.value.trim() && runText());
+  }
+
+  el.file.addEventListener("change", () => {
+    if (el.file.files.length) runImage(el.file.files[0]);
+    el.file.value = "";  // choosing the same file again searches again
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    el.drop.addEventListener(type, (event) => {
+      event.preventDefault();
+      el.drop.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    el.drop.addEventListener(type, () => el.drop.classList.remove("over"));
+  }
+  el.drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) runImage(file);
+  });
+
+  el.key.value = storedKey();
+  el.keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    try { localStorage.setItem(KEY_STORAGE, el.key.value.trim()); } catch { /* private mode */ }
+    el.keyPanel.open = false;
+    loadFolders();
+    runText();
+  });
+  el.forget.addEventListener("click", () => {
+    try { localStorage.removeItem(KEY_STORAGE); } catch { /* private mode */ }
+    el.key.value = "";
+  });
+
+  loadInfo();
+  loadFolders();
+})();
