@@ -26,7 +26,9 @@ HNSW_EF_SEARCH = 128
 # nprobe 8 upwards (the 8-bit codes set the ceiling); 32 leaves a margin for harder data at
 # about a millisecond per query.
 IVF_NPROBE = 32
-IVF_TRAINING_SAMPLE = 100_000
+# FAISS wants at least 39 training points a list and samples down to 256; 50 keeps k-means to
+# 100k points at 1M vectors (2,000 lists), so training costs no more than adding the vectors.
+IVF_TRAINING_PER_LIST = 50
 # Indexes of type "ivfpq" written before the IVF,SQ8 switch are IVF-PQ with a refine stage.
 REFINE_K_FACTOR = 16
 
@@ -57,7 +59,8 @@ def build(vectors: Vectors, *, index_type: str) -> faiss.Index:
         dim, _factory_string(index_type, count, dim), faiss.METRIC_INNER_PRODUCT
     )
     if not index.is_trained:
-        index.train(_training_sample(vectors))
+        lists = faiss.extract_index_ivf(index).nlist
+        index.train(_training_sample(vectors, limit=lists * IVF_TRAINING_PER_LIST))
     index.add(vectors)
     _enable_reconstruct(index)
     return index
@@ -69,7 +72,9 @@ def _factory_string(index_type: str, count: int, dim: int) -> str:
     if index_type == "hnsw":
         return f"HNSW{HNSW_M}"
     if index_type == "ivfpq":
-        nlist = max(16, int(4 * math.sqrt(count)))
+        # 2·sqrt(n) lists: at 200k, recall@10 0.98 against 0.99 for 4·sqrt(n), for half the
+        # build (k-means, then assigning every vector to a list).
+        nlist = max(16, int(2 * math.sqrt(count)))
         # The type keeps its old name, but 8-bit scalar codes beat PQ + SQ8 refine on every
         # measure at 512-d (bench/): recall@10 0.98 vs 0.97, 13x faster to build, a quarter of
         # the memory of float vectors (512 MiB per million), no codebooks to train.
@@ -77,7 +82,7 @@ def _factory_string(index_type: str, count: int, dim: int) -> str:
     raise ValueError(f"unknown index type {index_type!r}")
 
 
-def _training_sample(vectors: Vectors, limit: int = IVF_TRAINING_SAMPLE) -> Vectors:
+def _training_sample(vectors: Vectors, *, limit: int) -> Vectors:
     if len(vectors) <= limit:
         return vectors
     rows = np.random.default_rng(0).choice(len(vectors), size=limit, replace=False)
