@@ -37,6 +37,7 @@ def make_client(*, max_connections: int = 10) -> S3Client:
     ``s3v4`` matters: with a custom endpoint boto3 would otherwise presign with SigV2.
     ``standard`` retry mode retries throttling and 5xx with backoff, so no hand-written loops.
     """
+    _quiet_sdk_debug_logs()
     config = Config(
         signature_version="s3v4",
         retries={"mode": "standard", "max_attempts": 5},
@@ -45,6 +46,19 @@ def make_client(*, max_connections: int = 10) -> S3Client:
         read_timeout=30,
     )
     return boto3.session.Session().client("s3", config=config)
+
+
+def _quiet_sdk_debug_logs() -> None:
+    """Cap botocore's loggers at INFO unless a level was set on them on purpose.
+
+    At DEBUG, botocore logs every request's headers (the session token among them), the string
+    to sign and the signature, presigned URLs' too: enough to replay a request. A root logger
+    turned to DEBUG (or AWS_LAMBDA_LOG_LEVEL=DEBUG) must not write them to CloudWatch.
+    """
+    for name in ("botocore", "boto3", "s3transfer"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
 
 def folder_of(key: str) -> str:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import faiss
+from botocore.exceptions import ClientError
 
 from image_search import images, s3, store
 from image_search import index as faiss_index
@@ -147,8 +148,9 @@ class SearchService:
                 self.client, bucket=s.bucket, pointer=pointer, cache_dir=s.index_cache_dir
             )
             self._check_model(published.metadata)
-        except (ImageSearchError, ValueError, RuntimeError, OSError) as exc:
-            # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON or metadata.
+        except (ImageSearchError, ValueError, RuntimeError, OSError, ClientError) as exc:
+            # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON or metadata;
+            # ClientError: NoSuchKey, a pointer naming files that are not there (was a 500).
             self._last_error = f"{build} could not be loaded: {exc}"
             if pointer is not None:
                 # Forget the local copy so the next attempt downloads it afresh.
