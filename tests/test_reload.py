@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import pytest
+
 from image_search.builder import BuildOptions, run_build
 from image_search.config import get_settings
 from tests.conftest import make_api, put
@@ -19,15 +21,21 @@ def build(client, embedder) -> str:  # type: ignore[no-untyped-def]
     return report.build_id
 
 
-def test_a_new_build_is_served_after_the_refresh_interval(
-    bucket, client, embedder, monkeypatch
-) -> None:
+@pytest.fixture
+def serving(bucket, client, embedder, monkeypatch):  # type: ignore[no-untyped-def]
+    """An app serving a first build of one image, refreshing every REFRESH seconds."""
     monkeypatch.setenv("IMAGE_SEARCH_REFRESH_SECONDS", str(REFRESH))
     put(client, bucket, "animals/a.png", encode(random_image(1)))
     first = build(client, embedder)
     api = make_api()
     assert api.get("/health").json()["build_id"] == first
+    return api, first
 
+
+def test_a_new_build_is_served_after_the_refresh_interval(
+    serving, bucket, client, embedder
+) -> None:
+    api, _ = serving
     put(client, bucket, "nature/b.png", encode(random_image(2)))
     second = build(client, embedder)
     time.sleep(REFRESH * 1.5)
@@ -37,14 +45,9 @@ def test_a_new_build_is_served_after_the_refresh_interval(
 
 
 def test_a_corrupt_build_is_refused_and_the_old_one_keeps_serving(
-    bucket, client, embedder, monkeypatch, caplog
+    serving, bucket, client, embedder, caplog
 ) -> None:
-    monkeypatch.setenv("IMAGE_SEARCH_REFRESH_SECONDS", str(REFRESH))
-    put(client, bucket, "animals/a.png", encode(random_image(1)))
-    first = build(client, embedder)
-    api = make_api()
-    assert api.get("/health").json()["build_id"] == first
-
+    api, first = serving
     put(client, bucket, "animals/b.png", encode(random_image(2)))
     second = build(client, embedder)
     pointer = client.get_object(Bucket=bucket, Key="index/current.json")["Body"].read().decode()
