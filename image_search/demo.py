@@ -71,7 +71,7 @@ def run_demo(options: DemoOptions) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {options.host}:{options.port} ({exc.strerror}); try --port")
     try:
-        with listener, _demo_environment(options) as target:
+        with listener, demo_environment(options) as target:
             return _build_and_serve(options, target, listener)
     except KeyboardInterrupt:
         print("\nstopped", flush=True)
@@ -100,6 +100,7 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
         return _fail(f"cannot load model {model!r}: {_reason(reason)}")
     try:
         report = prepare(target, options=options, client=service.client, embedder=service.embedder)
+        service.current()  # load the index now: the page's first requests should not wait for it
     except ImageSearchError as exc:
         return _fail(str(exc))
     print(_describe(report), flush=True)
@@ -154,7 +155,7 @@ def upload_photos(client: s3.S3Client, *, bucket: str, photos: Path) -> int:
 
 
 @contextmanager
-def _demo_environment(options: DemoOptions) -> Iterator[Target]:
+def demo_environment(options: DemoOptions) -> Iterator[Target]:
     """The settings the demo runs with, in os.environ for the run only: the demo's own S3 and
     bucket unless the environment names a bucket or an S3 endpoint."""
     values = {"IMAGE_SEARCH_MODEL": _model_setting(options.model)} if options.model else {}

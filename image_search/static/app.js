@@ -10,6 +10,7 @@
     form: $("search-form"), query: $("query"), folder: $("folder"), k: $("k"),
     file: $("file"), drop: $("drop-zone"), error: $("error"), summary: $("summary"),
     timings: $("timings"), grid: $("grid"), results: $("results"), info: $("index-info"),
+    queryImage: $("query-image"),
     keyPanel: $("key-panel"), keyForm: $("key-form"), key: $("api-key"), forget: $("forget-key"),
   };
 
@@ -162,11 +163,26 @@
     el.grid.replaceChildren(...hits.map(card));
   }
 
-  async function run(what, path, request) {
+  let previewUrl = "";  // object URL of an uploaded file, revoked when replaced
+
+  function showQueryImage(src, alt) {
+    if (previewUrl && previewUrl !== src) URL.revokeObjectURL(previewUrl);
+    previewUrl = src && src.startsWith("blob:") ? src : "";
+    el.queryImage.hidden = !src;
+    if (src) {
+      el.queryImage.src = src;
+      el.queryImage.alt = alt;
+    } else {
+      el.queryImage.removeAttribute("src");
+    }
+  }
+
+  async function run(what, path, request, preview = null) {
     if (inFlight) inFlight.abort();
     const mine = ++latest;
     inFlight = new AbortController();
     clearError();
+    showQueryImage(preview && preview.src, preview && preview.alt);
     el.results.setAttribute("aria-busy", "true");
     el.summary.textContent = `Searching ${what}…`;
     try {
@@ -177,6 +193,7 @@
       el.summary.textContent = "";
       el.timings.textContent = "";
       el.grid.replaceChildren();
+      showQueryImage(null);
       showError(err);
     } finally {
       if (mine === latest) el.results.removeAttribute("aria-busy");
@@ -198,13 +215,14 @@
     form.append("file", file, file.name);
     form.append("k", String(k()));
     form.append("folder", el.folder.value);
-    run(`like ${file.name}`, "image_search/search_by_image", { form });
+    const preview = { src: URL.createObjectURL(file), alt: `your image ${file.name}` };
+    run(`like ${file.name}`, "image_search/search_by_image", { form }, preview);
   }
 
   function runSimilar(hit) {
     run(`similar to ${hit.key}`, "image_search/similar", {
       json: { key: hit.key, k: k(), folder: el.folder.value },
-    });
+    }, { src: hit.image_url, alt: describe(hit.key) });
     el.results.focus();
   }
 
