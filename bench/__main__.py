@@ -1,0 +1,88 @@
+"""``python -m bench [--quick | --smoke] [--check] [--only ...]``: see the README's Performance."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SECTIONS = ("scale", "build", "search", "coldstart")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    scale_count: int
+    scale_queries: int
+    scale_rounds: int
+    build_images: int
+    build_rounds: int
+    search_indexes: tuple[int, ...]
+    search_rounds: int
+    text_requests: int
+    image_requests: int
+    cold_rounds: int
+    tiny_model: bool = False
+
+
+SIZES = {
+    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3),
+    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2),
+    # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
+    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, tiny_model=True),
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes; checks the targets")
+    size.add_argument("--smoke", action="store_true", help="toy sizes: exercise the code only")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help="comma list of " + "/".join(SECTIONS)
+    )
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for this run and its servers")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.threads:
+        # Before torch and faiss are imported: both size their OpenMP pools from it.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("botocore", "httpx", "faiss.loader", "image_search"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from bench import table
+    from bench.runner import run_sections
+    from bench.stats import Report, machine_info
+
+    started = time.perf_counter()
+    report = Report(mode if args.only == ",".join(SECTIONS) else f"{mode}-{'+'.join(sections)}")
+    report.machine = machine_info()
+    with tempfile.TemporaryDirectory(prefix="image-search-bench-") as work:
+        run_sections(report, sections=sections, sizes=SIZES[mode], work=Path(work))
+    report.machine["load_average_at_end"] = os.getloadavg()
+    print()
+    print(table.plain(report))
+    path = table.save(report)
+    print(f"\nresults: {path}")
+    print(table.summary(report, time.perf_counter() - started))
+    checking = args.check or args.quick
+    return 1 if checking and report.missed() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

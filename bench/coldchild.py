@@ -1,0 +1,64 @@
+"""Run in a fresh process by ``bench.coldstart``: the service's start-up, step by step.
+
+Prints one JSON object of seconds per step. The steps are what ``handler.py`` does at import
+(Lambda's init phase) and then the first request, split so each can be held against its floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def main() -> None:
+    # The parent passes its wall clock at spawn: interpreter start is the time until here.
+    steps: dict[str, float] = {
+        "interpreter start": time.time() - float(os.environ["BENCH_SPAWNED"])
+    }
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        steps[name] = now - mark
+        mark = now
+
+    import image_search.embedder  # noqa: F401  (torch, transformers)
+    from image_search import s3
+    from image_search.api import create_app
+    from image_search.service import get_service
+
+    create_app()
+    lap("imports")
+    service = get_service()
+    service.embedder.load()
+    lap("model load")
+    fetched = 0.0
+    original = s3.get_bytes
+
+    def timed_get(*args: object, **kwargs: object) -> bytes:
+        nonlocal fetched
+        begin = time.perf_counter()
+        try:
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            fetched += time.perf_counter() - begin
+
+    s3.get_bytes = timed_get  # type: ignore[assignment]
+    begin = time.perf_counter()
+    assert service.client is not None  # boto3 loads its service model: part of fetching
+    fetched += time.perf_counter() - begin
+    service.current()
+    s3.get_bytes = original  # type: ignore[assignment]
+    lap("index fetch+load")
+    steps["index fetch"] = fetched
+    steps["index load"] = steps.pop("index fetch+load") - fetched
+    hits = service.search_text("a red car in the city", k=10).hits
+    assert len(hits) == 10
+    lap("first query")
+    print(json.dumps(steps))
+
+
+if __name__ == "__main__":
+    main()

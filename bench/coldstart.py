@@ -1,0 +1,153 @@
+"""(4) Cold start: a fresh server process until its first successful search answer.
+
+The total is measured on the real thing (``uvicorn handler:app`` with an empty index cache,
+as a new Lambda has); ``bench.coldchild`` repeats the start-up step by step to show where the
+time goes. Each step's floor is its bare cost measured on its own: interpreter start, the
+imports alone, ``from_pretrained`` in a warm process, one S3 GET of the artefacts, FAISS
+deserialisation, and a warm query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import httpx
+import numpy as np
+
+from bench.serving import ROOT, Published, free_port, service_env
+from bench.stats import Report, Rounds, Row, timed
+from image_search import s3, store
+from image_search.manifest import Metadata
+
+LOG = logging.getLogger(__name__)
+
+RATIO_TARGET = 1.2
+ABSOLUTE_TARGET_S = 10.0
+QUERY = "a red car in the city"
+# What start-up must import at the least: transformers' CLIP classes load lazily on first use.
+IMPORTS = (
+    "import torch, faiss, fastapi, boto3, PIL, uvicorn; "
+    "from transformers import CLIPModel, CLIPProcessor, AutoModel, AutoProcessor"
+)
+
+
+def run(report: Report, *, embedder: Any, published: Published, rounds: int) -> None:
+    group = f"cold start, {published.count // 1000}k index"
+    totals, steps = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            env = service_env(bucket=published.bucket, model=embedder.source, cache=Path(cache))
+            totals.append(_first_answer(env))
+        with tempfile.TemporaryDirectory() as cache:
+            env = service_env(bucket=published.bucket, model=embedder.source, cache=Path(cache))
+            steps.append(_steps(env))
+    floors = _floors(embedder, published, rounds=rounds)
+    for name, floor in floors.items():
+        measured = Rounds([step[name] for step in steps])
+        report.add(
+            Row.of(group, f"{name}", measured, "s", floor=floor, ratio=measured.median / floor)
+        )
+    total = Rounds(totals)
+    floor = sum(floors.values())
+    ratio = total.median / floor
+    report.add(
+        Row.of(
+            group,
+            "spawn → first search answer",
+            total,
+            "s",
+            floor=floor,
+            ratio=ratio,
+            target=f"ratio ≤ {RATIO_TARGET}, < {ABSOLUTE_TARGET_S:g} s",
+            ok=ratio <= RATIO_TARGET and total.median < ABSOLUTE_TARGET_S,
+        )
+    )
+
+
+def _first_answer(env: dict[str, str]) -> float:
+    """Seconds from spawning uvicorn to the first 200 from the text search route."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "handler:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    body = {"query": QUERY, "k": 10, "folder": ""}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        while True:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/image_search/search", json=body, timeout=30
+                )
+                if response.status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.perf_counter() - started > 300:
+                raise RuntimeError("the server never answered a search")
+            time.sleep(0.01)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _steps(env: dict[str, str]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.coldchild"],
+        cwd=ROOT,
+        env={**env, "BENCH_SPAWNED": repr(time.time())},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return steps
+
+
+def _floors(embedder: Any, published: Published, *, rounds: int) -> dict[str, float]:
+    from transformers import AutoModel, AutoProcessor
+
+    client = s3.make_client()
+    pointer = store.read_pointer(client, bucket=published.bucket, index_prefix="index/")
+    assert pointer is not None
+    blobs: dict[str, bytes] = {}
+
+    def fetch() -> None:
+        fresh = s3.make_client()  # a cold process creates its client first
+        for key in (pointer.index_key, pointer.metadata_key):
+            blobs[key] = fresh.get_object(Bucket=published.bucket, Key=key)["Body"].read()
+
+    def load() -> None:
+        faiss.deserialize_index(np.frombuffer(blobs[pointer.index_key], dtype=np.uint8))
+        Metadata.model_validate_json(blobs[pointer.metadata_key])
+
+    path = embedder.source
+    vector = embedder.embed_texts([QUERY])
+    python = [sys.executable, "-c", "pass"]
+    imports = [sys.executable, "-c", IMPORTS]
+    measured = {
+        "interpreter start": [timed(lambda: subprocess.run(python, check=True)) for _ in range(3)],
+        "imports": [],
+        "model load": [
+            timed(lambda: (AutoModel.from_pretrained(path), AutoProcessor.from_pretrained(path)))
+            for _ in range(rounds)
+        ],
+        "index fetch": [timed(fetch) for _ in range(rounds)],
+        "index load": [timed(load) for _ in range(rounds)],
+        "first query": [
+            timed(lambda: (embedder.embed_texts([QUERY]), published.index.search(vector, 10)))
+            for _ in range(5)
+        ],
+    }
+    interpreter = min(measured["interpreter start"])
+    measured["imports"] = [
+        timed(lambda: subprocess.run(imports, check=True)) - interpreter for _ in range(rounds)
+    ]
+    return {name: min(values) for name, values in measured.items()}

@@ -1,0 +1,192 @@
+"""(1) text and (2) image search latency through HTTP, against the bare compute in this process.
+
+The server is ``uvicorn handler:app`` in its own process; the client keeps one connection alive
+and sends requests one after another. The floor is the same work without the service: bare
+``embed_texts`` (or decode + ``embed_images``) plus a bare FAISS search of the same index.
+Rounds alternate floor and HTTP so drift in the machine's load hits both alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench import photos
+from bench.serving import Published, service_env, uvicorn_server
+from bench.stats import Report, Rounds, Row, percentile, timed
+from image_search import images
+
+LOG = logging.getLogger(__name__)
+
+K = 10
+TARGET = 1.15
+QUERIES = (
+    "a red car parked in a city street at night",
+    "two dogs playing on the beach",
+    "snowy mountains under a blue sky",
+    "a bowl of fruit on a wooden table",
+    "people crossing the road in the rain",
+)
+_TIMING = re.compile(r"(\w+);dur=([\d.]+)")
+
+
+def run(
+    report: Report,
+    *,
+    embedder: Any,
+    published: Published,
+    cache: Path,
+    rounds: int,
+    text_requests: int,
+    image_requests: int,
+) -> None:
+    """Text search (and image search when ``image_requests``) against one server."""
+    env = service_env(bucket=published.bucket, model=embedder.source, cache=cache)
+    with uvicorn_server(env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        _text(
+            report,
+            client,
+            embedder=embedder,
+            published=published,
+            rounds=rounds,
+            per_round=text_requests,
+        )
+        if image_requests:
+            _image(
+                report,
+                client,
+                embedder=embedder,
+                published=published,
+                rounds=rounds,
+                per_round=image_requests,
+            )
+
+
+def _text(
+    report: Report,
+    client: httpx.Client,
+    *,
+    embedder: Any,
+    published: Published,
+    rounds: int,
+    per_round: int,
+) -> None:
+    cursor = iter(range(10**9))
+
+    def query() -> str:
+        return QUERIES[next(cursor) % len(QUERIES)]
+
+    vector = embedder.embed_texts([QUERIES[0]])
+
+    def request() -> httpx.Response:
+        body = {"query": query(), "k": K, "folder": ""}
+        return _ok(client.post("/image_search/search", json=body))
+
+    _measure(
+        report,
+        group=f"text search, {published.count // 1000}k index",
+        floors={
+            "embed_texts": lambda: embedder.embed_texts([query()]),
+            "faiss search": lambda: published.index.search(vector, K),
+        },
+        request=request,
+        rounds=rounds,
+        per_round=per_round,
+    )
+
+
+def _image(
+    report: Report,
+    client: httpx.Client,
+    *,
+    embedder: Any,
+    published: Published,
+    rounds: int,
+    per_round: int,
+) -> None:
+    upload = photos.jpeg(1234)
+    picture = images.decode(upload, max_pixels=10**8)
+    vector = embedder.embed_images([picture])
+
+    def request() -> httpx.Response:
+        files = {"file": ("query.jpg", upload, "image/jpeg")}
+        return _ok(client.post("/image_search/search_by_image", files=files, data={"k": K}))
+
+    _measure(
+        report,
+        group=f"image search (640x480 JPEG), {published.count // 1000}k index",
+        floors={
+            "decode": lambda: images.decode(upload, max_pixels=10**8),
+            "embed_images": lambda: embedder.embed_images([picture]),
+            "faiss search": lambda: published.index.search(vector, K),
+        },
+        request=request,
+        rounds=rounds,
+        per_round=per_round,
+    )
+
+
+def _ok(response: httpx.Response) -> httpx.Response:
+    response.raise_for_status()
+    assert len(response.json()) == K, response.text
+    return response
+
+
+def _measure(
+    report: Report,
+    *,
+    group: str,
+    floors: dict[str, Any],
+    request: Any,
+    rounds: int,
+    per_round: int,
+) -> None:
+    for warm in [*floors.values(), request]:
+        warm()
+    floor_rounds: dict[str, list[float]] = {name: [] for name in floors}
+    http_rounds: list[float] = []
+    every: list[float] = []
+    server: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, fn in floors.items():
+            floor_rounds[name].append(percentile([timed(fn) * 1000 for _ in range(per_round)], 50))
+        samples = []
+        for _ in range(per_round):
+            started = time.perf_counter()
+            response = request()
+            samples.append((time.perf_counter() - started) * 1000)
+            for stage, ms in _TIMING.findall(response.headers.get("server-timing", "")):
+                server.setdefault(stage, []).append(float(ms))
+        http_rounds.append(percentile(samples, 50))
+        every.extend(samples)
+    floor = 0.0
+    for name, values in floor_rounds.items():
+        part = Rounds(values)
+        floor += part.median
+        report.add(Row.of(group, f"bare {name} p50", part, "ms"))
+    http = Rounds(http_rounds)
+    ratio = http.median / floor
+    for stage, values in server.items():
+        report.add(
+            Row(group, f"server {stage} p50 (Server-Timing)", float(np.median(values)), "ms")
+        )
+    report.add(Row(group, "HTTP p95", percentile(every, 95), "ms"))
+    report.add(Row(group, "HTTP p99", percentile(every, 99), "ms"))
+    report.add(
+        Row.of(
+            group,
+            "HTTP p50",
+            http,
+            "ms",
+            floor=floor,
+            ratio=ratio,
+            target=f"ratio ≤ {TARGET}",
+            ok=ratio <= TARGET,
+        )
+    )

@@ -1,0 +1,35 @@
+"""Resident memory of a serialised index once loaded, measured in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def loaded_index_rss(path: Path) -> int:
+    """RSS growth of a process that loads ``path`` through the product's ``index.from_bytes``."""
+    code = (
+        "import gc, json, sys; from pathlib import Path; "
+        "from image_search import index; from bench.memory import rss_bytes; "
+        "before = rss_bytes(); loaded = index.from_bytes(Path(sys.argv[1]).read_bytes()); "
+        "gc.collect(); print(json.dumps(rss_bytes() - before))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -1,0 +1,70 @@
+"""Runs the chosen sections, sharing one S3 server, one model and the published indexes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.stats import Report
+
+if TYPE_CHECKING:
+    from bench.__main__ import Sizes
+
+LOG = logging.getLogger(__name__)
+
+
+def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Path) -> None:
+    if "scale" in sections:
+        from bench import scale
+
+        LOG.info("(5) scale: %d vectors", sizes.scale_count)
+        scale.run(
+            report,
+            count=sizes.scale_count,
+            queries=sizes.scale_queries,
+            rounds=sizes.scale_rounds,
+        )
+    rest = [name for name in sections if name != "scale"]
+    if not rest:
+        return
+
+    from bench import coldstart, latency, throughput
+    from bench.model import benchmark_model
+    from bench.s3server import s3_server
+    from bench.serving import publish_synthetic
+    from image_search import s3
+    from image_search.embedder import ClipEmbedder
+
+    model = benchmark_model(tiny=sizes.tiny_model)
+    embedder = ClipEmbedder(source=str(model), cache_dir=work / "models").load()
+    with s3_server():
+        if "build" in sections:
+            LOG.info("(3) build throughput: %d JPEGs", sizes.build_images)
+            throughput.run(
+                report, embedder=embedder, count=sizes.build_images, rounds=sizes.build_rounds
+            )
+        if "search" not in sections and "coldstart" not in sections:
+            return
+        client = s3.make_client()
+        published = [
+            publish_synthetic(client, count=count, model=embedder.source)
+            for count in sizes.search_indexes
+        ]
+        if "search" in sections:
+            for index in published:
+                LOG.info("(1, 2) search latency: %d vectors", index.count)
+                latency.run(
+                    report,
+                    embedder=embedder,
+                    published=index,
+                    cache=work / f"serve-{index.count}",
+                    rounds=sizes.search_rounds,
+                    text_requests=sizes.text_requests,
+                    image_requests=sizes.image_requests if index is published[-1] else 0,
+                )
+        if "coldstart" in sections:
+            LOG.info("(4) cold start")
+            coldstart.run(
+                report, embedder=embedder, published=published[-1], rounds=sizes.cold_rounds
+            )

@@ -1,0 +1,139 @@
+"""(5) Scale: flat, HNSW and the IVF index on N synthetic clustered 512-d vectors.
+
+For each type: build time, serialised bytes, resident memory once loaded in a fresh process,
+p50 latency of the product's ``index.search`` (one query at a time, k=10), and recall@10 against
+exact search. The ``auto`` choice for N carries the target.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench import data
+from bench.memory import loaded_index_rss
+from bench.stats import Report, Rounds, Row, latency_rounds
+from image_search import index
+
+LOG = logging.getLogger(__name__)
+
+K = 10
+TYPES = ("flat", "hnsw", "ivfpq")
+RECALL_TARGET = 0.95
+LATENCY_TARGET_MS = 5.0
+MEMORY_TARGET = 2**30
+
+
+def run(report: Report, *, count: int, queries: int, rounds: int) -> None:
+    started = time.perf_counter()
+    vectors = data.clustered(count)
+    probes = data.queries(count, queries)
+    LOG.info("scale: %d vectors generated in %.1fs", count, time.perf_counter() - started)
+    truth = _exact_top_k(vectors, probes)
+    auto = index.choose_type("auto", count)
+    # The target is on the ANN type ``auto`` picks for large collections, even when a smaller
+    # run is still in flat's range.
+    ann = index.choose_type("auto", max(count, index.FLAT_MAX + 1))
+    group = f"scale {count // 1000}k"
+    for kind in TYPES:
+        _measure(
+            report,
+            group=group,
+            kind=kind,
+            label=f"{kind} (auto)" if kind == auto else kind,
+            checked=kind == ann,
+            vectors=vectors,
+            probes=probes,
+            truth=truth,
+            rounds=rounds,
+        )
+        gc.collect()
+
+
+def _exact_top_k(vectors: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, ids = exact.search(probes, K)
+    return ids
+
+
+def _measure(
+    report: Report,
+    *,
+    group: str,
+    kind: str,
+    label: str,
+    checked: bool,
+    vectors: np.ndarray,
+    probes: np.ndarray,
+    truth: np.ndarray,
+    rounds: int,
+) -> None:
+    LOG.info("scale: building %s over %d vectors", kind, len(vectors))
+    started = time.perf_counter()
+    built = index.build(vectors, index_type=kind)
+    build_seconds = time.perf_counter() - started
+    serialised = index.to_bytes(built)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.bin"
+        path.write_bytes(serialised)
+        size = len(serialised)
+        del serialised
+        resident = loaded_index_rss(path)
+    found = np.array([_padded(index.search(built, q, k=K).ids) for q in probes])
+    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+    latency = _latency(built, probes, rounds=rounds)
+    del built
+    fits = resident <= MEMORY_TARGET
+    report.add(Row(group, f"{label} build", build_seconds, "s"))
+    report.add(Row(group, f"{label} index size", size / 2**20, "MiB"))
+    report.add(
+        Row(
+            group,
+            f"{label} resident",
+            resident / 2**20,
+            "MiB",
+            target="≤ 1024" if checked else "",
+            ok=fits if checked else None,
+        )
+    )
+    report.add(
+        Row.of(
+            group,
+            f"{label} search p50",
+            latency,
+            "ms",
+            target=f"≤ {LATENCY_TARGET_MS:g}" if checked else "",
+            ok=latency.median <= LATENCY_TARGET_MS if checked else None,
+        )
+    )
+    report.add(
+        Row(
+            group,
+            f"{label} recall@10",
+            recall,
+            "",
+            target=f"≥ {RECALL_TARGET}" if checked else "",
+            ok=recall >= RECALL_TARGET if checked else None,
+        )
+    )
+
+
+def _latency(built: faiss.Index, probes: np.ndarray, *, rounds: int) -> Rounds:
+    cursor = iter(range(10**9))
+    latency, _ = latency_rounds(
+        lambda: index.search(built, probes[next(cursor) % len(probes)], k=K),
+        rounds=rounds,
+        per_round=len(probes),
+    )
+    return latency
+
+
+def _padded(ids: list[int]) -> list[int]:
+    return ids + [-1] * (K - len(ids))

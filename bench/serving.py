@@ -1,0 +1,114 @@
+"""A published synthetic index and the product's HTTP server (uvicorn handler:app) over it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import httpx
+
+from bench import data
+from image_search import index as faiss_index
+from image_search import s3, store
+from image_search.manifest import Item, Metadata, folder_ranges
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("city", "nature", "people", "vehicles")
+INDEX_PREFIX = "index/"
+
+
+@dataclass(frozen=True)
+class Published:
+    bucket: str
+    count: int
+    index: faiss.Index
+
+
+def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Published:
+    """``count`` clustered vectors published as a build of ``count`` JPEG keys in 4 folders."""
+    bucket = f"bench-search-{count}"
+    client.create_bucket(Bucket=bucket)
+    vectors = data.clustered(count)
+    items = [
+        Item(key=f"{folder}/img-{row:07d}.jpg", folder=folder, etag=f"{row:032x}", size=60_000)
+        for folder_no, folder in enumerate(FOLDERS)
+        for row in range(folder_no, count, len(FOLDERS))
+    ]
+    built = faiss_index.build(vectors, index_type=faiss_index.choose_type("auto", count))
+    metadata = Metadata(
+        build_id=store.new_build_id(),
+        model=model,
+        dim=vectors.shape[1],
+        index_type=faiss_index.kind_of(built),
+        count=count,
+        bucket=bucket,
+        folders=folder_ranges(items),
+        items=items,
+    )
+    store.publish(
+        client,
+        bucket=bucket,
+        index_prefix=INDEX_PREFIX,
+        metadata=metadata,
+        index=built,
+        vectors=vectors,
+        keep_builds=1,
+    )
+    return Published(bucket, count, built)
+
+
+def service_env(*, bucket: str, model: str, cache: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "IMAGE_SEARCH_BUCKET": bucket,
+        "IMAGE_SEARCH_MODEL": model,
+        "IMAGE_SEARCH_INDEX_CACHE_DIR": str(cache / "index"),
+        "IMAGE_SEARCH_MODEL_CACHE_DIR": str(cache / "models"),
+        # No hot-reload check against S3 in the middle of a timed series.
+        "IMAGE_SEARCH_REFRESH_SECONDS": "0",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def uvicorn_server(env: dict[str, str], *, timeout: float = 120) -> Iterator[str]:
+    """``uvicorn handler:app`` in its own process; yields its base URL once /health says 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "handler:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server at {url} did not become healthy")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,116 @@
+"""(3) Build throughput from S3 against bare ``embed_images``, and the no-change rebuild.
+
+End to end is the product's ``run_build`` (list, download and decode in threads, embed, FAISS,
+publish) over JPEGs in a moto S3 server reached over HTTP. The floor is ``embed_images`` on
+batches of the same size that are already decoded: what the model alone can do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench import photos
+from bench.stats import Report, Rounds, Row
+from image_search import images, s3
+from image_search.builder import BuildOptions, run_build
+
+LOG = logging.getLogger(__name__)
+
+BUCKET = "bench-build"
+FOLDERS = 4
+TARGET = 0.9
+
+
+def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
+    client = s3.make_client(max_connections=16)
+    client.create_bucket(Bucket=BUCKET)
+    payloads = _upload(client, count)
+    options = BuildOptions(bucket=BUCKET, model=embedder.source, full=True, workers=8)
+    batch = [
+        images.decode(payloads[i % len(payloads)], max_pixels=10**8)
+        for i in range(embedder.batch_size)
+    ]
+    embedder.embed_images(batch[:2])  # first-call warm-up, as a running build has had
+    end_to_end: list[float] = []
+    floor: list[float] = []
+    for round_ in range(rounds):
+        started = time.perf_counter()
+        result = run_build(options, client=client, embedder=embedder)
+        seconds = time.perf_counter() - started
+        assert result.published and result.count == count, result.summary()
+        end_to_end.append(count / seconds)
+        floor.append(_bare_rate(embedder, batch, batches=max(2, count // embedder.batch_size // 4)))
+        LOG.info(
+            "build round %d: %.2f img/s end to end, floor %.2f", round_, *end_to_end[-1:], floor[-1]
+        )
+    group = f"build {count} JPEGs"
+    e2e, bare = Rounds(end_to_end), Rounds(floor)
+    ratio = e2e.median / bare.median
+    report.add(Row.of(group, "embed_images (floor)", bare, "img/s"))
+    report.add(
+        Row.of(
+            group,
+            "run_build from S3",
+            e2e,
+            "img/s",
+            floor=bare.median,
+            ratio=ratio,
+            target=f"ratio ≥ {TARGET}",
+            ok=ratio >= TARGET,
+        )
+    )
+    _incremental(report, group=group, client=client, embedder=embedder, rounds=rounds)
+
+
+def _upload(client: s3.S3Client, count: int) -> list[bytes]:
+    payloads = [photos.jpeg(seed) for seed in range(count)]
+
+    def put(seed: int) -> None:
+        key = f"folder{seed % FOLDERS}/photo-{seed:05d}.jpg"
+        client.put_object(Bucket=BUCKET, Key=key, Body=payloads[seed])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, range(count)))
+    LOG.info(
+        "uploaded %d JPEGs, %.0f KiB on average", count, sum(map(len, payloads)) / count / 1024
+    )
+    return payloads
+
+
+def _bare_rate(embedder: Any, batch: list[Any], *, batches: int) -> float:
+    started = time.perf_counter()
+    for _ in range(batches):
+        embedder.embed_images(batch)
+    return batches * len(batch) / (time.perf_counter() - started)
+
+
+def _incremental(
+    report: Report, *, group: str, client: s3.S3Client, embedder: Any, rounds: int
+) -> None:
+    options = BuildOptions(bucket=BUCKET, model=embedder.source, workers=8)
+    rebuild: list[float] = []
+    listing: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = run_build(options, client=client, embedder=embedder)
+        rebuild.append(time.perf_counter() - started)
+        assert result.embedded == 0 and not result.published, result.summary()
+        started = time.perf_counter()
+        s3.list_images(client, bucket=BUCKET, folders=[], exclude_prefix="index/")
+        listing.append(time.perf_counter() - started)
+    again, listed = Rounds([s * 1000 for s in rebuild]), Rounds([s * 1000 for s in listing])
+    report.add(Row.of(group, "listing alone", listed, "ms"))
+    report.add(
+        Row.of(
+            group,
+            "rebuild, nothing changed",
+            again,
+            "ms",
+            floor=listed.median,
+            ratio=again.median / listed.median,
+            note="listing + pointer + last build's vectors",
+        )
+    )

@@ -1,0 +1,69 @@
+"""The benchmark's code paths at toy sizes (figures meaningless; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
+    env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    results = sorted(tmp_path.glob("smoke*-2*.json"))
+    assert len(results) == 1, done.stdout[-2000:]
+    return done, json.loads(results[0].read_text())
+
+
+def test_scale_section_writes_table_json_and_summary(tmp_path: Path) -> None:
+    done, document = run_bench(tmp_path, "--only", "scale", "--check")
+    names = [row["name"] for row in document["rows"]]
+    for kind in ("flat (auto)", "hnsw", "ivfpq"):
+        assert f"{kind} recall@10" in names and f"{kind} search p50" in names
+    checked = [row for row in document["rows"] if row["ok"] is not None]
+    assert {row["name"] for row in checked} == {
+        "ivfpq resident",
+        "ivfpq search p50",
+        "ivfpq recall@10",
+    }
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("bench smoke-scale: ")
+    assert done.returncode == (1 if "missed" in last else 0)
+    assert "| figure |" in document["markdown"]
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "nope" in done.stderr
+
+
+@pytest.mark.slow
+def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
+    """Build from moto S3, HTTP search through uvicorn, cold start: every figure present."""
+    _, document = run_bench(tmp_path)
+    groups = {row["group"] for row in document["rows"]}
+    assert any(group.startswith("build") for group in groups)
+    assert any(group.startswith("text search") for group in groups)
+    assert any(group.startswith("image search") for group in groups)
+    assert any(group.startswith("cold start") for group in groups)
+    ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
+    assert len(ratios) == 4 and all(row["ratio"] > 0 for row in ratios)
