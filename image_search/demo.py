@@ -73,9 +73,9 @@ def run_demo(options: DemoOptions) -> int:
     try:
         with listener, demo_environment(options) as target:
             return _build_and_serve(options, target, listener)
-    except KeyboardInterrupt:
-        print("\nstopped", flush=True)
-        return 0
+    except KeyboardInterrupt:  # before serving: while loading the model or building
+        print("\ninterrupted", flush=True)
+        return 130
 
 
 def _build_and_serve(options: DemoOptions, target: Target, listener: socket.socket) -> int:
@@ -108,8 +108,11 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     print(f"search page and API: http://{host}:{port}{service.settings.api_prefix}/", flush=True)
     print("press Ctrl-C to stop", flush=True)
     config = uvicorn.Config(create_app(), log_level="warning", lifespan="off")
-    # uvicorn stops gracefully on Ctrl-C, then raises it again: run_demo turns it into "stopped".
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass  # uvicorn stops gracefully on Ctrl-C, then raises it again
+    print("stopped", flush=True)
     return 0
 
 
