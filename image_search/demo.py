@@ -21,11 +21,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from pydantic import ValidationError
 
 from image_search import s3
 from image_search.builder import BuildOptions, BuildReport, ImageEmbedder, run_build
 from image_search.errors import ImageSearchError, ModelLoadError
+
+if TYPE_CHECKING:
+    from image_search.embedder import ClipEmbedder
 
 LOG = logging.getLogger(__name__)
 
@@ -87,17 +93,13 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
 
     get_settings.cache_clear()
     get_service.cache_clear()
-    service = get_service()
-    model = service.settings.model
-    print(f"loading model {model} …", flush=True)
-    hub_unreachable = _offline_unless_hub_reachable(model)
     try:
-        service.embedder.load()
-    except ModelLoadError as exc:
-        reason = (
-            "the model hub is unreachable and the model is not cached" if hub_unreachable else exc
-        )
-        return _fail(f"cannot load model {model!r}: {_reason(reason)}")
+        service = get_service()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _fail(f"invalid setting IMAGE_SEARCH_{str(first['loc'][0]).upper()}: {first['msg']}")
+    if problem := _load_model(service.embedder, service.settings.model):
+        return _fail(problem)
     try:
         report = prepare(target, options=options, client=service.client, embedder=service.embedder)
         service.current()  # load the index now: the page's first requests should not wait for it
@@ -114,6 +116,21 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
         pass  # uvicorn stops gracefully on Ctrl-C, then raises it again
     print("stopped", flush=True)
     return 0
+
+
+def _load_model(embedder: ClipEmbedder, model: str) -> str | None:
+    """Load the model now, before any S3 work; what went wrong, in one line, if it fails."""
+    print(f"loading model {model} …", flush=True)
+    looks_like_a_path = model.startswith((".", "~")) or Path(model).is_absolute()
+    if looks_like_a_path and not Path(model).expanduser().is_dir():
+        return f"cannot load model {model!r}: {_reason('no such directory')}"
+    hub_unreachable = _offline_unless_hub_reachable(model)
+    try:
+        embedder.load()
+    except ModelLoadError as exc:
+        unreachable = "the model hub is unreachable and the model is not cached"
+        return f"cannot load model {model!r}: {_reason(unreachable if hub_unreachable else exc)}"
+    return None
 
 
 def prepare(
@@ -209,10 +226,11 @@ def _ensure_bucket(client: s3.S3Client, bucket: str) -> None:
         if region in (None, "us-east-1")
         else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     )
-    try:
-        client.create_bucket(Bucket=bucket, **extra)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
+    with s3.translate_errors(bucket):
+        try:
+            client.create_bucket(Bucket=bucket, **extra)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
 
 
 def _upload_tree(client: s3.S3Client, *, bucket: str, root: Path) -> None:
