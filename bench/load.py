@@ -49,7 +49,7 @@ QUERIES = [
     "a photographer with a camera",
 ]
 # The mix of requests: text searches, image uploads, folder listings.
-MIX = (("search", 0.5), ("upload", 0.3), ("folders", 0.2))
+MIX: tuple[tuple[str, float], ...] = (("search", 0.5), ("upload", 0.3), ("folders", 0.2))
 
 
 @dataclass
@@ -199,7 +199,8 @@ async def _client(
     results: _Results,
 ) -> None:
     rng = random.Random(number)
-    kinds, weights = zip(*MIX, strict=True)
+    kinds = [kind for kind, _ in MIX]
+    weights = [weight for _, weight in MIX]
     while time.monotonic() < until:
         kind = rng.choices(kinds, weights)[0]
         started = time.perf_counter()
