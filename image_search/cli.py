@@ -66,11 +66,12 @@ def run_build_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings_problem(exc: ValidationError) -> str:
+def _settings_problem(exc: ValidationError, *, flags: bool = True) -> str:
     first = exc.errors()[0]
     name = str(first["loc"][0]) if first["loc"] else "settings"
     if first["type"] == "missing":
-        return f"IMAGE_SEARCH_{name.upper()} is not set (or pass --{name})"
+        hint = f" (or pass --{name})" if flags else ""
+        return f"IMAGE_SEARCH_{name.upper()} is not set{hint}"
     return f"invalid IMAGE_SEARCH_{name.upper()}: {first['msg']}"
 
 
@@ -103,7 +104,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if args.command == "serve":
-        import uvicorn
+        return run_serve(host=args.host, port=args.port)
+    return 0
 
-        uvicorn.run("handler:app", host=args.host, port=args.port)
+
+def run_serve(*, host: str, port: int) -> int:
+    """Serve the API; the model and index load before the port opens (as in Lambda's init)."""
+    import uvicorn
+
+    from image_search.api import create_app
+    from image_search.config import get_settings
+    from image_search.service import get_service
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        return _fail(_settings_problem(exc, flags=False))
+    app = create_app()
+    get_service().warm()
+    uvicorn.run(app, host=host, port=port)
     return 0
