@@ -149,6 +149,8 @@ CASES = [
          {"data": {"k": "3"}, "files": {"x": ("a", b"", "text/plain")}}),
     Case("file-as-text-field", "POST", U, 422, "body.file",
          {"data": {"file": "not a file"}, "files": {"x": ("a", b"", "text/plain")}}),
+    Case("multipart-1200-fields", "POST", U, 400, "Too many fields",
+         upload("a.png", png_bytes(1)) | {"data": {f"f{i}": "v" for i in range(1200)}}),
     Case("two-file-parts", "POST", U, 200, "",
          {"files": [("file", ("a.png", png_bytes(1), "image/png")),
                     ("file", ("b.png", png_bytes(2), "image/png"))]}),
