@@ -93,7 +93,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         proxy: S3Proxy = self.server.proxy  # type: ignore[attr-defined]
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client died mid-upload: S3 would store nothing either
+            self.close_connection = True
+            return
         path = urlsplit(self.path).path
         status = proxy.fault_for(self.command, path)
         if status is not None:
