@@ -27,7 +27,7 @@ from image_search.api import create_app
 from image_search.config import get_settings
 from tests.conftest import make_api
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 CHECKS = [
     not_a_server_error,
     response_schema_conformance,
