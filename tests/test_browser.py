@@ -4,6 +4,7 @@ is installed; CI installs it (.ci/run)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import threading
@@ -159,11 +160,24 @@ def test_a_folder_named_in_the_query_is_marked_auto_detected(page):  # type: ign
     assert "searched: animals (auto-detected)" in page.inner_text("#summary")
 
 
-def test_uploading_an_indexed_photo_finds_it_first(page):  # type: ignore[no-untyped-def]
+DROP = """(data) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const files = new DataTransfer();
+  files.items.add(new File([bytes], 'cat.png', { type: 'image/png' }));
+  const zone = document.getElementById('drop-zone');
+  const options = { dataTransfer: files, bubbles: true, cancelable: true };
+  zone.dispatchEvent(new DragEvent('drop', options));
+}"""
+
+
+@pytest.mark.parametrize("how", ["picker", "drop"])
+def test_uploading_an_indexed_photo_finds_it_first(page, how: str):  # type: ignore[no-untyped-def]
     cat = skimage_photos()["chelsea.png"]
-    page.set_input_files(
-        "#file", files=[{"name": "cat.png", "mimeType": "image/png", "buffer": cat}]
-    )
+    if how == "picker":
+        files = [{"name": "cat.png", "mimeType": "image/png", "buffer": cat}]
+        page.set_input_files("#file", files=files)
+    else:
+        page.evaluate(DROP, base64.b64encode(cat).decode())
 
     hits = results(page)
 

@@ -284,6 +284,10 @@
     const file = event.dataTransfer && event.dataTransfer.files[0];
     if (file) runImage(file);
   });
+  // A file dropped just outside the zone would otherwise replace the page with the file.
+  for (const type of ["dragover", "drop"]) {
+    window.addEventListener(type, (event) => event.preventDefault());
+  }
 
   el.key.value = storedKey();
   el.keyForm.addEventListener("submit", (event) => {
