@@ -8,7 +8,6 @@ all. botocore's own retries run as they would against AWS.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import logging
 import os
@@ -167,7 +166,7 @@ def build(client: s3.S3Client, embedder, **overrides: object):  # type: ignore[n
 
 
 def test_s3_unreachable_at_start_is_503_until_it_comes_back(
-    client, bucket, embedder, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path
+    client, bucket, embedder, proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     populate(client, bucket, images(3))
     build(client, embedder)  # `client` goes straight to moto
@@ -456,4 +455,4 @@ def test_the_proxy_passes_everything_through(client, bucket, proxy: S3Proxy) -> 
     assert read(via, bucket, "animals/x.png") == b"\x00" * 3_000_000
     assert via.head_object(Bucket=bucket, Key="animals/x.png")["ContentLength"] == 3_000_000
     assert [o["Key"] for o in s3.list_objects(via, bucket=bucket)] == ["animals/x.png"]
-    assert io.BytesIO(read(client, bucket, "animals/x.png")).getbuffer().nbytes == 3_000_000
+    assert len(read(client, bucket, "animals/x.png")) == 3_000_000  # stored whole in moto
