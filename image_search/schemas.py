@@ -20,7 +20,9 @@ class SearchRequest(BaseModel):
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
     ]
     k: K = 5
-    folder: Folder = Field(default="", description="empty: detect folders from the query")
+    folder: Folder = Field(
+        default="", description='empty: detect folders from the query; "*": every folder'
+    )
     min_score: MinScore = None
 
 

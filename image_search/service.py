@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 # While no index is loaded, look for one at most this often, so a missing index or an S3 outage
 # does not turn every request into a slow round of retries.
 RETRY_SECONDS = 5.0
+# An explicit "every folder": a text query then skips folder detection.
+ALL_FOLDERS = "*"
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,13 @@ class SearchService:
 
     def current(self) -> LoadedIndex:
         """The index to serve, loading or refreshing it when due; raises when there is none."""
-        # Only one request refreshes; while an index is loaded the others keep serving it
-        # instead of waiting.
-        if self._due() and self._lock.acquire(blocking=self._current is None):
+        if self._current is None:
+            # Wait for a load another request may have under way rather than fail beside it.
+            with self._lock:
+                if self._current is None and self._due():
+                    self._refresh()
+        elif self._due() and self._lock.acquire(blocking=False):
+            # One request refreshes; the others keep serving the index they have.
             try:
                 if self._due():
                     self._refresh()
@@ -184,10 +190,9 @@ class SearchService:
         self, query: str, *, k: int, folder: str = "", min_score: float | None = None
     ) -> SearchResult:
         loaded = self.current()
-        if folder:
-            chosen: list[str] | None = [self._known_folder(loaded, folder)]
-            detected = False
-        else:
+        detected = False
+        chosen = self._chosen(loaded, folder)
+        if not folder:
             chosen = detect(query, loaded.metadata.folders) or None
             detected = chosen is not None
         started = time.perf_counter()
@@ -206,7 +211,7 @@ class SearchService:
                 f"upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
             )
         loaded = self.current()
-        chosen = [self._known_folder(loaded, folder)] if folder else None
+        chosen = self._chosen(loaded, folder)
         started = time.perf_counter()
         picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
         decoded = time.perf_counter()
@@ -225,7 +230,7 @@ class SearchService:
     ) -> SearchResult:
         """Neighbours of an indexed image from its stored vector (no re-embedding), not itself."""
         loaded = self.current()
-        chosen = [self._known_folder(loaded, folder)] if folder else None
+        chosen = self._chosen(loaded, folder)
         row = loaded.rows.get(key)
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
@@ -248,6 +253,10 @@ class SearchService:
         return [
             (name, end - start) for name, (start, end) in self.current().metadata.folders.items()
         ]
+
+    def _chosen(self, loaded: LoadedIndex, folder: str) -> list[str] | None:
+        """The folder to search, or None for all of them ("" or "*")."""
+        return None if folder in ("", ALL_FOLDERS) else [self._known_folder(loaded, folder)]
 
     def _known_folder(self, loaded: LoadedIndex, folder: str) -> str:
         name = folder.strip("/")

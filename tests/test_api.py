@@ -307,3 +307,12 @@ def test_no_index_is_503_with_retry_after_until_one_is_published(
     run_build(BuildOptions.from_settings(get_settings()), client=client, embedder=embedder)
     monkeypatch.setattr(service_module, "RETRY_SECONDS", 0.0)
     assert api.get("/health").json()["count"] == 1  # picked up without a restart
+
+
+def test_star_searches_every_folder_without_detection(api_env) -> None:
+    response = make_api().post(
+        "/image_search/search", json={"query": "show me nature photos", "k": 12, "folder": "*"}
+    )
+    assert response.headers["X-Image-Search-Folders"] == "*"
+    assert response.headers["X-Image-Search-Detected"] == "false"
+    assert {hit["folder"] for hit in response.json()} == {"animals", "nature", "vehicles"}
