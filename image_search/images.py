@@ -13,6 +13,11 @@ from image_search.errors import ImageTooLargeError, InvalidImageError
 # Pillow format names we accept, recognised from the bytes, never from a filename.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP"
+# CLIP's processor scales the shorter side up to the model's input (224 px) and only then keeps
+# the centre square, so a 1 x 100,000 strip (a 375-byte PNG) would become 224 x 22 million pixels,
+# gigabytes, first. Longer strips are cut to this ratio around the centre, which the model sees
+# unchanged.
+MAX_ASPECT_RATIO = 20
 
 
 def decode(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -37,7 +42,7 @@ def decode(data: bytes, *, max_pixels: int) -> Image.Image:
                     f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
                 )
             image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
+            return _centre_band(to_rgb(ImageOps.exif_transpose(image)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -45,6 +50,17 @@ def decode(data: bytes, *, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt files fail inside Pillow's decoders with these.
         raise InvalidImageError(f"the image could not be decoded ({exc})") from exc
+
+
+def _centre_band(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= MAX_ASPECT_RATIO * short:
+        return image
+    keep = MAX_ASPECT_RATIO * short + (long - MAX_ASPECT_RATIO * short) % 2  # an exact centre
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
+    return image.crop(box)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

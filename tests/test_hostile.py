@@ -61,6 +61,11 @@ def real_bomb() -> bytes:
     return encode(Image.new("L", (7000, 6000)), "PNG", optimize=False)
 
 
+def strip(width: int, height: int) -> bytes:
+    """A one-pixel-wide strip: a few hundred bytes that CLIP's resize would blow up to gigabytes."""
+    return encode(Image.new("RGB", (width, height), (200, 30, 30)), "PNG")
+
+
 def padded_png(size: int) -> bytes:
     """A valid PNG followed by zeros up to ``size`` bytes (decoders stop at IEND)."""
     data = png_bytes(5)
@@ -133,6 +138,8 @@ CASES = [
          upload("bomb.gif", gif_claiming(65535, 65535), "image/gif")),
     Case("real-42mpx-bomb", "POST", U, 413, "the limit is 40000000 pixels",
          upload("bomb.png", real_bomb())),
+    Case("strip-100000x1", "POST", U, 200, "", upload("strip.png", strip(100_000, 1))),
+    Case("strip-1x100000", "POST", U, 200, "", upload("strip.png", strip(1, 100_000))),
     Case("upload-at-limit", "POST", U, 200, "", upload("big.png", padded_png(LIMIT))),
     Case("upload-1-byte-over", "POST", U, 413, f"upload is {LIMIT + 1} bytes",
          upload("big.png", padded_png(LIMIT + 1))),
@@ -446,6 +453,18 @@ def test_unread_bodies_over_the_limit_are_refused_before_reading(http: TestClien
     assert response.status_code == 413 and response.headers["connection"] == "close"
     assert response.json()["detail"].startswith("request body exceeds the limit")
     assert len(sent) < 100
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (901, 7), (7, 1001), (2000, 3), (640, 32)])
+def test_long_strips_are_cut_to_what_the_model_sees(embedder, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    from image_search import images
+
+    picture = random_image(5, size=size)
+    cut = images.decode(encode(picture), max_pixels=10**8)
+    assert max(cut.size) <= images.MAX_ASPECT_RATIO * min(cut.size) + 1
+    if max(size) <= 2000:  # the whole strip can still be embedded here, to compare
+        whole, kept = embedder.embed_images([picture]), embedder.embed_images([cut])
+        assert float((whole @ kept.T)[0, 0]) > 0.9999
 
 
 def test_payload_helpers_are_what_they_claim(monkeypatch: pytest.MonkeyPatch) -> None:
