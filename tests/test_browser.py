@@ -39,7 +39,12 @@ TIMEOUT_MS = 15_000
 NO_BROWSER_PREVIEW = (".tif", ".tiff")
 SETTLED = """() => {
   const images = [...document.querySelectorAll('#grid img')];
-  return images.length > 0 && images.every((img) => img.complete);
+  // An image that failed is complete before its error handler has marked the card: wait for both.
+  const settled = (img) =>
+    img.complete && (img.naturalWidth > 0 || img.closest('li').classList.contains('broken'));
+  // While a search is under way the grid still shows the previous results.
+  const busy = document.getElementById('results').hasAttribute('aria-busy');
+  return !busy && images.length > 0 && images.every(settled);
 }"""
 
 
@@ -158,6 +163,18 @@ def test_a_folder_named_in_the_query_is_marked_auto_detected(page):  # type: ign
 
     assert {hit["folder"] for hit in hits} == {"animals"}
     assert "searched: animals (auto-detected)" in page.inner_text("#summary")
+
+
+def test_all_folders_turns_detection_off(page):  # type: ignore[no-untyped-def]
+    page.get_by_label("Folders").select_option("*")
+    page.get_by_label("Number of results").select_option("20")
+    page.get_by_label("Describe the image").fill("animal pictures")
+    page.keyboard.press("Enter")
+
+    hits = results(page)
+
+    assert len({hit["folder"] for hit in hits}) > 1
+    assert "searched: all folders" in page.inner_text("#summary")
 
 
 DROP = """(data) => {

@@ -233,8 +233,9 @@
       const { data } = await call("image_search/folders");
       const chosen = el.folder.value;
       const options = data.map(({ folder, count }) => new Option(`${folder} (${count})`, folder));
-      el.folder.replaceChildren(el.folder.options[0], ...options);
-      el.folder.value = data.some((f) => f.folder === chosen) ? chosen : "";
+      el.folder.replaceChildren(el.folder.options[0], el.folder.options[1], ...options);
+      const known = chosen === "*" || data.some((f) => f.folder === chosen);
+      el.folder.value = known ? chosen : "";
       clearError();
     } catch (err) {
       showError(err);
