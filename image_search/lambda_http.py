@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +20,39 @@ def make_handler(app: FastAPI) -> LambdaHandler:
     asgi = Mangum(app, lifespan="off")
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        problem = body_problem(event)
+        if problem:
+            return {
+                "statusCode": 400,
+                "headers": {"content-type": "application/json"},
+                "body": json.dumps({"detail": problem}),
+                "isBase64Encoded": False,
+            }
         return asgi(without_stage(event), context)
 
     return handler
+
+
+def body_problem(event: dict[str, Any]) -> str | None:
+    """Why Mangum could not turn the event's body into bytes, if it could not.
+
+    API Gateway never sends such events, but a direct invoke can, and Mangum would raise (a 502
+    at the gateway) instead of answering.
+    """
+    body = event.get("body")
+    if not isinstance(body, str):
+        return None
+    if event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "the body is marked base64-encoded but is not valid base64"
+        return None
+    try:
+        body.encode()
+    except UnicodeEncodeError:
+        return "the body is not valid UTF-8 text"
+    return None
 
 
 def without_stage(event: dict[str, Any]) -> dict[str, Any]:

@@ -63,3 +63,19 @@ def test_domain_errors_keep_their_status_through_lambda(lambda_handler) -> None:
     event["body"] = json.dumps({"query": "cat", "folder": "planets"})
     response = lambda_handler(event, None)
     assert response["statusCode"] == 404 and "known folders" in body_of(response)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "is_base64", "detail"),
+    [
+        ("not base64 at all!", True, "not valid base64"),
+        ('{"query": "cat \ud83d"}', False, "not valid UTF-8"),
+    ],
+    ids=["bad-base64", "lone-surrogate"],
+)
+def test_undecodable_bodies_are_400_not_a_crash(lambda_handler, body, is_base64, detail) -> None:
+    event = load_event("http-search.json")
+    event["body"], event["isBase64Encoded"] = body, is_base64
+    response = lambda_handler(event, None)
+    assert response["statusCode"] == 400 and detail in body_of(response)["detail"]
+    assert lambda_handler(load_event("http-search.json"), None)["statusCode"] == 200
