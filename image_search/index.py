@@ -127,6 +127,7 @@ def search(index: faiss.Index, query: Vectors, *, k: int, ranges: Ranges | None 
     that folder's own top-k rather than a global top-k filtered down (which can come back short).
     """
     query = query.reshape(1, -1)
+    whole = ranges is None
     if ranges is None:
         ranges = [(0, index.ntotal)]
     available = sum(end - start for start, end in ranges)
@@ -134,7 +135,9 @@ def search(index: faiss.Index, query: Vectors, *, k: int, ranges: Ranges | None 
     if k <= 0:
         return Hits([], [])
     keep_alive: list[Any] = []
-    params = _search_params(index, _selector(ranges, keep_alive), k)
+    # A selector costs a check per scored row (bench/: ~1 ms of 18 on a flat 100k scan), so a
+    # search of the whole index goes without one.
+    params = _search_params(index, None if whole else _selector(ranges, keep_alive), k)
     scores, ids = index.search(query, k, params=params)
     hits = _hits(ids[0], scores[0])
     if len(hits.ids) < k:
@@ -156,7 +159,7 @@ def _selector(ranges: Ranges, keep_alive: list[Any]) -> faiss.IDSelector:
     return selector
 
 
-def _search_params(index: faiss.Index, selector: faiss.IDSelector, k: int) -> Any:
+def _search_params(index: faiss.Index, selector: faiss.IDSelector | None, k: int) -> Any:
     kind = kind_of(index)
     if kind == "hnsw":
         return faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, 2 * k))
