@@ -96,17 +96,24 @@ def indexed_bucket(
     return name
 
 
+def point_at_index(env: pytest.MonkeyPatch, *, bucket: str, model: Path, cache: Path) -> None:
+    """Settings for a service on ``bucket`` with ``model``, caching under ``cache``."""
+    from image_search.service import get_service
+
+    env.setenv("IMAGE_SEARCH_BUCKET", bucket)
+    env.setenv("IMAGE_SEARCH_MODEL", str(model))
+    env.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(cache / "index-cache"))
+    env.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(cache / "model-cache"))
+    get_settings.cache_clear()
+    get_service.cache_clear()
+
+
 @pytest.fixture
 def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Settings pointing at the indexed bucket; call ``make_api()`` after setting more."""
     from image_search.service import get_service
 
-    monkeypatch.setenv("IMAGE_SEARCH_BUCKET", indexed_bucket)
-    monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(tiny_model))
-    monkeypatch.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(tmp_path / "index-cache"))
-    monkeypatch.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
-    get_settings.cache_clear()
-    get_service.cache_clear()
+    point_at_index(monkeypatch, bucket=indexed_bucket, model=tiny_model, cache=tmp_path)
     yield monkeypatch
     get_settings.cache_clear()
     get_service.cache_clear()

@@ -61,6 +61,15 @@ def save_tiny_clip(directory: Path, *, seed: int = 0) -> Path:
     return directory
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def random_image(seed: int, *, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Image.Image:
     """A picture of coloured noise, different for every seed (so every vector is distinct)."""
     rng = np.random.default_rng(seed)

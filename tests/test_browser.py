@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from image_search.config import get_settings
+from tests.conftest import point_at_index
 from tests.factories import skimage_photos
 
 pytestmark = pytest.mark.browser
@@ -58,15 +59,10 @@ def server(indexed_bucket: str, tiny_model: Path, tmp_path_factory) -> Iterator[
 
     cache = tmp_path_factory.mktemp("browser")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("IMAGE_SEARCH_BUCKET", indexed_bucket)
-        env.setenv("IMAGE_SEARCH_MODEL", str(tiny_model))
-        env.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(cache / "index"))
-        env.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(cache / "model"))
         env.setenv("IMAGE_SEARCH_API_KEYS", API_KEY)
         env.setenv("IMAGE_SEARCH_API_PREFIX", PREFIX)
         env.setenv("IMAGE_SEARCH_MAX_UPLOAD_BYTES", str(UPLOAD_LIMIT))
-        get_settings.cache_clear()
-        get_service.cache_clear()
+        point_at_index(env, bucket=indexed_bucket, model=tiny_model, cache=cache)
         get_service().current()  # load the index before the first request
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))

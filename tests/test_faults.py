@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from image_search.config import get_settings
 from image_search.manifest import Pointer
 from image_search.service import SearchService
 from tests.conftest import make_api, put
-from tests.factories import encode, random_image
+from tests.factories import encode, free_port, random_image
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_ERRORS = {503: "SlowDown", 500: "InternalError"}
@@ -131,12 +130,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

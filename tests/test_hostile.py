@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.conftest import point_at_index
 from tests.factories import encode, png_bytes, random_image
 
 KEY = "hostile-suite-key-7f3a9c"
@@ -278,14 +279,9 @@ def hostile_env(indexed_bucket: str, tiny_model: Path, tmp_path_factory: pytest.
 
     cache = tmp_path_factory.mktemp("hostile")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("IMAGE_SEARCH_BUCKET", indexed_bucket)
-        env.setenv("IMAGE_SEARCH_MODEL", str(tiny_model))
-        env.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(cache / "index"))
-        env.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(cache / "model"))
         env.setenv("IMAGE_SEARCH_API_KEYS", f"other-key,{KEY}")
         env.setenv("IMAGE_SEARCH_MAX_UPLOAD_BYTES", str(LIMIT))
-        get_settings.cache_clear()
-        get_service.cache_clear()
+        point_at_index(env, bucket=indexed_bucket, model=tiny_model, cache=cache)
         import handler
 
         handler = importlib.reload(handler)  # app and service built from this environment
