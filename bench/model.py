@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _save(directory: Path, *, shared: Path | None, tiny: bool) -> None:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    config = CLIPConfig.from_pretrained(shared) if shared else CLIPConfig()  # defaults = ViT-B/32
+    config: Any = CLIPConfig.from_pretrained(shared) if shared else CLIPConfig()  # = ViT-B/32
     if tiny:
         config.text_config.num_hidden_layers = 2
         config.vision_config.num_hidden_layers = 2
@@ -79,9 +80,9 @@ def _save(directory: Path, *, shared: Path | None, tiny: bool) -> None:
 
 def _generated_processor(config: object):  # type: ignore[no-untyped-def]
     from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPImageProcessorPil, CLIPProcessor, CLIPTokenizer
 
     symbols = sorted(ByteLevel.alphabet())
     tokens = ["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)]
     tokenizer = CLIPTokenizer(vocab={t: row for row, t in enumerate(tokens)}, merges=[])
-    return CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    return CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=tokenizer)

@@ -51,9 +51,11 @@ def jpeg(seed: int) -> bytes:
     box_w, box_h = int(width * scale), int(height * scale)
     left = int(rng.integers(0, width - box_w + 1))
     top = int(rng.integers(0, height - box_h + 1))
-    picture = source.crop((left, top, left + box_w, top + box_h)).resize(SIZE, Image.BICUBIC)
+    picture = source.crop((left, top, left + box_w, top + box_h)).resize(
+        SIZE, Image.Resampling.BICUBIC
+    )
     if rng.random() < 0.5:
-        picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
+        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     picture = ImageEnhance.Color(picture).enhance(rng.uniform(0.6, 1.4))
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=QUALITY)
