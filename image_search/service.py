@@ -30,6 +30,7 @@ from image_search.errors import (
 )
 from image_search.folders import detect
 from image_search.manifest import Metadata
+from image_search.urls import ImageUrls
 from image_search.vectors import Vectors
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ class SearchService:
         self._lock = threading.Lock()
         self._checked_at = -math.inf
         self._last_error: str | None = None
+        self._urls = ImageUrls(
+            lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
+        )
 
     @property
     def client(self) -> s3.S3Client:
@@ -293,12 +297,7 @@ class SearchService:
     def _hit(self, loaded: LoadedIndex, rank: int, row: int, score: float) -> Hit:
         item = loaded.metadata.items[row]
         bucket = loaded.metadata.bucket
-        if self.settings.url_mode == "public":
-            url = s3.public_url(self.client, bucket=bucket, key=item.key)
-        else:
-            url = s3.presign_get(
-                self.client, bucket=bucket, key=item.key, expires=self.settings.presign_expires
-            )
+        url = self._urls(bucket=bucket, key=item.key)
         score = min(1.0, max(-1.0, score))
         return Hit(
             rank=rank,

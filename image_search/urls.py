@@ -1,0 +1,45 @@
+"""The URLs results point at: presigned (SigV4, made locally) or public, reused for a while."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from image_search import s3
+
+# botocore spends ~2 ms of CPU signing one URL, as much as the FAISS search itself; result pages
+# repeat keys, so a URL is reused for a tenth of its lifetime: clients always get at least 90%
+# of the configured expiry.
+REUSE_FRACTION = 0.1
+MAX_ENTRIES = 10_000
+
+
+class ImageUrls:
+    def __init__(self, client: Callable[[], s3.S3Client], *, mode: str, expires: int) -> None:
+        self._client = client
+        self._public = mode == "public"
+        self._expires = expires
+        self._reuse_seconds = float("inf") if self._public else expires * REUSE_FRACTION
+        self._cache: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, *, bucket: str, key: str) -> str:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get((bucket, key))
+            if cached is not None and now - cached[1] < self._reuse_seconds:
+                self._cache.move_to_end((bucket, key))
+                return cached[0]
+        url = self._make(bucket, key)
+        with self._lock:
+            self._cache[(bucket, key)] = (url, now)
+            if len(self._cache) > MAX_ENTRIES:
+                self._cache.popitem(last=False)
+        return url
+
+    def _make(self, bucket: str, key: str) -> str:
+        if self._public:
+            return s3.public_url(self._client(), bucket=bucket, key=key)
+        return s3.presign_get(self._client(), bucket=bucket, key=key, expires=self._expires)
