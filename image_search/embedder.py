@@ -40,6 +40,7 @@ class ClipEmbedder:
         self.batch_size = batch_size
         self._cache_dir = cache_dir
         self._lock = threading.Lock()
+        self._infer_lock = threading.Lock()
         self._model: Any = None
         self._processor: Any = None
 
@@ -101,7 +102,9 @@ class ClipEmbedder:
 
     def _features(self, method: Any, inputs: Any) -> Vectors:
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
-        with torch.inference_mode():
+        # One forward pass at a time: torch already spreads each over every core, and
+        # concurrent passes from the server's threads only oversubscribe them.
+        with self._infer_lock, torch.inference_mode():
             output = method(**inputs)
         # transformers 5 returns an output object whose pooler_output holds the projected
         # features; older releases returned the tensor itself.
