@@ -54,6 +54,10 @@ def test_model_loads_from_an_s3_directory(
 ) -> None:
     for path in tiny_model.iterdir():
         client.upload_file(str(path), bucket, f"models/tiny/{path.name}")
-    from_s3 = ClipEmbedder(source=f"s3://{bucket}/models/tiny/", cache_dir=tmp_path / "cache").load()
-    np.testing.assert_allclose(from_s3.embed_texts(["cat"]), embedder.embed_texts(["cat"]), atol=1e-6)
+    from_s3 = ClipEmbedder(
+        source=f"s3://{bucket}/models/tiny/", cache_dir=tmp_path / "cache"
+    ).load()
+    np.testing.assert_allclose(
+        from_s3.embed_texts(["cat"]), embedder.embed_texts(["cat"]), atol=1e-6
+    )
     assert (tmp_path / "cache" / bucket / "models/tiny/config.json").is_file()

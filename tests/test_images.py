@@ -18,7 +18,11 @@ LIMIT = 10_000_000
 def test_every_mode_becomes_rgb(mode: str) -> None:
     source = random_image(1, mode="RGB")
     if mode == "I;16":
-        image = Image.frombytes("I;16", source.size, bytes(range(256)) * (source.size[0] * source.size[1] * 2 // 256 + 1))
+        image = Image.frombytes(
+            "I;16",
+            source.size,
+            bytes(range(256)) * (source.size[0] * source.size[1] * 2 // 256 + 1),
+        )
         fmt = "PNG"
     else:
         image = source.convert(mode)

@@ -15,7 +15,9 @@ def clustered(count: int, dim: int = 32, *, seed: int = 0) -> np.ndarray:
     return normalise(centres[rng.integers(0, 16, count)] + 0.3 * rng.normal(size=(count, dim)))
 
 
-def oracle(vectors: np.ndarray, query: np.ndarray, k: int, ranges: list[tuple[int, int]]) -> list[int]:
+def oracle(
+    vectors: np.ndarray, query: np.ndarray, k: int, ranges: list[tuple[int, int]]
+) -> list[int]:
     ids = np.concatenate([np.arange(a, b) for a, b in ranges])
     scores = vectors[ids] @ query
     return [int(i) for i in ids[np.argsort(-scores, kind="stable")[:k]]]
