@@ -48,7 +48,7 @@ def run(
 ) -> None:
     """Text search (and image search when ``image_requests``) against one server."""
     env = service_env(bucket=published.bucket, model=embedder.source, cache=cache)
-    with uvicorn_server(env) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with uvicorn_server(env) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         _text(
             report,
             client,

@@ -18,8 +18,6 @@ import json
 import logging
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.serving import uvicorn_server  # noqa: E402  (the path above makes `bench` importable)
 
 PHOTOS = ROOT / "sample_photos"
 BUCKET = "load-test"
@@ -105,45 +105,6 @@ class LoadReport:
 
 
 # ---- the server --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def uvicorn_server(
-    env: dict[str, str], *, startup_seconds: float = 180
-) -> Iterator[tuple[str, int]]:
-    """uvicorn serving ``handler:app`` on a free loopback port; yields (base URL, pid)."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "handler:app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {server.returncode}")
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not serve /health within {startup_seconds} s")
-            time.sleep(0.25)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def rss_mb(pid: int) -> float:
@@ -356,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
 
-    with stage(args.model, args.photos) as env, uvicorn_server(env) as (url, pid):
+    with (
+        stage(args.model, args.photos) as env,
+        uvicorn_server({**os.environ, **env}, timeout=180) as (url, pid),
+    ):
         print(f"uvicorn at {url} (pid {pid}); warming up for {args.warmup:.0f} s", flush=True)
         report = run_load(
             url,

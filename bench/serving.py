@@ -85,8 +85,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(env: dict[str, str], *, timeout: float = 120) -> Iterator[str]:
-    """``uvicorn handler:app`` in its own process; yields its base URL once /health says 200."""
+def uvicorn_server(env: dict[str, str], *, timeout: float = 120) -> Iterator[tuple[str, int]]:
+    """``uvicorn handler:app`` in its own process; yields (base URL, pid) once /health says 200."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "handler:app", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
@@ -98,13 +98,14 @@ def uvicorn_server(env: dict[str, str], *, timeout: float = 120) -> Iterator[str
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server at {url} did not become healthy")
             time.sleep(0.05)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
 def _healthy(url: str) -> bool:
