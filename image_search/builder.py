@@ -84,10 +84,13 @@ class BuildReport:
     index_type: str | None = None
     seconds: float = 0.0
 
+    @property
+    def state(self) -> str:
+        return "published" if self.published else ("unchanged" if self.complete else "partial")
+
     def summary(self) -> str:
-        state = "published" if self.published else ("unchanged" if self.complete else "partial")
         return (
-            f"{state} build={self.build_id} count={self.count} added={self.added} "
+            f"{self.state} build={self.build_id} count={self.count} added={self.added} "
             f"updated={self.updated} reused={self.reused} removed={self.removed} "
             f"embedded={self.embedded} skipped={len(self.skipped)} seconds={self.seconds:.1f}"
         )

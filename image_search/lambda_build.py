@@ -71,9 +71,8 @@ def build_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[
 
 
 def summarise(report: BuildReport, *, continuation: int = 0) -> dict[str, Any]:
-    state = "published" if report.published else ("unchanged" if report.complete else "partial")
     return {
-        "state": state,
+        "state": report.state,
         "build_id": report.build_id,
         "complete": report.complete,
         "published": report.published,

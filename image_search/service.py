@@ -239,13 +239,7 @@ class SearchService:
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = faiss_index.vector(loaded.index, row)
-        result = self._search(
-            loaded, vector, k=k + 1, folders=chosen, min_score=min_score, exclude=row
-        )
-        result.hits = [
-            Hit(**{**vars(hit), "rank": rank}) for rank, hit in enumerate(result.hits[:k], 1)
-        ]
-        return result
+        return self._search(loaded, vector, k=k, folders=chosen, min_score=min_score, exclude=row)
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -283,11 +277,13 @@ class SearchService:
     ) -> SearchResult:
         ranges = [loaded.metadata.folders[name] for name in folders] if folders else None
         started = time.perf_counter()
-        hits = faiss_index.search(loaded.index, vector, k=k, ranges=ranges)
+        # One more than asked when a row is excluded, so excluding it never leaves k - 1.
+        wanted = k + (exclude is not None)
+        hits = faiss_index.search(loaded.index, vector, k=wanted, ranges=ranges)
         searched = time.perf_counter()
         pairs = [
             (row, score) for row, score in zip(hits.ids, hits.scores, strict=True) if row != exclude
-        ]
+        ][:k]
         if min_score is not None:
             pairs = [(row, score) for row, score in pairs if score >= min_score]
         result = [self._hit(loaded, rank, row, score) for rank, (row, score) in enumerate(pairs, 1)]
