@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from image_search.demo import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
+from image_search.messages import fail, settings_problem
 
 LOG = logging.getLogger("image_search")
 
@@ -45,7 +46,7 @@ def run_build_command(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
-        return _fail(_settings_problem(exc))
+        return fail(settings_problem(exc))
     options = BuildOptions.from_settings(settings, full=args.full, dry_run=args.dry_run)
     try:
         from image_search.embedder import ClipEmbedder
@@ -59,25 +60,11 @@ def run_build_command(args: argparse.Namespace) -> int:
         client = s3.make_client(max_connections=settings.download_workers + 2)
         report = run_build(options, client=client, embedder=embedder)
     except ImageSearchError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(report.summary())
     for skipped in report.skipped:
         print(f"skipped {skipped.key}: {skipped.reason}", file=sys.stderr)
     return 0
-
-
-def _settings_problem(exc: ValidationError, *, flags: bool = True) -> str:
-    first = exc.errors()[0]
-    name = str(first["loc"][0]) if first["loc"] else "settings"
-    if first["type"] == "missing":
-        hint = f" (or pass --{name})" if flags else ""
-        return f"IMAGE_SEARCH_{name.upper()} is not set{hint}"
-    return f"invalid IMAGE_SEARCH_{name.upper()}: {first['msg']}"
-
-
-def _fail(reason: str) -> int:
-    print(f"error: {reason}", file=sys.stderr)
-    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +106,7 @@ def run_serve(*, host: str, port: int) -> int:
     try:
         get_settings()
     except ValidationError as exc:
-        return _fail(_settings_problem(exc, flags=False))
+        return fail(settings_problem(exc, flags=False))
     app = create_app()
     get_service().warm()
     uvicorn.run(app, host=host, port=port)

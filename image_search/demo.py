@@ -15,7 +15,6 @@ import mimetypes
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from image_search import s3
 from image_search.builder import BuildOptions, BuildReport, ImageEmbedder, run_build
 from image_search.errors import ImageSearchError, ModelLoadError
+from image_search.messages import fail, settings_problem
 
 if TYPE_CHECKING:
     from image_search.embedder import ClipEmbedder
@@ -75,7 +75,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         listener = _listen(options.host, options.port)
     except OSError as exc:
-        return _fail(f"cannot listen on {options.host}:{options.port} ({exc.strerror}); try --port")
+        return fail(f"cannot listen on {options.host}:{options.port} ({exc.strerror}); try --port")
     try:
         with listener, demo_environment(options) as target:
             return _build_and_serve(options, target, listener)
@@ -96,15 +96,14 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     try:
         service = get_service()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        return _fail(f"invalid setting IMAGE_SEARCH_{str(first['loc'][0]).upper()}: {first['msg']}")
+        return fail(settings_problem(exc, flags=False))
     if problem := _load_model(service.embedder, service.settings.model):
-        return _fail(problem)
+        return fail(problem)
     try:
         report = prepare(target, options=options, client=service.client, embedder=service.embedder)
         service.current()  # load the index now: the page's first requests should not wait for it
     except ImageSearchError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(_describe(report), flush=True)
     host, port = listener.getsockname()[:2]
     print(f"search page and API: http://{host}:{port}{service.settings.api_prefix}/", flush=True)
@@ -293,8 +292,3 @@ def _reason(problem: ModelLoadError | str) -> str:
     cause = problem.__cause__ if isinstance(problem, ModelLoadError) else None
     text = str(cause or problem).strip().splitlines()[0]
     return f"{text.rstrip('.')[:200]}. To fix it, {HOW_TO_PASS_A_MODEL}"
-
-
-def _fail(reason: str) -> int:
-    print(f"error: {reason}", file=sys.stderr, flush=True)
-    return 2
