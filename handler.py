@@ -1,8 +1,8 @@
 """Entry points: ``app`` for uvicorn, ``handler`` for Lambda behind API Gateway."""
 
-from image_search.api import create_app
-from image_search.lambda_http import make_handler
-from image_search.service import get_service
+from image_search.serve.api import create_app
+from image_search.serve.lambda_http import make_handler
+from image_search.serve.service import get_service
 
 app = create_app()
 handler = make_handler(app)

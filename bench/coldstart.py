@@ -24,8 +24,9 @@ import numpy as np
 
 from bench.serving import ROOT, Published, free_port, service_env
 from bench.stats import Report, Rounds, Row, timed
-from image_search import s3, store
-from image_search.manifest import Metadata
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import Metadata
 
 LOG = logging.getLogger(__name__)
 

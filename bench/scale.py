@@ -19,7 +19,7 @@ import numpy as np
 from bench import data
 from bench.memory import loaded_index_rss
 from bench.stats import Report, Rounds, Row, latency_rounds
-from image_search import index
+from image_search.index import faiss_index as index
 
 LOG = logging.getLogger(__name__)
 

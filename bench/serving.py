@@ -16,9 +16,10 @@ import faiss
 import httpx
 
 from bench import data
-from image_search import index as faiss_index
-from image_search import s3, store
-from image_search.manifest import Item, Metadata, folder_ranges
+from image_search.index import faiss_index
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import Item, Metadata, folder_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("city", "nature", "people", "vehicles")

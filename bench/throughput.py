@@ -14,8 +14,9 @@ from typing import Any
 
 from bench import photos
 from bench.stats import Report, Rounds, Row
-from image_search import images, s3
-from image_search.builder import BuildOptions, run_build
+from image_search.build.pipeline import BuildOptions, run_build
+from image_search.model import images
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 

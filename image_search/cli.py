@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from image_search.demo import DemoOptions, add_demo_arguments, run_demo
+from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
 
@@ -31,9 +31,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_build_command(args: argparse.Namespace) -> int:
     """Run one build from parsed arguments; one summary line, non-zero exit with one-line reason."""
-    from image_search import s3
-    from image_search.builder import BuildOptions, run_build
+    from image_search.build.pipeline import BuildOptions, run_build
     from image_search.config import Settings
+    from image_search.storage import s3
 
     overrides = {
         "bucket": args.bucket,
@@ -49,7 +49,7 @@ def run_build_command(args: argparse.Namespace) -> int:
         return fail(settings_problem(exc))
     options = BuildOptions.from_settings(settings, full=args.full, dry_run=args.dry_run)
     try:
-        from image_search.embedder import ClipEmbedder
+        from image_search.model.embedder import ClipEmbedder
 
         embedder = ClipEmbedder(
             source=settings.model,
@@ -99,9 +99,9 @@ def run_serve(*, host: str, port: int) -> int:
     """Serve the API; the model and index load before the port opens (as in Lambda's init)."""
     import uvicorn
 
-    from image_search.api import create_app
     from image_search.config import get_settings
-    from image_search.service import get_service
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
 
     try:
         get_settings()

@@ -13,8 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from image_search import s3, store
-from image_search.service import get_service
+from image_search.serve.service import get_service
+from image_search.storage import artefacts as store
+from image_search.storage import s3
 from tests.conftest import make_api
 from tests.factories import encode, random_image, skimage_photos
 
@@ -295,9 +296,9 @@ def test_cors_origins(api_env) -> None:
 def test_no_index_is_503_with_retry_after_until_one_is_published(
     bucket, client, embedder, monkeypatch
 ) -> None:
-    from image_search import service as service_module
-    from image_search.builder import BuildOptions, run_build
+    from image_search.build.pipeline import BuildOptions, run_build
     from image_search.config import get_settings
+    from image_search.serve import service as service_module
 
     api = make_api()
     for response in (api.get("/health"), api.post("/image_search/search", json={"query": "cat"})):

@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search import images, s3, store
-from image_search import index as faiss_index
-from image_search.builder import BuildOptions, BuildReport, run_build
+from image_search.build.pipeline import BuildOptions, BuildReport, run_build
 from image_search.config import get_settings
-from image_search.embedder import ClipEmbedder
 from image_search.errors import NoImagesError
-from image_search.manifest import POINTER_FILE
+from image_search.index import faiss_index
+from image_search.model import images
+from image_search.model.embedder import ClipEmbedder
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import POINTER_FILE
 from tests.conftest import put
 from tests.factories import BROKEN_KEYS, IGNORED_KEYS, encode, random_image, sample_bucket_layout
 

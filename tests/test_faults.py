@@ -26,12 +26,13 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from image_search import s3, store
-from image_search import service as service_module
-from image_search.builder import BuildOptions, run_build
+from image_search.build.pipeline import BuildOptions, run_build
 from image_search.config import get_settings
-from image_search.manifest import Pointer
-from image_search.service import SearchService
+from image_search.serve import service as service_module
+from image_search.serve.service import SearchService
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import Pointer
 from tests.conftest import make_api, put
 from tests.factories import encode, free_port, random_image
 

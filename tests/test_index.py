@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from image_search import index
-from image_search.vectors import normalise
+from image_search.index import faiss_index as index
+from image_search.model.vectors import normalise
 
 
 def clustered(count: int, dim: int = 32, *, seed: int = 0) -> np.ndarray:

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search import index as faiss_index
-from image_search import lambda_build, s3, store
+from image_search.build import lambda_handler as lambda_build
+from image_search.build.lambda_handler import MAX_CONTINUATIONS, build_handler
 from image_search.config import get_settings
 from image_search.errors import NoImagesError
-from image_search.lambda_build import MAX_CONTINUATIONS, build_handler
+from image_search.index import faiss_index
+from image_search.storage import artefacts as store
+from image_search.storage import s3
 from tests.conftest import put
 from tests.factories import encode, random_image
 
@@ -108,7 +110,7 @@ def test_scheduled_event_runs_an_incremental_build(client, bucket, fake_lambda) 
 
 
 def test_the_model_is_loaded_once_per_process(client, bucket, fake_lambda) -> None:
-    from image_search.service import embedder_for
+    from image_search.serve.service import embedder_for
 
     populate(client, bucket, 2)
     build_handler(SCHEDULED_EVENT, LONG)

@@ -106,8 +106,8 @@ def app_routes(monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
     from fastapi.routing import iter_route_contexts
     from starlette.routing import Mount
 
-    from image_search.api import create_app
     from image_search.config import get_settings
+    from image_search.serve.api import create_app
 
     monkeypatch.setenv("IMAGE_SEARCH_BUCKET", "example-images-bucket")
     monkeypatch.delenv("IMAGE_SEARCH_API_PREFIX", raising=False)
@@ -176,7 +176,7 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
     assert params["ApiKeys"]["NoEcho"] is True
     assert search["PackageType"] == build["PackageType"] == "Image"
     assert search["ImageConfig"]["Command"] == ["handler.handler"]
-    assert build["ImageConfig"]["Command"] == ["image_search.lambda_build.build_handler"]
+    assert build["ImageConfig"]["Command"] == ["image_search.build.lambda_handler.build_handler"]
 
 
 def test_build_runs_on_the_schedule_parameter_without_blind_retries() -> None:
@@ -192,7 +192,7 @@ def test_build_runs_on_the_schedule_parameter_without_blind_retries() -> None:
 def test_handlers_named_in_the_template_exist() -> None:
     import importlib
 
-    from image_search import lambda_build
+    from image_search.build import lambda_handler as lambda_build
 
     assert callable(lambda_build.build_handler)
     # Importing handler.py would warm a service against S3: read it instead.
@@ -205,7 +205,7 @@ def test_handlers_named_in_the_template_exist() -> None:
         if isinstance(t, ast.Name)
     }
     assert "handler" in assigned
-    module, _, name = "image_search.lambda_build.build_handler".rpartition(".")
+    module, _, name = "image_search.build.lambda_handler.build_handler".rpartition(".")
     assert callable(getattr(importlib.import_module(module), name))
 
 

@@ -6,7 +6,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from image_search import s3, urls
+from image_search.serve import urls
+from image_search.storage import s3
 
 
 class CountingClient:

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from image_search import images, s3, store
-from image_search import index as faiss_index
 from image_search.config import Settings
 from image_search.errors import ImageSearchError, NoImagesError, StorageUnavailableError
-from image_search.manifest import Item, Metadata, Skipped, folder_ranges
-from image_search.vectors import Vectors
+from image_search.index import faiss_index
+from image_search.model import images
+from image_search.model.vectors import Vectors
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import Item, Metadata, Skipped, folder_ranges
 
 LOG = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from image_search import s3
 from image_search.errors import ModelLoadError
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 

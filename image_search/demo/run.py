@@ -25,17 +25,17 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from image_search import s3
-from image_search.builder import BuildOptions, BuildReport, ImageEmbedder, run_build
+from image_search.build.pipeline import BuildOptions, BuildReport, ImageEmbedder, run_build
 from image_search.errors import ImageSearchError, ModelLoadError
 from image_search.messages import fail, settings_problem
+from image_search.storage import s3
 
 if TYPE_CHECKING:
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
 
 LOG = logging.getLogger(__name__)
 
-PHOTOS = Path(__file__).resolve().parent.parent / "sample_photos"
+PHOTOS = Path(__file__).resolve().parents[2] / "sample_photos"
 DEMO_BUCKET = "image-search-demo"
 HOW_TO_PASS_A_MODEL = (
     'run the demo with a local CLIP model: make demo ARGS="--model /path/to/model" '
@@ -87,9 +87,9 @@ def run_demo(options: DemoOptions) -> int:
 def _build_and_serve(options: DemoOptions, target: Target, listener: socket.socket) -> int:
     import uvicorn
 
-    from image_search.api import create_app
     from image_search.config import get_settings
-    from image_search.service import get_service
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
 
     get_settings.cache_clear()
     get_service.cache_clear()
@@ -186,7 +186,7 @@ def demo_environment(options: DemoOptions) -> Iterator[Target]:
         with _environment({**values, "IMAGE_SEARCH_BUCKET": target.bucket}):
             yield target
         return
-    from image_search.local_s3 import embedded_s3
+    from image_search.demo.local_s3 import embedded_s3
 
     with embedded_s3() as endpoint:
         print(f"embedded S3 at {endpoint} (in memory)", flush=True)

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from image_search import __version__, page
+from image_search import __version__
 from image_search.config import get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -26,8 +26,9 @@ from image_search.errors import (
     UnknownFolderError,
     UnknownKeyError,
 )
-from image_search.limits import BodyLimit
-from image_search.schemas import (
+from image_search.serve import page
+from image_search.serve.limits import BodyLimit
+from image_search.serve.schemas import (
     ErrorBody,
     FolderCount,
     Health,
@@ -37,7 +38,7 @@ from image_search.schemas import (
     SearchRequest,
     SimilarRequest,
 )
-from image_search.service import SearchResult, SearchService, get_service
+from image_search.serve.service import SearchResult, SearchService, get_service
 
 LOG = logging.getLogger(__name__)
 

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import faiss
 from botocore.exceptions import ClientError
 
-from image_search import images, s3, store
-from image_search import index as faiss_index
 from image_search.config import Settings, get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -28,13 +26,17 @@ from image_search.errors import (
     UnknownFolderError,
     UnknownKeyError,
 )
-from image_search.folders import detect
-from image_search.manifest import Metadata
-from image_search.urls import ImageUrls
-from image_search.vectors import Vectors
+from image_search.index import faiss_index
+from image_search.model import images
+from image_search.model.vectors import Vectors
+from image_search.serve.folders import detect
+from image_search.serve.urls import ImageUrls
+from image_search.storage import artefacts as store
+from image_search.storage import s3
+from image_search.storage.manifest import Metadata
 
 if TYPE_CHECKING:
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
 
 LOG = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class SearchResult:
 @lru_cache(maxsize=4)
 def embedder_for(source: str, device: str, batch_size: int, cache_dir: str) -> ClipEmbedder:
     """One model per process and configuration (Lambda reuses it across invocations)."""
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
 
     return ClipEmbedder(source=source, device=device, batch_size=batch_size, cache_dir=cache_dir)  # type: ignore[arg-type]
 

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from image_search import s3
+from image_search.storage import s3
 
 # botocore spends ~2 ms of CPU signing one URL, as much as the FAISS search itself; result pages
 # repeat keys, so a URL is reused for a tenth of its lifetime: clients always get at least 90%

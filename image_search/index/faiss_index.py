@@ -10,7 +10,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from image_search.vectors import Vectors
+from image_search.model.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from image_search import index as faiss_index
-from image_search import s3
-from image_search.manifest import (
+from image_search.index import faiss_index
+from image_search.model.vectors import Vectors
+from image_search.storage import s3
+from image_search.storage.manifest import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
     METADATA_FILE,
@@ -31,7 +32,6 @@ from image_search.manifest import (
     Metadata,
     Pointer,
 )
-from image_search.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
 

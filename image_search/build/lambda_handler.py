@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from image_search import s3
-from image_search.builder import BuildOptions, BuildReport, run_build
+from image_search.build.pipeline import BuildOptions, BuildReport, run_build
 from image_search.config import get_settings
-from image_search.service import embedder_for
+from image_search.serve.service import embedder_for
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
