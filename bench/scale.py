@@ -24,7 +24,7 @@ from image_search.index import faiss_index as index
 LOG = logging.getLogger(__name__)
 
 K = 10
-TYPES = ("flat", "hnsw", "ivfpq")
+TYPES = ("flat", "hnsw", "ivf-sq8")
 RECALL_TARGET = 0.95
 LATENCY_TARGET_MS = 5.0
 MEMORY_TARGET = 2**30

@@ -17,8 +17,7 @@ import httpx
 
 from bench import data
 from image_search.index import faiss_index
-from image_search.storage import artefacts as store
-from image_search.storage import s3
+from image_search.storage import artefacts, layout, s3
 from image_search.storage.manifest import Item, Metadata, folder_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +44,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
     ]
     built = faiss_index.build(vectors, index_type=faiss_index.choose_type("auto", count))
     metadata = Metadata(
-        build_id=store.new_build_id(),
+        build_id=layout.new_build_id(),
         model=model,
         dim=vectors.shape[1],
         index_type=faiss_index.kind_of(built),
@@ -54,7 +53,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
         folders=folder_ranges(items),
         items=items,
     )
-    store.publish(
+    artefacts.publish(
         client,
         bucket=bucket,
         index_prefix=INDEX_PREFIX,

@@ -81,7 +81,8 @@ def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
-    from image_search.build.pipeline import BuildOptions, run_build
+    from image_search.build.pipeline import run_build
+    from image_search.config import Settings
     from image_search.model.embedder import ClipEmbedder
     from tests.factories import sample_bucket_layout
 
@@ -91,8 +92,8 @@ def indexed_bucket(
     for key, data in sample_bucket_layout().items():
         put(client, name, key, data)
     embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
-    options = BuildOptions(bucket=name, model=str(tiny_model), workers=4)
-    assert run_build(options, client=client, embedder=embedder).published
+    settings = Settings(bucket=name, model=str(tiny_model), download_workers=4)
+    assert run_build(settings, client=client, embedder=embedder).published
     return name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from image_search.demo.run import PHOTOS, DemoOptions, Target, demo_environment, prepare
+from image_search.demo.environment import PHOTOS, DemoOptions, Target, demo_environment, prepare
 from image_search.storage import s3
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,32 +1,18 @@
-"""The FastAPI app: thin routes over ``SearchService``; domain errors become HTTP in one place."""
+"""The FastAPI app: thin routes over ``SearchService``; errors become HTTP in ``http_errors``."""
 
 from __future__ import annotations
 
-import hmac
-import logging
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Response, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from image_search import __version__
 from image_search.config import get_settings
-from image_search.errors import (
-    ImageSearchError,
-    ImageTooLargeError,
-    IndexMismatchError,
-    IndexNotReadyError,
-    InvalidImageError,
-    ModelLoadError,
-    StorageUnavailableError,
-    UnknownFolderError,
-    UnknownKeyError,
-)
 from image_search.serve import page
+from image_search.serve.auth import ApiKey
+from image_search.serve.http_errors import add_error_handlers
 from image_search.serve.limits import BodyLimit
 from image_search.serve.schemas import (
     ErrorBody,
@@ -40,41 +26,13 @@ from image_search.serve.schemas import (
 )
 from image_search.serve.service import SearchResult, SearchService, get_service
 
-LOG = logging.getLogger(__name__)
-
-STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
-    InvalidImageError: 400,
-    UnknownFolderError: 404,
-    UnknownKeyError: 404,
-    ImageTooLargeError: 413,
-    IndexNotReadyError: 503,
-    IndexMismatchError: 503,
-    StorageUnavailableError: 503,
-    ModelLoadError: 503,
-}
-RETRY_AFTER_SECONDS = "5"
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 404, 413, 503)}
-
 ServiceDep = Annotated[SearchService, Depends(get_service)]
+HEADERS = ["X-Image-Search-Folders", "X-Image-Search-Detected", "Server-Timing"]
 
 
-def require_api_key(request: Request) -> None:
-    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as a Bearer token or x-api-key."""
-    keys = get_settings().api_keys
-    if not keys:
-        return
-    offered = request.headers.get("x-api-key", "")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        offered = offered or token.strip()
-    # compare_digest against every key, so timing reveals neither which key nor how much matched.
-    matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
-    if not offered or not any(matches):
-        raise _Unauthorized()
-
-
-class _Unauthorized(Exception):
-    pass
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route can really give, for its OpenAPI description."""
+    return {status: {"model": ErrorBody} for status in statuses}
 
 
 def _send(result: SearchResult, response: Response) -> list[SearchHit]:
@@ -86,14 +44,18 @@ def _send(result: SearchResult, response: Response) -> list[SearchHit]:
     response.headers["Server-Timing"] = ", ".join(
         f"{n};dur={ms}" for n, ms in result.timings.items()
     )
-    return [SearchHit(**vars(hit)) for hit in result.hits]
+    return result.hits
 
 
 def _routes() -> APIRouter:
-    router = APIRouter(responses=ERRORS)  # type: ignore[arg-type]
-    keyed = [Depends(require_api_key)]
+    router = APIRouter()
 
-    @router.post("/image_search/search", dependencies=keyed, response_model=list[SearchHit])
+    @router.post(
+        "/image_search/search",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
+    )
     def search(body: SearchRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
         """Search by text; folders named in the query are detected when `folder` is empty."""
         result = service.search_text(
@@ -102,7 +64,10 @@ def _routes() -> APIRouter:
         return _send(result, response)
 
     @router.post(
-        "/image_search/search_by_image", dependencies=keyed, response_model=list[SearchHit]
+        "/image_search/search_by_image",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
     )
     def search_by_image(
         service: ServiceDep,
@@ -119,19 +84,29 @@ def _routes() -> APIRouter:
         k = k_form or k_query or 5
         return _send(service.search_image(data, k=k, folder=folder, min_score=min_score), response)
 
-    @router.post("/image_search/similar", dependencies=keyed, response_model=list[SearchHit])
+    @router.post(
+        "/image_search/similar",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
+    )
     def similar(body: SimilarRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
         """Images similar to an indexed one, by its key or s3:// path."""
         key = body.key if body.key is not None else service.key_from_s3_path(body.s3_path or "")
         result = service.similar(key, k=body.k, folder=body.folder, min_score=body.min_score)
         return _send(result, response)
 
-    @router.get("/image_search/folders", dependencies=keyed, response_model=list[FolderCount])
+    @router.get(
+        "/image_search/folders",
+        dependencies=ApiKey,
+        response_model=list[FolderCount],
+        responses=errors(401, 503),
+    )
     def folders(service: ServiceDep) -> list[FolderCount]:
         """The indexed folders and how many images each holds."""
         return [FolderCount(folder=name, count=count) for name, count in service.folders()]
 
-    @router.get("/health", response_model=Health)
+    @router.get("/health", response_model=Health, responses=errors(503))
     def health(service: ServiceDep) -> Health:
         """200 with the serving build when an index is loaded, 503 with the reason when not."""
         meta = service.current().metadata
@@ -142,37 +117,12 @@ def _routes() -> APIRouter:
     return router
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImageSearchError)
-    def domain_error(_: Request, exc: ImageSearchError) -> JSONResponse:
-        status = next((STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR), 500)
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-        if status >= 500:
-            LOG.warning("%s: %s", type(exc).__name__, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler echoes each 'input': a NaN or Infinity there (Python's json
-        # accepts them in bodies) cannot be encoded, which turned a bad request into a 500.
-        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-
-    @app.exception_handler(_Unauthorized)
-    def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
-        return JSONResponse(
-            {"detail": "missing or invalid API key (Authorization: Bearer <key> or x-api-key)"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
         title="image-search", version=__version__, summary="Text and image search over an S3 bucket"
     )
-    _add_error_handlers(app)
+    add_error_handlers(app)
     app.include_router(_routes(), prefix=settings.api_prefix)
     app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
@@ -182,6 +132,6 @@ def create_app() -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "x-api-key"],
-            expose_headers=["X-Image-Search-Folders", "X-Image-Search-Detected", "Server-Timing"],
+            expose_headers=HEADERS,
         )
     return app
