@@ -28,10 +28,10 @@ def main() -> None:
     # that cost under "imports", where the floor (bench.coldstart.IMPORTS) counts it too.
     from transformers import CLIPModel, CLIPProcessor  # noqa: F401
 
-    import image_search.embedder  # noqa: F401  (torch, transformers)
-    from image_search import s3
-    from image_search.api import create_app
-    from image_search.service import get_service
+    import image_search.model.embedder  # noqa: F401  (torch, transformers)
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
+    from image_search.storage import s3
 
     create_app()
     lap("imports")

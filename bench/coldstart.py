@@ -24,8 +24,8 @@ import numpy as np
 
 from bench.serving import ROOT, Published, free_port, service_env
 from bench.stats import Report, Rounds, Row, timed
-from image_search import s3, store
-from image_search.manifest import Metadata
+from image_search.storage import artefacts, s3
+from image_search.storage.manifest import Metadata
 
 LOG = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _floors(embedder: Any, published: Published, *, rounds: int) -> dict[str, fl
     from transformers import AutoModel, AutoProcessor
 
     client = s3.make_client()
-    pointer = store.read_pointer(client, bucket=published.bucket, index_prefix="index/")
+    pointer = artefacts.read_pointer(client, bucket=published.bucket, index_prefix="index/")
     assert pointer is not None
     blobs: dict[str, bytes] = {}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_search.vectors import Vectors, normalise
+from image_search.model.vectors import Vectors, normalise
 
 DIM = 512
 # Photos come in themes (many shots of one scene): points spread around a theme's centre. The

@@ -20,7 +20,7 @@ import numpy as np
 from bench import photos
 from bench.serving import Published, service_env, uvicorn_server
 from bench.stats import Report, Rounds, Row, percentile, timed
-from image_search import images
+from image_search.model import images
 
 LOG = logging.getLogger(__name__)
 

@@ -268,12 +268,12 @@ def upload_images(photos: Path) -> list[tuple[str, bytes]]:
 @contextmanager
 def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
     """An embedded S3 with the photos and a published index; yields the server's environment."""
-    from image_search import s3
-    from image_search.builder import BuildOptions, run_build
+    from image_search.build.pipeline import run_build
     from image_search.config import get_settings
-    from image_search.demo import upload_photos
-    from image_search.embedder import ClipEmbedder
-    from image_search.local_s3 import embedded_s3
+    from image_search.demo.environment import upload_photos
+    from image_search.demo.local_s3 import embedded_s3
+    from image_search.model.embedder import ClipEmbedder
+    from image_search.storage import s3
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
     with (
@@ -302,8 +302,8 @@ def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
         upload_photos(client, bucket=BUCKET, photos=photos)
         settings = get_settings()
         embedder = ClipEmbedder(source=model, cache_dir=settings.model_cache_dir)
-        report = run_build(BuildOptions.from_settings(settings), client=client, embedder=embedder)
-        print(f"index: {report.summary()}", flush=True)
+        report = run_build(settings, client=client, embedder=embedder)
+        print(f"index: {report.line()}", flush=True)
         yield env
 
 

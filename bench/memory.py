@@ -20,7 +20,7 @@ def loaded_index_rss(path: Path) -> int:
     """RSS growth of a process that loads ``path`` through the product's ``index.from_bytes``."""
     code = (
         "import gc, json, sys; from pathlib import Path; "
-        "from image_search import index; from bench.memory import rss_bytes; "
+        "from image_search.index import faiss_index as index; from bench.memory import rss_bytes; "
         "before = rss_bytes(); loaded = index.from_bytes(Path(sys.argv[1]).read_bytes()); "
         "gc.collect(); print(json.dumps(rss_bytes() - before))"
     )

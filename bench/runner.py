@@ -33,8 +33,8 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
     from bench.model import benchmark_model
     from bench.s3server import s3_server
     from bench.serving import publish_synthetic
-    from image_search import s3
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
+    from image_search.storage import s3
 
     model = benchmark_model(tiny=sizes.tiny_model)
     embedder = ClipEmbedder(source=str(model), cache_dir=work / "models").load()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 CHILD = (
-    "import sys, time; from image_search.local_s3 import embedded_s3\n"
+    "import sys, time; from image_search.demo.local_s3 import embedded_s3\n"
     "import logging; logging.getLogger('werkzeug').setLevel(logging.WARNING)\n"
     "with embedded_s3() as url:\n"
     "    print(url, flush=True); sys.stdin.read()\n"

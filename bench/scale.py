@@ -19,12 +19,12 @@ import numpy as np
 from bench import data
 from bench.memory import loaded_index_rss
 from bench.stats import Report, Rounds, Row, latency_rounds
-from image_search import index
+from image_search.index import faiss_index as index
 
 LOG = logging.getLogger(__name__)
 
 K = 10
-TYPES = ("flat", "hnsw", "ivfpq")
+TYPES = ("flat", "hnsw", "ivf-sq8")
 RECALL_TARGET = 0.95
 LATENCY_TARGET_MS = 5.0
 MEMORY_TARGET = 2**30

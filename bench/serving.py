@@ -16,9 +16,9 @@ import faiss
 import httpx
 
 from bench import data
-from image_search import index as faiss_index
-from image_search import s3, store
-from image_search.manifest import Item, Metadata, folder_ranges
+from image_search.index import faiss_index
+from image_search.storage import artefacts, layout, s3
+from image_search.storage.manifest import Item, Metadata, folder_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("city", "nature", "people", "vehicles")
@@ -44,7 +44,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
     ]
     built = faiss_index.build(vectors, index_type=faiss_index.choose_type("auto", count))
     metadata = Metadata(
-        build_id=store.new_build_id(),
+        build_id=layout.new_build_id(),
         model=model,
         dim=vectors.shape[1],
         index_type=faiss_index.kind_of(built),
@@ -53,7 +53,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
         folders=folder_ranges(items),
         items=items,
     )
-    store.publish(
+    artefacts.publish(
         client,
         bucket=bucket,
         index_prefix=INDEX_PREFIX,

@@ -14,8 +14,10 @@ from typing import Any
 
 from bench import photos
 from bench.stats import Report, Rounds, Row
-from image_search import images, s3
-from image_search.builder import BuildOptions, run_build
+from image_search.build.pipeline import run_build
+from image_search.config import Settings
+from image_search.model import images
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
     client = s3.make_client(max_connections=16)
     client.create_bucket(Bucket=BUCKET)
     payloads = _upload(client, count)
-    options = BuildOptions(bucket=BUCKET, model=embedder.source, full=True, workers=8)
+    settings = Settings(bucket=BUCKET, model=embedder.source, download_workers=8)
     batch = [
         images.decode(payloads[i % len(payloads)], max_pixels=10**8)
         for i in range(embedder.batch_size)
@@ -40,9 +42,9 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
     for round_ in range(rounds):
         timing = _TimedEmbedder(embedder)
         started = time.perf_counter()
-        result = run_build(options, client=client, embedder=timing)
+        result = run_build(settings, client=client, embedder=timing, full=True)
         seconds = time.perf_counter() - started
-        assert result.published and result.count == count, result.summary()
+        assert result.published and result.count == count, result.line()
         end_to_end.append(count / seconds)
         inside.append(count / timing.seconds)
         floor.append(_bare_rate(embedder, batch, batches=max(2, count // embedder.batch_size // 4)))
@@ -119,14 +121,14 @@ def _bare_rate(embedder: Any, batch: list[Any], *, batches: int) -> float:
 def _incremental(
     report: Report, *, group: str, client: s3.S3Client, embedder: Any, rounds: int
 ) -> None:
-    options = BuildOptions(bucket=BUCKET, model=embedder.source, workers=8)
+    settings = Settings(bucket=BUCKET, model=embedder.source, download_workers=8)
     rebuild: list[float] = []
     listing: list[float] = []
     for _ in range(rounds):
         started = time.perf_counter()
-        result = run_build(options, client=client, embedder=embedder)
+        result = run_build(settings, client=client, embedder=embedder)
         rebuild.append(time.perf_counter() - started)
-        assert result.embedded == 0 and not result.published, result.summary()
+        assert result.embedded == 0 and not result.published, result.line()
         started = time.perf_counter()
         s3.list_images(client, bucket=BUCKET, folders=[], exclude_prefix="index/")
         listing.append(time.perf_counter() - started)

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from image_search.demo import DemoOptions, add_demo_arguments, run_demo
+from image_search.config import INDEX_TYPES
+from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
 
@@ -20,7 +21,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="bucket holding the images (IMAGE_SEARCH_BUCKET)")
     parser.add_argument("--folders", help="comma list of folders to index (default: all)")
     parser.add_argument("--model", help="model id, local directory or s3:// directory")
-    parser.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivfpq"])
+    parser.add_argument("--index-type", choices=INDEX_TYPES, help="ivfpq: alias of ivf-sq8")
     parser.add_argument("--full", action="store_true", help="re-embed every image")
     parser.add_argument(
         "--dry-run", action="store_true", help="list what would change, publish nothing"
@@ -31,9 +32,10 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_build_command(args: argparse.Namespace) -> int:
     """Run one build from parsed arguments; one summary line, non-zero exit with one-line reason."""
-    from image_search import s3
-    from image_search.builder import BuildOptions, run_build
+    from image_search.build.pipeline import run_build
     from image_search.config import Settings
+    from image_search.model.cache import embedder_for
+    from image_search.storage import s3
 
     overrides = {
         "bucket": args.bucket,
@@ -47,21 +49,18 @@ def run_build_command(args: argparse.Namespace) -> int:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
         return fail(settings_problem(exc))
-    options = BuildOptions.from_settings(settings, full=args.full, dry_run=args.dry_run)
     try:
-        from image_search.embedder import ClipEmbedder
-
-        embedder = ClipEmbedder(
-            source=settings.model,
-            device=settings.device,
-            batch_size=settings.batch_size,
-            cache_dir=settings.model_cache_dir,
-        )
         client = s3.make_client(max_connections=settings.download_workers + 2)
-        report = run_build(options, client=client, embedder=embedder)
+        report = run_build(
+            settings,
+            client=client,
+            embedder=embedder_for(settings),
+            full=args.full,
+            dry_run=args.dry_run,
+        )
     except ImageSearchError as exc:
         return fail(str(exc))
-    print(report.summary())
+    print(report.line())
     for skipped in report.skipped:
         print(f"skipped {skipped.key}: {skipped.reason}", file=sys.stderr)
     return 0
@@ -99,9 +98,9 @@ def run_serve(*, host: str, port: int) -> int:
     """Serve the API; the model and index load before the port opens (as in Lambda's init)."""
     import uvicorn
 
-    from image_search.api import create_app
     from image_search.config import get_settings
-    from image_search.service import get_service
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
 
     try:
         get_settings()

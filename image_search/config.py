@@ -15,7 +15,15 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 CommaList = Annotated[list[str], NoDecode]
-IndexType = Literal["auto", "flat", "hnsw", "ivfpq"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8"]
+INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivfpq")
+# "ivfpq" was the first name of the IVF type with 8-bit scalar codes; settings and published
+# builds that still say it keep working.
+INDEX_TYPE_ALIASES = {"ivfpq": "ivf-sq8"}
+
+
+def canonical_index_type(name: str) -> str:
+    return INDEX_TYPE_ALIASES.get(name, name)
 
 
 class Settings(BaseSettings):
@@ -42,6 +50,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
+
+    @field_validator("index_type", mode="before")
+    @classmethod
+    def _index_type_alias(cls, value: object) -> object:
+        return canonical_index_type(value) if isinstance(value, str) else value
 
     @field_validator("folders", "api_keys", "cors_origins", mode="before")
     @classmethod

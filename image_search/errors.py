@@ -1,4 +1,4 @@
-"""Domain errors. The API maps them to HTTP status codes in one place (``api.errors``)."""
+"""Domain errors. The API maps them to HTTP status codes in one place (``serve.http_errors``)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ class InvalidImageError(ImageSearchError):
 
 class ImageTooLargeError(ImageSearchError):
     """An upload over the byte limit or an image over the pixel limit."""
+
+
+class UnauthorizedError(ImageSearchError):
+    """A request without a valid API key while keys are configured."""
 
 
 class UnknownFolderError(ImageSearchError):

@@ -28,7 +28,7 @@ def check(model_dir: Path) -> None:
 
     from PIL import Image
 
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
 
     embedder = ClipEmbedder(
         source=str(model_dir), device="cpu", cache_dir=Path(tempfile.gettempdir())

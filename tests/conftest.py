@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from image_search import s3
 from image_search.config import get_settings
-from image_search.local_s3 import embedded_s3
+from image_search.demo.local_s3 import embedded_s3
+from image_search.storage import s3
 from tests.factories import save_tiny_clip
 
 # moto's server logs every request; keep test output about the product.
@@ -41,7 +41,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
 
     cache = tmp_path_factory.mktemp("model-cache")
     return ClipEmbedder(source=str(tiny_model), batch_size=8, cache_dir=cache).load()
@@ -81,8 +81,9 @@ def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
-    from image_search.builder import BuildOptions, run_build
-    from image_search.embedder import ClipEmbedder
+    from image_search.build.pipeline import run_build
+    from image_search.config import Settings
+    from image_search.model.embedder import ClipEmbedder
     from tests.factories import sample_bucket_layout
 
     client = s3.make_client()
@@ -91,14 +92,14 @@ def indexed_bucket(
     for key, data in sample_bucket_layout().items():
         put(client, name, key, data)
     embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
-    options = BuildOptions(bucket=name, model=str(tiny_model), workers=4)
-    assert run_build(options, client=client, embedder=embedder).published
+    settings = Settings(bucket=name, model=str(tiny_model), download_workers=4)
+    assert run_build(settings, client=client, embedder=embedder).published
     return name
 
 
 def point_at_index(env: pytest.MonkeyPatch, *, bucket: str, model: Path, cache: Path) -> None:
     """Settings for a service on ``bucket`` with ``model``, caching under ``cache``."""
-    from image_search.service import get_service
+    from image_search.serve.service import get_service
 
     env.setenv("IMAGE_SEARCH_BUCKET", bucket)
     env.setenv("IMAGE_SEARCH_MODEL", str(model))
@@ -111,7 +112,7 @@ def point_at_index(env: pytest.MonkeyPatch, *, bucket: str, model: Path, cache: 
 @pytest.fixture
 def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Settings pointing at the indexed bucket; call ``make_api()`` after setting more."""
-    from image_search.service import get_service
+    from image_search.serve.service import get_service
 
     point_at_index(monkeypatch, bucket=indexed_bucket, model=tiny_model, cache=tmp_path)
     yield monkeypatch
@@ -123,8 +124,8 @@ def make_api():  # type: ignore[no-untyped-def]
     """A TestClient on a fresh app and service built from the current environment."""
     from fastapi.testclient import TestClient
 
-    from image_search.api import create_app
-    from image_search.service import get_service
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
 
     get_settings.cache_clear()
     get_service.cache_clear()

@@ -13,17 +13,17 @@ import httpx
 import numpy as np
 import pytest
 
-from image_search import s3, store
-from image_search.service import get_service
+from image_search.serve.service import get_service
+from image_search.storage import artefacts, s3
 from tests.conftest import make_api
 from tests.factories import encode, random_image, skimage_photos
 
 
 def stored_vectors(bucket: str) -> tuple[list[str], np.ndarray]:
     client = s3.make_client()
-    pointer = store.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
     assert pointer is not None
-    metadata, vectors = store.load_vectors(client, bucket=bucket, pointer=pointer)
+    metadata, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
     return [item.key for item in metadata.items], vectors
 
 
@@ -295,17 +295,17 @@ def test_cors_origins(api_env) -> None:
 def test_no_index_is_503_with_retry_after_until_one_is_published(
     bucket, client, embedder, monkeypatch
 ) -> None:
-    from image_search import service as service_module
-    from image_search.builder import BuildOptions, run_build
+    from image_search.build.pipeline import run_build
     from image_search.config import get_settings
+    from image_search.serve import lifecycle
 
     api = make_api()
     for response in (api.get("/health"), api.post("/image_search/search", json={"query": "cat"})):
         assert response.status_code == 503 and response.headers["Retry-After"]
         assert "no index published" in response.json()["detail"]
     client.put_object(Bucket=bucket, Key="animals/a.png", Body=encode(random_image(1)))
-    run_build(BuildOptions.from_settings(get_settings()), client=client, embedder=embedder)
-    monkeypatch.setattr(service_module, "RETRY_SECONDS", 0.0)
+    run_build(get_settings(), client=client, embedder=embedder)
+    monkeypatch.setattr(lifecycle, "RETRY_SECONDS", 0.0)
     assert api.get("/health").json()["count"] == 1  # picked up without a restart
 
 
@@ -316,3 +316,22 @@ def test_star_searches_every_folder_without_detection(api_env) -> None:
     assert response.headers["X-Image-Search-Folders"] == "*"
     assert response.headers["X-Image-Search-Detected"] == "false"
     assert {hit["folder"] for hit in response.json()} == {"animals", "nature", "vehicles"}
+
+
+def test_openapi_documents_the_api_key_schemes_and_each_routes_own_errors(api_env) -> None:
+    document = make_api().get("/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert {s["type"] for s in schemes.values()} == {"apiKey", "http"}
+    assert any(s.get("name") == "x-api-key" for s in schemes.values())
+    assert any(s.get("scheme", "").lower() == "bearer" for s in schemes.values())
+    paths = document["paths"]
+    assert paths["/image_search/search"]["post"]["security"]
+    assert "security" not in paths["/health"]["get"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    assert statuses("/health", "get") == {"200", "503"}
+    assert statuses("/image_search/folders", "get") == {"200", "401", "503"}
+    assert "400" in statuses("/image_search/search_by_image", "post")
+    assert {"400", "404", "413"} <= statuses("/image_search/search", "post")

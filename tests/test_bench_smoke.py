@@ -32,13 +32,13 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 def test_scale_section_writes_table_json_and_summary(tmp_path: Path) -> None:
     done, document = run_bench(tmp_path, "--only", "scale", "--check")
     names = [row["name"] for row in document["rows"]]
-    for kind in ("flat (auto)", "hnsw", "ivfpq"):
+    for kind in ("flat (auto)", "hnsw", "ivf-sq8"):
         assert f"{kind} recall@10" in names and f"{kind} search p50" in names
     checked = [row for row in document["rows"] if row["ok"] is not None]
     assert {row["name"] for row in checked} == {
-        "ivfpq resident",
-        "ivfpq search p50",
-        "ivfpq recall@10",
+        "ivf-sq8 resident",
+        "ivf-sq8 search p50",
+        "ivf-sq8 recall@10",
     }
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("bench smoke-scale: ")

@@ -54,8 +54,8 @@ def server(indexed_bucket: str, tiny_model: Path, tmp_path_factory) -> Iterator[
     """The app on a free loopback port, in a thread; yields the page's URL."""
     import uvicorn
 
-    from image_search.api import create_app
-    from image_search.service import get_service
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
 
     cache = tmp_path_factory.mktemp("browser")
     with pytest.MonkeyPatch.context() as env:

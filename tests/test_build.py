@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search import images, s3, store
-from image_search import index as faiss_index
-from image_search.builder import BuildOptions, BuildReport, run_build
+from image_search.build.pipeline import run_build
+from image_search.build.report import BuildReport
 from image_search.config import get_settings
-from image_search.embedder import ClipEmbedder
 from image_search.errors import NoImagesError
-from image_search.manifest import POINTER_FILE
+from image_search.index import faiss_index
+from image_search.model import images
+from image_search.model.embedder import ClipEmbedder
+from image_search.storage import artefacts, s3
+from image_search.storage.manifest import POINTER_FILE
 from tests.conftest import put
 from tests.factories import BROKEN_KEYS, IGNORED_KEYS, encode, random_image, sample_bucket_layout
 
@@ -28,16 +30,16 @@ def populate(client: s3.S3Client, bucket: str, layout: dict[str, bytes]) -> None
         put(client, bucket, key, data)
 
 
-def build(client: s3.S3Client, embedder: ClipEmbedder, **overrides: object) -> BuildReport:
-    return run_build(
-        BuildOptions.from_settings(get_settings(), **overrides), client=client, embedder=embedder
-    )
+def build(
+    client: s3.S3Client, embedder: ClipEmbedder, *, full: bool = False, dry_run: bool = False
+) -> BuildReport:
+    return run_build(get_settings(), client=client, embedder=embedder, full=full, dry_run=dry_run)
 
 
-def current(client: s3.S3Client, bucket: str, tmp_path: Path) -> store.Published:
-    pointer = store.read_pointer(client, bucket=bucket, index_prefix="index/")
+def current(client: s3.S3Client, bucket: str, tmp_path: Path) -> artefacts.LoadedBuild:
+    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
     assert pointer is not None
-    return store.load(client, bucket=bucket, pointer=pointer, cache_dir=tmp_path / "read-cache")
+    return artefacts.load(client, bucket=bucket, pointer=pointer, cache_dir=tmp_path / "read-cache")
 
 
 def test_full_build_indexes_every_valid_image(client, bucket, embedder, tmp_path) -> None:
@@ -129,7 +131,7 @@ def test_dry_run_publishes_nothing(client, bucket, embedder) -> None:
     populate(client, bucket, {"animals/a.png": encode(random_image(1))})
     report = build(client, embedder, dry_run=True)
     assert report.added == 1 and not report.published
-    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
 
 
 class FailingPuts:
@@ -211,10 +213,10 @@ def test_an_interrupted_build_resumes_from_its_checkpoint(
 ) -> None:
     populate(client, bucket, {f"animals/a{i:02d}.png": encode(random_image(i)) for i in range(20)})
     calls = iter([1000.0])  # plenty of time after the first batch (8), then the deadline is near
-    options = BuildOptions.from_settings(get_settings())
+    options = get_settings()
     first = run_build(options, client=client, embedder=embedder, time_left=lambda: next(calls, 0.0))
     assert not first.complete and not first.published and first.embedded == 16
-    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
 
     second = run_build(options, client=client, embedder=embedder)
     assert second.complete and second.embedded == 4 and second.count == 20

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from image_search import s3
-from image_search.demo import PHOTOS, DemoOptions, Target, demo_environment, prepare
+from image_search.demo.environment import PHOTOS, DemoOptions, Target, demo_environment, prepare
+from image_search.storage import s3
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_SECONDS = 180  # importing torch and transformers dominates; 2 busy cores are slow

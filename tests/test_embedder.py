@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from image_search.embedder import ClipEmbedder
 from image_search.errors import ModelLoadError
+from image_search.model.embedder import ClipEmbedder
 from tests.factories import random_image
 
 

@@ -26,12 +26,12 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from image_search import s3, store
-from image_search import service as service_module
-from image_search.builder import BuildOptions, run_build
+from image_search.build.pipeline import run_build
 from image_search.config import get_settings
-from image_search.manifest import Pointer
-from image_search.service import SearchService
+from image_search.serve import lifecycle
+from image_search.serve.service import SearchService
+from image_search.storage import artefacts, checkpoint, s3
+from image_search.storage.manifest import Pointer
 from tests.conftest import make_api, put
 from tests.factories import encode, free_port, random_image
 
@@ -150,9 +150,10 @@ def populate(client: s3.S3Client, bucket: str, layout: dict[str, bytes]) -> None
         put(client, bucket, key, data)
 
 
-def build(client: s3.S3Client, embedder, **overrides: object):  # type: ignore[no-untyped-def]
-    options = BuildOptions.from_settings(get_settings(), **overrides)
-    return run_build(options, client=client, embedder=embedder)
+def build(client: s3.S3Client, embedder, *, full: bool = False, **settings: object):  # type: ignore[no-untyped-def]
+    """A build with the current settings, some of them replaced (e.g. download_workers=2)."""
+    chosen = get_settings().model_copy(update=settings)
+    return run_build(chosen, client=client, embedder=embedder, full=full)
 
 
 # ---- S3 unavailable, throttling, server errors ---------------------------------------------------
@@ -174,7 +175,7 @@ def test_s3_unreachable_at_start_is_503_until_it_comes_back(
         assert "could not be loaded: S3 unreachable" in response.json()["detail"]
 
     proxy.start()
-    monkeypatch.setattr(service_module, "RETRY_SECONDS", 0.0)  # don't wait the 5 s in a test
+    monkeypatch.setattr(lifecycle, "RETRY_SECONDS", 0.0)  # don't wait the 5 s in a test
     health = api.get("/health")
     assert health.status_code == 200 and health.json()["count"] == 3
     assert api.post("/image_search/search", json={"query": "cat"}).status_code == 200
@@ -189,7 +190,7 @@ def test_throttled_and_failing_gets_are_retried_then_skipped(
     proxy.fail("animals/a03.png", *[503] * 20)  # never served
     proxy.start()
 
-    report = build(s3.make_client(), embedder, workers=2)
+    report = build(s3.make_client(), embedder, download_workers=2)
 
     assert report.published and report.complete and report.count == 5
     assert [(s.key, s.reason) for s in report.skipped] == [
@@ -199,7 +200,7 @@ def test_throttled_and_failing_gets_are_retried_then_skipped(
     assert (proxy.gets["animals/a01.png"], proxy.gets["animals/a02.png"]) == (3, 2)
     assert proxy.gets["animals/a03.png"] == 6
     assert proxy.gets["animals/a00.png"] == 1
-    meta = store.load_vectors(client, bucket=bucket, pointer=current_pointer(client, bucket))[0]
+    meta = artefacts.load_vectors(client, bucket=bucket, pointer=current_pointer(client, bucket))[0]
     assert [s.key for s in meta.skipped] == ["animals/a03.png"]
     # The next build picks the skipped image up once S3 serves it.
     proxy.faults.clear()
@@ -211,7 +212,7 @@ def test_throttled_and_failing_gets_are_retried_then_skipped(
 
 
 def current_pointer(client: s3.S3Client, bucket: str) -> Pointer:
-    pointer = store.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
     assert pointer is not None
     return pointer
 
@@ -343,7 +344,7 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     assert builder.returncode == -signal.SIGKILL
     saved = load_checkpoint_size(client, bucket)  # what the killed run left behind
     assert saved is not None and 0 < saved < 24, (tmp_path / "build.log").read_text()
-    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
 
     # The next run (in-process: the command line only wraps run_build) resumes.
     resumed_run = build(client, embedder)
@@ -376,13 +377,13 @@ def wait_for_checkpoint(
 
 
 def load_checkpoint_size(client: s3.S3Client, bucket: str) -> int | None:
-    checkpoint = store.load_checkpoint(client, bucket=bucket, index_prefix="index/")
-    return None if checkpoint is None else len(checkpoint.keys)
+    saved = checkpoint.load(client, bucket=bucket, index_prefix="index/")
+    return None if saved is None else len(saved.keys)
 
 
-def load_index(client: s3.S3Client, bucket: str, cache: Path) -> store.Published:
+def load_index(client: s3.S3Client, bucket: str, cache: Path) -> artefacts.LoadedBuild:
     pointer = current_pointer(client, bucket)
-    return store.load(client, bucket=bucket, pointer=pointer, cache_dir=cache)
+    return artefacts.load(client, bucket=bucket, pointer=pointer, cache_dir=cache)
 
 
 # ---- secrets never reach the logs ------------------------------------------------------------

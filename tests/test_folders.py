@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from image_search.folders import detect
+from image_search.serve.folders import detect
 
 FOLDERS = [
     "animals",

@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from image_search.api import create_app
 from image_search.config import get_settings
+from image_search.serve.api import create_app
 from tests.conftest import make_api
 from tests.factories import encode, random_image
 

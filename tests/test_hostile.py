@@ -275,7 +275,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def hostile_env(indexed_bucket: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from image_search.config import get_settings
-    from image_search.service import get_service
+    from image_search.serve.service import get_service
 
     cache = tmp_path_factory.mktemp("hostile")
     with pytest.MonkeyPatch.context() as env:
@@ -415,7 +415,7 @@ def test_binary_body_not_base64_encoded_through_lambda_is_4xx(
 def test_an_exact_copy_still_finds_itself_after_the_corpus(
     http: TestClient, indexed_bucket: str
 ) -> None:
-    from image_search import s3
+    from image_search.storage import s3
 
     data = s3.make_client().get_object(Bucket=indexed_bucket, Key="nature/leaf.bmp")["Body"].read()
     response = http.post(
@@ -453,7 +453,7 @@ def test_unread_bodies_over_the_limit_are_refused_before_reading(http: TestClien
 
 @pytest.mark.parametrize("size", [(100_000, 1), (901, 7), (7, 1001), (2000, 3), (640, 32)])
 def test_long_strips_are_cut_to_what_the_model_sees(embedder, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
-    from image_search import images
+    from image_search.model import images
 
     picture = random_image(5, size=size)
     cut = images.decode(encode(picture), max_pixels=10**8)

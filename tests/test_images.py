@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
-from image_search.images import decode
+from image_search.model.images import decode
 from tests.factories import encode, random_image
 
 LIMIT = 10_000_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from image_search import index
-from image_search.vectors import normalise
+from image_search.index import faiss_index as index
+from image_search.model.vectors import normalise
 
 
 def clustered(count: int, dim: int = 32, *, seed: int = 0) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_k_larger_than_the_range_returns_the_whole_range() -> None:
     assert len(index.search(built, clustered(1, seed=9)[0], k=50, ranges=[(10, 13)]).ids) == 3
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf-sq8"])
 def test_ann_indexes_are_never_short_inside_a_small_folder(kind: str) -> None:
     vectors = clustered(25_000, dim=32)
     built = index.build(vectors, index_type=kind)
@@ -69,6 +69,17 @@ def test_serialisation_round_trip_keeps_results() -> None:
 
 def test_auto_type_follows_the_threshold() -> None:
     assert index.choose_type("auto", index.FLAT_MAX) == "flat"
-    assert index.choose_type("auto", index.FLAT_MAX + 1) == "ivfpq"
-    assert index.choose_type("ivfpq", 100) == "flat"  # too few vectors to train
+    assert index.choose_type("auto", index.FLAT_MAX + 1) == "ivf-sq8"
+    assert index.choose_type("ivf-sq8", 100) == "flat"  # too few vectors to train
     assert index.choose_type("hnsw", 100) == "hnsw"
+
+
+def test_ivfpq_is_an_alias_of_ivf_sq8_in_settings_builds_and_old_metadata(monkeypatch) -> None:
+    from image_search.config import Settings, canonical_index_type
+
+    monkeypatch.setenv("IMAGE_SEARCH_INDEX_TYPE", "ivfpq")
+    assert Settings(bucket="some-bucket").index_type == "ivf-sq8"
+    assert index.choose_type("ivfpq", index.FLAT_MAX + 1) == "ivf-sq8"
+    assert canonical_index_type("ivfpq") == "ivf-sq8" == canonical_index_type("ivf-sq8")
+    built = index.build(clustered(index.IVF_MIN), index_type="ivfpq")
+    assert index.kind_of(built) == "ivf-sq8"

@@ -88,8 +88,8 @@ def test_api_event_succeeds(path: Path, api_env, monkeypatch) -> None:
     ids=lambda p: p.name,
 )
 def test_scheduled_event_builds_and_publishes(path: Path, client, bucket, monkeypatch) -> None:
+    from image_search.build.lambda_handler import build_handler
     from image_search.config import get_settings
-    from image_search.lambda_build import build_handler
 
     for i in range(3):
         put(client, bucket, f"animals/{i}.png", encode(random_image(i)))

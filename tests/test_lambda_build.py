@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search import index as faiss_index
-from image_search import lambda_build, s3, store
+from image_search.build import lambda_handler as lambda_build
+from image_search.build.lambda_handler import MAX_CONTINUATIONS, build_handler
 from image_search.config import get_settings
 from image_search.errors import NoImagesError
-from image_search.lambda_build import MAX_CONTINUATIONS, build_handler
+from image_search.index import faiss_index
+from image_search.storage import artefacts, checkpoint, manifest, s3
 from tests.conftest import put
 from tests.factories import encode, random_image
 
@@ -78,10 +79,10 @@ def populate(client: s3.S3Client, bucket: str, count: int, *, start: int = 0) ->
         )
 
 
-def published(client: s3.S3Client, bucket: str) -> tuple[store.Pointer, np.ndarray]:
-    pointer = store.read_pointer(client, bucket=bucket, index_prefix="index/")
+def published(client: s3.S3Client, bucket: str) -> tuple[manifest.Pointer, np.ndarray]:
+    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
     assert pointer is not None
-    _, vectors = store.load_vectors(client, bucket=bucket, pointer=pointer)
+    _, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
     return pointer, vectors
 
 
@@ -108,7 +109,7 @@ def test_scheduled_event_runs_an_incremental_build(client, bucket, fake_lambda) 
 
 
 def test_the_model_is_loaded_once_per_process(client, bucket, fake_lambda) -> None:
-    from image_search.service import embedder_for
+    from image_search.model.cache import _embedder as embedder_for
 
     populate(client, bucket, 2)
     build_handler(SCHEDULED_EVENT, LONG)
@@ -128,13 +129,13 @@ def test_partial_runs_give_the_same_index_as_one_full_run(
     # checkpoint and a self-invocation, then a run with time enough to finish and publish.
     first = build_handler(SCHEDULED_EVENT, SHORT)
     assert first["state"] == "partial" and first["embedded"] == 4 and first["continued"]
-    assert store.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
     second = build_handler(fake_lambda.next_event(), SHORT)
     assert second["state"] == "partial" and second["embedded"] == 4 and second["continuation"] == 1
     third = build_handler(fake_lambda.next_event(), LONG)
     assert third["state"] == "published" and third["embedded"] == 2 and third["count"] == 10
     assert len(fake_lambda.calls) == 2  # a finished build does not continue
-    assert store.load_checkpoint(client, bucket=bucket, index_prefix="index/") is None
+    assert checkpoint.load(client, bucket=bucket, index_prefix="index/") is None
     resumed_pointer, resumed = published(client, bucket)
 
     full = build_handler({"full": True}, LONG)
@@ -142,14 +143,14 @@ def test_partial_runs_give_the_same_index_as_one_full_run(
     full_pointer, fresh = published(client, bucket)
     assert full_pointer.build_id != resumed_pointer.build_id
 
-    resumed_meta, _ = store.load_vectors(client, bucket=bucket, pointer=resumed_pointer)
-    fresh_meta, _ = store.load_vectors(client, bucket=bucket, pointer=full_pointer)
+    resumed_meta, _ = artefacts.load_vectors(client, bucket=bucket, pointer=resumed_pointer)
+    fresh_meta, _ = artefacts.load_vectors(client, bucket=bucket, pointer=full_pointer)
     assert [i.key for i in resumed_meta.items] == [i.key for i in fresh_meta.items]
     assert resumed_meta.folders == fresh_meta.folders
     np.testing.assert_allclose(resumed, fresh, atol=1e-5)
     cache = Path(get_settings().index_cache_dir)
-    a = store.load(client, bucket=bucket, pointer=resumed_pointer, cache_dir=cache).index
-    b = store.load(client, bucket=bucket, pointer=full_pointer, cache_dir=cache).index
+    a = artefacts.load(client, bucket=bucket, pointer=resumed_pointer, cache_dir=cache).index
+    b = artefacts.load(client, bucket=bucket, pointer=full_pointer, cache_dir=cache).index
     for query in fresh[:3]:
         assert faiss_index.search(a, query, k=5).ids == faiss_index.search(b, query, k=5).ids
 
@@ -179,8 +180,8 @@ def test_a_failed_self_invocation_leaves_the_checkpoint_for_the_schedule(
     monkeypatch.setattr(lambda_build, "_lambda_client", lambda: Denied())
     populate(client, small_batches, 6)
     assert build_handler(SCHEDULED_EVENT, SHORT)["continued"] is False
-    checkpoint = store.load_checkpoint(client, bucket=small_batches, index_prefix="index/")
-    assert checkpoint is not None and len(checkpoint.keys) == 4
+    saved = checkpoint.load(client, bucket=small_batches, index_prefix="index/")
+    assert saved is not None and len(saved.keys) == 4
     assert build_handler(SCHEDULED_EVENT, LONG)["embedded"] == 2  # the schedule resumes it
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from image_search.builder import BuildOptions, run_build
+from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from tests.conftest import make_api, put
 from tests.factories import encode, random_image
@@ -16,7 +16,7 @@ REFRESH = 0.2
 
 
 def build(client, embedder) -> str:  # type: ignore[no-untyped-def]
-    report = run_build(BuildOptions.from_settings(get_settings()), client=client, embedder=embedder)
+    report = run_build(get_settings(), client=client, embedder=embedder)
     assert report.build_id
     return report.build_id
 
@@ -54,7 +54,7 @@ def test_a_corrupt_build_is_refused_and_the_old_one_keeps_serving(
     index_key = f"index/builds/{second}/image_faiss_index.bin"
     client.put_object(Bucket=bucket, Key=index_key, Body=b"not a faiss index")
     time.sleep(REFRESH * 1.5)
-    with caplog.at_level(logging.ERROR, logger="image_search.service"):
+    with caplog.at_level(logging.ERROR, logger="image_search.serve.lifecycle"):
         response = api.post("/image_search/search", json={"query": "a", "k": 5})
     assert response.status_code == 200 and [h["key"] for h in response.json()] == ["animals/a.png"]
     assert api.get("/health").json()["build_id"] == first
@@ -67,7 +67,7 @@ def test_a_corrupt_build_is_refused_and_the_old_one_keeps_serving(
 def test_a_build_from_another_model_is_refused(
     bucket, client, embedder, monkeypatch, tmp_path
 ) -> None:
-    from image_search.embedder import ClipEmbedder
+    from image_search.model.embedder import ClipEmbedder
     from tests.factories import save_tiny_clip
 
     put(client, bucket, "animals/a.png", encode(random_image(1)))

@@ -4,12 +4,12 @@ against the app's routes and the Dockerfile. All offline; the tools live in .ven
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,8 @@ def app_routes(monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
     from fastapi.routing import iter_route_contexts
     from starlette.routing import Mount
 
-    from image_search.api import create_app
     from image_search.config import get_settings
+    from image_search.serve.api import create_app
 
     monkeypatch.setenv("IMAGE_SEARCH_BUCKET", "example-images-bucket")
     monkeypatch.delenv("IMAGE_SEARCH_API_PREFIX", raising=False)
@@ -176,7 +176,7 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
     assert params["ApiKeys"]["NoEcho"] is True
     assert search["PackageType"] == build["PackageType"] == "Image"
     assert search["ImageConfig"]["Command"] == ["handler.handler"]
-    assert build["ImageConfig"]["Command"] == ["image_search.lambda_build.build_handler"]
+    assert build["ImageConfig"]["Command"] == ["handler.build"]
 
 
 def test_build_runs_on_the_schedule_parameter_without_blind_retries() -> None:
@@ -189,24 +189,33 @@ def test_build_runs_on_the_schedule_parameter_without_blind_retries() -> None:
     assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
 
 
-def test_handlers_named_in_the_template_exist() -> None:
-    import importlib
-
-    from image_search import lambda_build
-
-    assert callable(lambda_build.build_handler)
-    # Importing handler.py would warm a service against S3: read it instead.
-    tree = ast.parse((ROOT / "handler.py").read_text())
-    assigned = {
-        t.id
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for t in node.targets
-        if isinstance(t, ast.Name)
-    }
-    assert "handler" in assigned
-    module, _, name = "image_search.lambda_build.build_handler".rpartition(".")
-    assert callable(getattr(importlib.import_module(module), name))
+def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: Path) -> None:
+    """Import handler.py as each function would (Lambda sets _HANDLER) against an unreachable S3:
+    both entry points exist; only the search function tries to load the index at import."""
+    for function_name in ("SearchFunction", "IndexBuildFunction"):
+        (command,) = function(function_name)["ImageConfig"]["Command"]
+        module, _, name = command.rpartition(".")
+        code = (
+            "import logging, sys; logging.basicConfig(level=logging.WARNING)\n"
+            f"import {module}\n"
+            f"assert callable({module}.{name})\n"
+        )
+        env = {
+            **os.environ,
+            "_HANDLER": command,
+            "IMAGE_SEARCH_BUCKET": "no-such-bucket",
+            "IMAGE_SEARCH_MODEL": str(tmp_path / "no-model"),
+            "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        warmed = "warm-up incomplete" in done.stderr
+        assert warmed == (function_name == "SearchFunction"), done.stderr
 
 
 # ---- least privilege ----------------------------------------------------------------------

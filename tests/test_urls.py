@@ -6,7 +6,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from image_search import s3, urls
+from image_search.serve import urls
+from image_search.storage import s3
 
 
 class CountingClient:
@@ -31,8 +32,7 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> CountingClient:
 
 def test_urls_are_reused_within_a_tenth_of_their_lifetime(counting, monkeypatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(urls.time, "monotonic", lambda: clock[0])
-    make = urls.ImageUrls(lambda: counting, mode="presigned", expires=3600)
+    make = urls.ImageUrls(lambda: counting, mode="presigned", expires=3600, timer=lambda: clock[0])
     first = make(bucket="b", key="animals/cat.png")
     clock[0] += 359
     assert make(bucket="b", key="animals/cat.png") == first and counting.signed == 1

@@ -129,6 +129,16 @@ def get_bytes(client: S3Client, *, bucket: str, key: str) -> bytes:
         return body
 
 
+def get_bytes_if_present(client: S3Client, *, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key."""
+    try:
+        return get_bytes(client, bucket=bucket, key=key)
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
 def put_bytes(client: S3Client, *, bucket: str, key: str, data: bytes, content_type: str) -> None:
     with translate_errors(bucket):
         client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)

@@ -15,9 +15,9 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 from transformers.utils import logging as hf_logging
 
-from image_search import model_source
 from image_search.errors import ModelLoadError
-from image_search.vectors import Vectors, normalise
+from image_search.model import source as model_source
+from image_search.model.vectors import Vectors, normalise
 
 LOG = logging.getLogger(__name__)
 hf_logging.disable_progress_bar()

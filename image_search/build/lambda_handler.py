@@ -1,6 +1,6 @@
 """The index build on Lambda: a scheduled (or hand-made) event in, a JSON-able summary out.
 
-Lambda stops a function at 15 minutes. The builder stops ~45 s before that with the vectors it
+Lambda stops a function at 15 minutes. The build stops ~45 s before that with the vectors it
 embedded saved to ``<prefix>work/checkpoint.npz``; this handler then invokes its own function
 again (asynchronously) so the next run picks up from the checkpoint without waiting a whole
 schedule period. The scheduled run resumes from the checkpoint too if the chain was cut.
@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from image_search import s3
-from image_search.builder import BuildOptions, BuildReport, run_build
+from image_search.build.pipeline import run_build
+from image_search.build.report import BuildReport
 from image_search.config import get_settings
-from image_search.service import embedder_for
+from image_search.model.cache import embedder_for
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ LOG = logging.getLogger(__name__)
 # 16 hops; 12 continuations of 15 minutes (3 hours of embedding) stay clear of it.
 MAX_CONTINUATIONS = 12
 CONTINUATION_SOURCE = "image-search.continuation"
-# Skipped objects listed in the summary (all of them are in the published metadata).
-SUMMARY_SKIPPED = 20
 
 
 class LambdaContext(Protocol):
@@ -50,44 +49,20 @@ def build_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[
     """Run one incremental build, stopping before the deadline; continue it if unfinished."""
     request = BuildEvent.model_validate(event or {})
     settings = get_settings()
-    # A continuation must resume from the checkpoint, which a full build would ignore.
-    options = BuildOptions.from_settings(
-        settings, full=request.full and not request.continuation, dry_run=request.dry_run
-    )
-    embedder = embedder_for(
-        settings.model, settings.device, settings.batch_size, str(settings.model_cache_dir)
-    )
     report = run_build(
-        options,
+        settings,
         client=_s3_client(settings.download_workers + 2),
-        embedder=embedder,
+        embedder=embedder_for(settings),
+        # A continuation must resume from the checkpoint, which a full build would ignore.
+        full=request.full and not request.continuation,
+        dry_run=request.dry_run,
         time_left=lambda: context.get_remaining_time_in_millis() / 1000,
     )
-    summary = summarise(report, continuation=request.continuation)
+    summary = {**report.summary(), "continuation": request.continuation}
     if not report.complete:
         summary["continued"] = _continue(request, report, context)
     LOG.info("index build finished: %s", json.dumps(summary))
     return summary
-
-
-def summarise(report: BuildReport, *, continuation: int = 0) -> dict[str, Any]:
-    return {
-        "state": report.state,
-        "build_id": report.build_id,
-        "complete": report.complete,
-        "published": report.published,
-        "count": report.count,
-        "added": report.added,
-        "updated": report.updated,
-        "reused": report.reused,
-        "removed": report.removed,
-        "embedded": report.embedded,
-        "skipped": len(report.skipped),
-        "skipped_examples": [s.model_dump() for s in report.skipped[:SUMMARY_SKIPPED]],
-        "index_type": report.index_type,
-        "seconds": round(report.seconds, 1),
-        "continuation": continuation,
-    }
 
 
 def _continue(request: BuildEvent, report: BuildReport, context: LambdaContext) -> bool:

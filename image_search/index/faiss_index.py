@@ -10,7 +10,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from image_search.vectors import Vectors
+from image_search.config import canonical_index_type
+from image_search.model.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ LOG = logging.getLogger(__name__)
 # under a millisecond at recall@10 0.99 (bench/), so ``auto`` switches (see README).
 FLAT_MAX = 20_000
 # The IVF index needs enough vectors to train its coarse quantiser.
-IVFPQ_MIN = 20_000
+IVF_MIN = 20_000
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
 # Measured on 1M clustered 512-d vectors (bench/): recall@10 against exact search is flat from
@@ -29,7 +30,7 @@ IVF_NPROBE = 32
 # FAISS wants at least 39 training points a list and samples down to 256; 50 keeps k-means to
 # 100k points at 1M vectors (2,000 lists), so training costs no more than adding the vectors.
 IVF_TRAINING_PER_LIST = 50
-# Indexes of type "ivfpq" written before the IVF,SQ8 switch are IVF-PQ with a refine stage.
+# Older "ivfpq" builds can hold IVF-PQ with a refine stage: searched with these parameters.
 REFINE_K_FACTOR = 16
 
 Ranges = list[tuple[int, int]]
@@ -44,10 +45,11 @@ class Hits:
 
 
 def choose_type(requested: str, count: int) -> str:
+    requested = canonical_index_type(requested)
     if requested == "auto":
-        return "flat" if count <= FLAT_MAX else "ivfpq"
-    if requested == "ivfpq" and count < IVFPQ_MIN:
-        LOG.warning("ivfpq needs at least %d vectors; using flat for %d", IVFPQ_MIN, count)
+        return "flat" if count <= FLAT_MAX else "ivf-sq8"
+    if requested == "ivf-sq8" and count < IVF_MIN:
+        LOG.warning("ivf-sq8 needs at least %d vectors; using flat for %d", IVF_MIN, count)
         return "flat"
     return requested
 
@@ -67,17 +69,18 @@ def build(vectors: Vectors, *, index_type: str) -> faiss.Index:
 
 
 def _factory_string(index_type: str, count: int, dim: int) -> str:
+    index_type = canonical_index_type(index_type)
     if index_type == "flat":
         return "Flat"
     if index_type == "hnsw":
         return f"HNSW{HNSW_M}"
-    if index_type == "ivfpq":
+    if index_type == "ivf-sq8":
         # 2·sqrt(n) lists: at 200k, recall@10 0.98 against 0.99 for 4·sqrt(n), for half the
         # build (k-means, then assigning every vector to a list).
         nlist = max(16, int(2 * math.sqrt(count)))
-        # The type keeps its old name, but 8-bit scalar codes beat PQ + SQ8 refine on every
-        # measure at 512-d (bench/): recall@10 0.98 vs 0.97, 13x faster to build, a quarter of
-        # the memory of float vectors (512 MiB per million), no codebooks to train.
+        # 8-bit scalar codes beat PQ + SQ8 refine on every measure at 512-d (bench/): recall@10
+        # 0.98 vs 0.97, 13x faster to build, a quarter of the memory of float vectors (512 MiB
+        # per million), no codebooks to train.
         return f"IVF{nlist},SQ8"
     raise ValueError(f"unknown index type {index_type!r}")
 
@@ -91,7 +94,7 @@ def _training_sample(vectors: Vectors, *, limit: int) -> Vectors:
 
 def kind_of(index: faiss.Index) -> str:
     if isinstance(index, faiss.IndexRefine | faiss.IndexIVF):
-        return "ivfpq"
+        return "ivf-sq8"
     if isinstance(index, faiss.IndexHNSW):
         return "hnsw"
     return "flat"
@@ -163,7 +166,7 @@ def _search_params(index: faiss.Index, selector: faiss.IDSelector | None, k: int
     kind = kind_of(index)
     if kind == "hnsw":
         return faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, 2 * k))
-    if kind == "ivfpq":
+    if kind == "ivf-sq8":
         ivf = faiss.SearchParametersIVF(sel=selector, nprobe=IVF_NPROBE)
         if not isinstance(index, faiss.IndexRefine):
             return ivf

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
-from image_search import s3
 from image_search.errors import ModelLoadError
+from image_search.files import atomic_path
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -32,18 +31,10 @@ def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -
     if not keys:
         raise ModelLoadError(f"no model files under {url}")
     LOG.info("downloading model %s (%d files) to %s", url, len(keys), target)
-    # Download into a sibling temp dir and rename it, so a crash never leaves half a model
-    # that a later start would take for a complete one.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-    try:
+    # A crash never leaves half a model that a later start would take for a complete one.
+    with atomic_path(target, directory=True) as staging:
         for key in keys:
             destination = staging / key[len(prefix) :]
             destination.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(destination))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
-from image_search import s3
+from cachetools import TTLCache
+
+from image_search.storage import s3
 
 # botocore spends ~2 ms of CPU signing one URL, as much as the FAISS search itself; result pages
 # repeat keys, so a URL is reused for a tenth of its lifetime: clients always get at least 90%
@@ -17,26 +18,30 @@ MAX_ENTRIES = 10_000
 
 
 class ImageUrls:
-    def __init__(self, client: Callable[[], s3.S3Client], *, mode: str, expires: int) -> None:
+    def __init__(
+        self,
+        client: Callable[[], s3.S3Client],
+        *,
+        mode: str,
+        expires: int,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._public = mode == "public"
         self._expires = expires
-        self._reuse_seconds = float("inf") if self._public else expires * REUSE_FRACTION
-        self._cache: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        reuse = float("inf") if self._public else expires * REUSE_FRACTION
+        self._cache: TTLCache[tuple[str, str], str] = TTLCache(
+            maxsize=MAX_ENTRIES, ttl=reuse, timer=timer
+        )
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe
 
     def __call__(self, *, bucket: str, key: str) -> str:
-        now = time.monotonic()
         with self._lock:
-            cached = self._cache.get((bucket, key))
-            if cached is not None and now - cached[1] < self._reuse_seconds:
-                self._cache.move_to_end((bucket, key))
-                return cached[0]
-        url = self._make(bucket, key)
-        with self._lock:
-            self._cache[(bucket, key)] = (url, now)
-            if len(self._cache) > MAX_ENTRIES:
-                self._cache.popitem(last=False)
+            url = self._cache.get((bucket, key))
+        if url is None:
+            url = self._make(bucket, key)
+            with self._lock:
+                self._cache[(bucket, key)] = url
         return url
 
     def _make(self, bucket: str, key: str) -> str:

@@ -1,0 +1,63 @@
+"""Downloading and decoding the images to embed, ahead of the model, in a thread pool."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from PIL import Image
+
+from image_search.config import Settings
+from image_search.errors import ImageSearchError, StorageUnavailableError
+from image_search.model import images
+from image_search.storage import s3
+from image_search.storage.manifest import Skipped
+
+LOG = logging.getLogger(__name__)
+
+Batch = list[tuple[s3.S3Object, Image.Image]]
+
+
+def decoded_batches(
+    settings: Settings, todo: list[s3.S3Object], *, client: s3.S3Client, batch_size: int
+) -> Iterator[tuple[Batch, list[Skipped]]]:
+    """Batches of decoded images in ``todo`` order, with the objects that failed since the last.
+
+    Downloads run ahead in a thread pool so the model never waits on S3, while the window bounds
+    how many images sit in memory.
+    """
+    workers = settings.download_workers
+    window = batch_size * 2 + workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        pending: deque[tuple[s3.S3Object, Future[Image.Image]]] = deque()
+        remaining = iter(todo)
+        batch: Batch = []
+        failures: list[Skipped] = []
+        while True:
+            while len(pending) < window and (obj := next(remaining, None)) is not None:
+                pending.append((obj, pool.submit(fetch_image, client, settings, obj)))
+            if not pending:
+                break
+            obj, future = pending.popleft()
+            try:
+                batch.append((obj, future.result()))
+            except (ImageSearchError, OSError) as exc:
+                failures.append(Skipped(key=obj.key, reason=str(exc)))
+                LOG.warning("skipping %s: %s", obj.key, exc)
+            if len(batch) >= batch_size:
+                yield batch, failures
+                batch, failures = [], []
+        if batch or failures:
+            yield batch, failures
+
+
+def fetch_image(client: s3.S3Client, settings: Settings, obj: s3.S3Object) -> Image.Image:
+    try:
+        data = s3.get_bytes(client, bucket=settings.bucket, key=obj.key)
+    except Exception as exc:
+        if s3.is_missing(exc):
+            raise StorageUnavailableError("deleted during the build") from exc
+        raise
+    return images.decode(data, max_pixels=settings.max_image_pixels)

@@ -1,0 +1,137 @@
+"""The FastAPI app: thin routes over ``SearchService``; errors become HTTP in ``http_errors``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Response, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+
+from image_search import __version__
+from image_search.config import get_settings
+from image_search.serve import page
+from image_search.serve.auth import ApiKey
+from image_search.serve.http_errors import add_error_handlers
+from image_search.serve.limits import BodyLimit
+from image_search.serve.schemas import (
+    ErrorBody,
+    FolderCount,
+    Health,
+    K,
+    MinScore,
+    SearchHit,
+    SearchRequest,
+    SimilarRequest,
+)
+from image_search.serve.service import SearchResult, SearchService, get_service
+
+ServiceDep = Annotated[SearchService, Depends(get_service)]
+HEADERS = ["X-Image-Search-Folders", "X-Image-Search-Detected", "Server-Timing"]
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route can really give, for its OpenAPI description."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def _send(result: SearchResult, response: Response) -> list[SearchHit]:
+    folders = (
+        "*" if result.folders is None else ",".join(quote(f, safe=" -_.") for f in result.folders)
+    )
+    response.headers["X-Image-Search-Folders"] = folders
+    response.headers["X-Image-Search-Detected"] = "true" if result.detected else "false"
+    response.headers["Server-Timing"] = ", ".join(
+        f"{n};dur={ms}" for n, ms in result.timings.items()
+    )
+    return result.hits
+
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
+        "/image_search/search",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
+    )
+    def search(body: SearchRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
+        """Search by text; folders named in the query are detected when `folder` is empty."""
+        result = service.search_text(
+            body.query, k=body.k, folder=body.folder, min_score=body.min_score
+        )
+        return _send(result, response)
+
+    @router.post(
+        "/image_search/search_by_image",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
+    )
+    def search_by_image(
+        service: ServiceDep,
+        response: Response,
+        file: Annotated[UploadFile, File(description="PNG, JPEG, GIF, BMP, TIFF or WEBP")],
+        k_form: Annotated[K | None, Form(alias="k")] = None,
+        k_query: Annotated[K | None, Query(alias="k")] = None,
+        folder: Annotated[str, Form(max_length=256)] = "",
+        min_score: Annotated[MinScore, Form()] = None,
+    ) -> list[SearchHit]:
+        """Search by an uploaded example image."""
+        # One byte past the limit is enough for the service to refuse it.
+        data = file.file.read(service.settings.max_upload_bytes + 1)
+        k = k_form or k_query or 5
+        return _send(service.search_image(data, k=k, folder=folder, min_score=min_score), response)
+
+    @router.post(
+        "/image_search/similar",
+        dependencies=ApiKey,
+        response_model=list[SearchHit],
+        responses=errors(400, 401, 404, 413, 503),
+    )
+    def similar(body: SimilarRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
+        """Images similar to an indexed one, by its key or s3:// path."""
+        key = body.key if body.key is not None else service.key_from_s3_path(body.s3_path or "")
+        result = service.similar(key, k=body.k, folder=body.folder, min_score=body.min_score)
+        return _send(result, response)
+
+    @router.get(
+        "/image_search/folders",
+        dependencies=ApiKey,
+        response_model=list[FolderCount],
+        responses=errors(401, 503),
+    )
+    def folders(service: ServiceDep) -> list[FolderCount]:
+        """The indexed folders and how many images each holds."""
+        return [FolderCount(folder=name, count=count) for name, count in service.folders()]
+
+    @router.get("/health", response_model=Health, responses=errors(503))
+    def health(service: ServiceDep) -> Health:
+        """200 with the serving build when an index is loaded, 503 with the reason when not."""
+        meta = service.current().metadata
+        return Health(
+            build_id=meta.build_id, count=meta.count, model=meta.model, created_at=meta.created_at
+        )
+
+    return router
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="image-search", version=__version__, summary="Text and image search over an S3 bucket"
+    )
+    add_error_handlers(app)
+    app.include_router(_routes(), prefix=settings.api_prefix)
+    app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
+    app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key"],
+            expose_headers=HEADERS,
+        )
+    return app

@@ -1,0 +1,36 @@
+"""API keys: FastAPI's security schemes, so ``/openapi.json`` documents how to authenticate."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from image_search.config import get_settings
+from image_search.errors import UnauthorizedError
+
+# auto_error=False: a missing header is this module's decision (keys may not be configured).
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="an API key")
+bearer = HTTPBearer(auto_error=False, description="an API key as a Bearer token")
+
+
+def require_api_key(
+    header_key: Annotated[str | None, Depends(api_key_header)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as x-api-key or a Bearer token."""
+    keys = get_settings().api_keys
+    if not keys:
+        return
+    offered = header_key or (credentials.credentials.strip() if credentials else "")
+    # compare_digest against every key, so timing reveals neither which key nor how much matched.
+    matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
+    if not offered or not any(matches):
+        raise UnauthorizedError(
+            "missing or invalid API key (Authorization: Bearer <key> or x-api-key)"
+        )
+
+
+ApiKey = [Depends(require_api_key)]

@@ -1,0 +1,63 @@
+"""Domain errors become HTTP answers here, and only here: ``{"detail": "..."}`` with a status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from image_search.errors import (
+    ImageSearchError,
+    ImageTooLargeError,
+    IndexMismatchError,
+    IndexNotReadyError,
+    InvalidImageError,
+    ModelLoadError,
+    StorageUnavailableError,
+    UnauthorizedError,
+    UnknownFolderError,
+    UnknownKeyError,
+)
+
+LOG = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
+    InvalidImageError: 400,
+    UnauthorizedError: 401,
+    UnknownFolderError: 404,
+    UnknownKeyError: 404,
+    ImageTooLargeError: 413,
+    IndexNotReadyError: 503,
+    IndexMismatchError: 503,
+    StorageUnavailableError: 503,
+    ModelLoadError: 503,
+}
+RETRY_AFTER_SECONDS = "5"
+
+
+def status_of(exc: ImageSearchError) -> int:
+    return next((STATUS_BY_ERROR[c] for c in type(exc).__mro__ if c in STATUS_BY_ERROR), 500)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ImageSearchError)
+    def domain_error(_: Request, exc: ImageSearchError) -> JSONResponse:
+        status = status_of(exc)
+        headers = None
+        if status == 503:
+            headers = {"Retry-After": RETRY_AFTER_SECONDS}
+        elif status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        if status >= 500:
+            LOG.warning("%s: %s", type(exc).__name__, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each 'input', and a NaN or Infinity there (Python's json
+        # accepts them in bodies) cannot be encoded back to JSON.
+        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
