@@ -35,6 +35,9 @@ class ImageEmbedder(Protocol):
     source: str
     batch_size: int
 
+    @property
+    def identity(self) -> str: ...
+
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
 
 
@@ -53,7 +56,9 @@ def run_build(
     (seconds remaining) lets a Lambda run stop cleanly before its deadline.
     """
     started = time.monotonic()
-    plan = make_plan(settings, client=client, full=full)
+    # The model's identity, not IMAGE_SEARCH_MODEL: an export of a model and the model under
+    # torch give the same vectors, so either runtime continues the other's builds.
+    plan = make_plan(settings, client=client, full=full, model=embedder.identity)
     report = compare(plan)
     if dry_run or unchanged(plan, report, settings):
         report.build_id = plan.previous.build_id if plan.previous else None
@@ -106,7 +111,7 @@ def _embed_missing(
             progress.update(len(batch) + len(failures))
             out_of_time = time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS
             if out_of_time or time.monotonic() - last_save > settings.checkpoint_seconds:
-                _save_checkpoint(settings, new, client=client)
+                _save_checkpoint(settings, plan.model, new, client=client)
                 last_save = time.monotonic()
             if out_of_time:
                 LOG.warning(
@@ -117,14 +122,14 @@ def _embed_missing(
 
 
 def _save_checkpoint(
-    settings: Settings, new: dict[s3.S3Object, Vectors], *, client: s3.S3Client
+    settings: Settings, model: str, new: dict[s3.S3Object, Vectors], *, client: s3.S3Client
 ) -> None:
     if not new:
         return
     objs = list(new)
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
     fresh = checkpoint.Checkpoint(
-        model=settings.model,
+        model=model,
         keys=[obj.key for obj in objs],
         etags=[obj.etag for obj in objs],
         vectors=np.stack([new[obj] for obj in objs]),
@@ -155,7 +160,7 @@ def _publish(
     index = faiss_index.build(matrix, index_type=index_type)
     metadata = Metadata(
         build_id=layout.new_build_id(),
-        model=settings.model,
+        model=plan.model,
         dim=matrix.shape[1],
         index_type=index_type,
         count=len(items),

@@ -18,13 +18,15 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class Plan:
+    model: str  # the embedder's identity (its source model, whatever the runtime)
     objects: list[s3.S3Object]
     known: dict[tuple[str, str], Vectors]  # (key, etag) → vector from the last build/checkpoint
     previous: Metadata | None
     todo: list[s3.S3Object] = field(default_factory=list)
 
 
-def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
+def make_plan(settings: Settings, *, client: s3.S3Client, full: bool, model: str) -> Plan:
+    """``model`` is the embedder's identity: vectors of another model are never reused."""
     bucket, prefix = settings.bucket, settings.index_prefix
     objects = s3.list_images(client, bucket=bucket, folders=settings.folders, exclude_prefix=prefix)
     if not objects:
@@ -35,10 +37,8 @@ def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
     pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix=prefix)
     if pointer is not None:
         previous, old_vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
-        if previous.model != settings.model:
-            LOG.info(
-                "model changed (%s → %s): embedding everything", previous.model, settings.model
-            )
+        if previous.model != model:
+            LOG.info("model changed (%s → %s): embedding everything", previous.model, model)
         elif not full:
             known.update(
                 {
@@ -48,9 +48,9 @@ def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
                 }
             )
     saved = None if full else checkpoint.load(client, bucket=bucket, index_prefix=prefix)
-    if saved is not None and saved.model == settings.model:
+    if saved is not None and saved.model == model:
         known.update(zip(zip(saved.keys, saved.etags, strict=True), saved.vectors, strict=True))
-    plan = Plan(objects=objects, known=known, previous=previous)
+    plan = Plan(model=model, objects=objects, known=known, previous=previous)
     plan.todo = [obj for obj in objects if (obj.key, obj.etag) not in known]
     return plan
 
@@ -74,4 +74,4 @@ def unchanged(plan: Plan, report: BuildReport, settings: Settings) -> bool:
         return False
     previous_type = canonical_index_type(plan.previous.index_type)
     same_type = settings.index_type in ("auto", previous_type)
-    return same_type and plan.previous.model == settings.model and not plan.previous.skipped
+    return same_type and plan.previous.model == plan.model and not plan.previous.skipped

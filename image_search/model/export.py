@@ -7,7 +7,6 @@ installed (a developer machine, infra/Dockerfile's export stage), never in the O
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from tokenizers import Tokenizer
 from transformers import AutoModel, AutoProcessor
 
 from image_search.errors import ConfigError, ModelLoadError, StorageUnavailableError
+from image_search.files import atomic_path
 from image_search.model import source as model_source
 from image_search.model.onnx_manifest import MANIFEST, ExportFiles, ExportManifest
 from image_search.model.vectors import normalise
@@ -77,17 +77,11 @@ def export(
         return manifest
     target = Path(output)
     _check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed: a failed export never leaves half a directory
     # that auto-detection would take for a complete one.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-export-"))
-    try:
+    with atomic_path(target, directory=True) as staging:
         manifest = write_export(model, processor, source=source, directory=staging)
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from other users (Lambda's)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

@@ -49,7 +49,9 @@ class OnnxEmbedder:
         # shared; more would oversubscribe, as the torch embedder's lock also prevents.
         self.threads = threads or usable_cores()
         self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
-        self._lock = threading.Lock()
+        # Reentrant: load() holds it while _find() takes it too.
+        self._lock = threading.RLock()
+        self._export: tuple[Path, ExportManifest] | None = None
         self._loaded: _Loaded | None = None
 
     def load(self) -> OnnxEmbedder:
@@ -59,15 +61,23 @@ class OnnxEmbedder:
                 self._loaded = self._load()
         return self
 
+    def _find(self) -> tuple[Path, ExportManifest]:
+        """The export's directory and manifest: cheap, no session is opened (see ``identity``)."""
+        with self._lock:
+            if self._export is None:
+                path = Path(model_source.resolve(self.source, cache_dir=self._cache_dir))
+                directory = find_export(path) if path.is_dir() else None
+                if directory is None:
+                    raise ModelLoadError(
+                        f"{self.source!r} is not an ONNX export (no export.json in it or in "
+                        "onnx/): create one with `python -m image_search export --model M "
+                        "--output DIR`"
+                    )
+                self._export = directory, read_manifest(directory)
+            return self._export
+
     def _load(self) -> _Loaded:
-        path = Path(model_source.resolve(self.source, cache_dir=self._cache_dir))
-        directory = find_export(path) if path.is_dir() else None
-        if directory is None:
-            raise ModelLoadError(
-                f"{self.source!r} is not an ONNX export (no export.json in it or in onnx/): "
-                "create one with `python -m image_search export --model M --output DIR`"
-            )
-        manifest = read_manifest(directory)
+        directory, manifest = self._find()
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -90,6 +100,11 @@ class OnnxEmbedder:
             raise ModelLoadError(f"the ONNX runtime is not installed: {exc}") from exc
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load the ONNX export in {directory}: {exc}") from exc
+        if spec.output_size != (manifest.image_size, manifest.image_size):
+            raise ModelLoadError(
+                f"the export in {directory} preprocesses to {spec.output_size} pixels "
+                f"but its vision model takes {manifest.image_size}"
+            )
         # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder does.
         tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
         tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
@@ -100,7 +115,7 @@ class OnnxEmbedder:
             manifest.dim,
             self.threads,
         )
-        return _Loaded(manifest, text, vision, tokenizer, spec)
+        return _Loaded(text, vision, tokenizer, spec)
 
     @property
     def _model(self) -> _Loaded:
@@ -111,15 +126,15 @@ class OnnxEmbedder:
     @property
     def identity(self) -> str:
         """The model the export was made from: what builds record and the service compares."""
-        return self._model.manifest.source
+        return self._find()[1].source
 
     @property
     def dim(self) -> int:
-        return self._model.manifest.dim
+        return self._find()[1].dim
 
     @property
     def max_text_tokens(self) -> int:
-        return self._model.manifest.max_text_tokens
+        return self._find()[1].max_text_tokens
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         model = self._model
@@ -155,10 +170,7 @@ class OnnxEmbedder:
 class _Loaded:
     """Everything ``load`` opens, replaced as one so readers never see half of it."""
 
-    def __init__(
-        self, manifest: ExportManifest, text: Any, vision: Any, tokenizer: Any, spec: ImageSpec
-    ) -> None:
-        self.manifest = manifest
+    def __init__(self, text: Any, vision: Any, tokenizer: Any, spec: ImageSpec) -> None:
         self.text = text
         self.vision = vision
         self.tokenizer = tokenizer

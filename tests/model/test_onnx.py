@@ -51,19 +51,6 @@ def picture(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
     return rgba.convert(mode)
 
 
-@pytest.fixture(scope="session")
-def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("exports") / "tiny-onnx"
-    export(str(tiny_model), str(target), cache_dir=tmp_path_factory.mktemp("export-cache"))
-    return target
-
-
-@pytest.fixture(scope="session")
-def onnx(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
-    cache = tmp_path_factory.mktemp("onnx-cache")
-    return OnnxEmbedder(source=str(exported), batch_size=4, cache_dir=cache).load()
-
-
 # ---- preprocessing -----------------------------------------------------------------------------
 
 PREPROCESSORS: dict[str, dict[str, Any]] = {
