@@ -1,10 +1,10 @@
 """The ONNX export directory: its manifest, and where one is found (shared by export and runtime).
 
 An export is self-contained: ``text.onnx`` and ``vision.onnx`` (projected features, not yet
-L2-normalised), ``tokenizer.json``, ``preprocessor_config.json`` and ``export.json`` (this
-manifest), which names the model it came from. That name is the model's identity: vectors from the
-export and from the source model under torch are interchangeable, so an index built by either is
-served by the other.
+L2-normalised; their weights beside them in ``*.onnx.data``), ``tokenizer.json``,
+``preprocessor_config.json`` and ``export.json`` (this manifest), which names the model it came
+from. That name is the model's identity: vectors from the export and from the source model under
+torch are interchangeable, so an index built by either is served by the other.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ class ExportFiles(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = "text.onnx"
+    text_weights: str = "text.onnx.data"  # external data, named inside text.onnx
     vision: str = "vision.onnx"
+    vision_weights: str = "vision.onnx.data"
     tokenizer: str = "tokenizer.json"
     preprocessor: str = "preprocessor_config.json"
 

@@ -180,6 +180,8 @@ def test_manifest_names_the_source_its_dim_and_files(exported: Path, tiny_model:
     assert sorted(p.name for p in exported.iterdir()) == sorted(
         [MANIFEST, *manifest["files"].values()]
     )
+    # Readable by every user: the Lambda runtime is not the user that built the image.
+    assert all(p.stat().st_mode & 0o444 == 0o444 for p in [exported, *exported.iterdir()])
 
 
 def test_an_export_beside_the_model_is_found(
