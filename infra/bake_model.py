@@ -1,6 +1,7 @@
-"""Prove the model in the Lambda image (infra/Dockerfile) loads and embeds, as the functions do.
+"""The model in the Lambda image (infra/Dockerfile): saved in the export stage, checked after.
 
-python check_model.py MODEL_DIR    # after the package is installed; no network, no torch
+python bake_model.py save MODEL_ID TARGET_DIR   # export stage, with network, torch installed
+python bake_model.py check MODEL_DIR            # in the image: no network, no torch
 """
 
 from __future__ import annotations
@@ -8,6 +9,19 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+
+
+def save(model_id: str, target: Path) -> None:
+    """Only what ``from_pretrained`` needs: safetensors weights in float32, config, processor.
+
+    The export is made from this directory, so its path (``/opt/models/<model id>``) is the model
+    identity the index records, as it was when the image served the model with torch: indexes
+    built by either image are interchangeable.
+    """
+    from transformers import AutoModel, AutoProcessor
+
+    AutoModel.from_pretrained(model_id).save_pretrained(target)
+    AutoProcessor.from_pretrained(model_id).save_pretrained(target)
 
 
 def check(model_dir: Path) -> None:
@@ -34,6 +48,10 @@ def check(model_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    command, *args = sys.argv[1:] or [""]
+    if command == "save" and len(args) == 2:
+        save(args[0], Path(args[1]))
+    elif command == "check" and len(args) == 1:
+        check(Path(args[0]))
+    else:
         raise SystemExit(__doc__)
-    check(Path(sys.argv[1]))

@@ -346,11 +346,15 @@ def test_dockerfile_invariants() -> None:
         "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r
         for r in export_runs
     )
-    assert any(f'--output "{raw_model_path}"' in r for r in export_runs)
+    # Exported from where the torch image kept the model: that path stays the index's identity.
+    assert any(f'save "${{MODEL_ID}}" "{raw_model_path}"' in r for r in export_runs)
+    assert any(
+        f'export --model "{raw_model_path}" --output /opt/export/model' in r for r in export_runs
+    )
     runs = [arg for op, arg in image if op == "RUN"]
     assert not any("torch" in r or "requirements.txt" in r for r in runs)
     assert any("pip install -r /tmp/requirements-lambda.txt" in r for r in runs)
-    assert ("COPY", "--from=export /opt/models/ /opt/models/") in image
+    assert ("COPY", f"--from=export /opt/export/model/ {raw_model_path}/") in image
     image_env = " ".join(arg for op, arg in export_stage + image if op == "ENV")
     assert "PIP_NO_CACHE_DIR=1" in image_env and any(
         "rm -rf /tmp/hf-download" in r for r in export_runs
@@ -376,22 +380,25 @@ def test_dockerfile_invariants() -> None:
     assert "tests/" not in copied and not any(p.startswith(".venv") for p in copied)
 
 
-def test_the_image_check_loads_an_export_like_the_functions(
+def test_baked_model_exports_and_loads_like_in_the_image(
     tiny_model, tmp_path, monkeypatch, capsys
 ) -> None:
-    """infra/check_model.py on the tiny model's export (the image exports from the hub)."""
+    """infra/bake_model.py save, the export, then check (tiny model instead of a hub download)."""
     import importlib.util
 
     from image_search.cli import main
 
-    spec = importlib.util.spec_from_file_location("check_model", ROOT / "infra/check_model.py")
-    check_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check_model)
-    target = tmp_path / "opt/models/tiny/clip"
-    assert main(["export", "--model", str(tiny_model), "--output", str(target)]) == 0
+    spec = importlib.util.spec_from_file_location("bake_model", ROOT / "infra/bake_model.py")
+    bake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bake)
+    saved = tmp_path / "opt/models/tiny/clip"
+    bake.save(str(tiny_model), saved)
+    assert (saved / "model.safetensors").is_file() and (saved / "config.json").is_file()
+    exported = tmp_path / "opt/export/model"
+    assert main(["export", "--model", str(saved), "--output", str(exported)]) == 0
     monkeypatch.setenv("IMAGE_SEARCH_RUNTIME", "onnx")
-    check_model.check(target)
-    assert f"(OnnxEmbedder): identity {tiny_model}, dim 16" in capsys.readouterr().out
+    bake.check(exported)
+    assert f"(OnnxEmbedder): identity {saved}, dim 16" in capsys.readouterr().out
 
 
 def test_env_json_only_sets_variables_the_template_declares() -> None:
