@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "build", "search", "coldstart")
+SECTIONS = ("scale", "build", "search", "coldstart", "runtimes")
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,16 @@ class Sizes:
     image_requests: int
     cold_rounds: int
     tiny_model: bool = False
+    runtime_samples: int = 20  # encode calls per runtime and round (bench.runtimes)
+    runtime_rounds: int = 3
 
 
 SIZES = {
     "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3),
-    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2),
-    # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
-    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, tiny_model=True),
+    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, runtime_samples=10),
+    # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing
+    # (the tiny model; 2 encode calls per runtime in 1 round).
+    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, True, 2, 1),
 }
 
 
