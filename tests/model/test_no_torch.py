@@ -19,7 +19,7 @@ from tests.factories import encode, random_image
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 
-BLOCKER = '''
+BLOCKER = """
 import sys
 from importlib.abc import MetaPathFinder
 
@@ -36,7 +36,7 @@ class NoTorch(MetaPathFinder):
 
 
 sys.meta_path.insert(0, NoTorch())
-'''
+"""
 
 # The two Lambda entry points in one process: handler.build, then handler.handler with API
 # Gateway events (a text search and an image upload, so both towers and the preprocessing run).
