@@ -81,18 +81,26 @@ def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
+    from tests.factories import sample_bucket_layout
+
+    return published_bucket(
+        sample_bucket_layout(), model=tiny_model, cache=tmp_path_factory.mktemp("cache")
+    )
+
+
+def published_bucket(layout: dict[str, bytes], *, model: Path, cache: Path) -> str:
+    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build."""
     from image_search.build.pipeline import run_build
     from image_search.config import Settings
     from image_search.model.embedder import ClipEmbedder
-    from tests.factories import sample_bucket_layout
 
     client = s3.make_client()
     name = f"indexed-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
-    for key, data in sample_bucket_layout().items():
+    for key, data in layout.items():
         put(client, name, key, data)
-    embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
-    settings = Settings(bucket=name, model=str(tiny_model), download_workers=4)
+    embedder = ClipEmbedder(source=str(model), cache_dir=cache)
+    settings = Settings(bucket=name, model=str(model), download_workers=4)
     assert run_build(settings, client=client, embedder=embedder).published
     return name
 

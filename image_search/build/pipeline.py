@@ -143,11 +143,15 @@ def _publish(
     *,
     client: s3.S3Client,
 ) -> None:
-    items = [
-        Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
-        for obj in plan.objects
-        if obj.key in vectors
-    ]
+    # Sorted by key, so every key prefix (a folder at any depth) is one contiguous id range.
+    items = sorted(
+        (
+            Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
+            for obj in plan.objects
+            if obj.key in vectors
+        ),
+        key=lambda item: item.key,
+    )
     if not items:
         raise NoImagesError(f"none of the {len(plan.objects)} images could be decoded")
     matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
@@ -163,6 +167,7 @@ def _publish(
         folders=folder_ranges(items),
         items=items,
         skipped=report.skipped,
+        sorted_by="key",
     )
     artefacts.publish(
         client,

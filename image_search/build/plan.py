@@ -74,4 +74,11 @@ def unchanged(plan: Plan, report: BuildReport, settings: Settings) -> bool:
         return False
     previous_type = canonical_index_type(plan.previous.index_type)
     same_type = settings.index_type in ("auto", previous_type)
-    return same_type and plan.previous.model == settings.model and not plan.previous.skipped
+    # A build from before key order is published again once, so prefixes become single ranges.
+    current_layout = plan.previous.sorted_by == "key"
+    return (
+        same_type
+        and current_layout
+        and plan.previous.model == settings.model
+        and not plan.previous.skipped
+    )

@@ -12,6 +12,13 @@ MAX_QUERY_CHARS = 500
 
 K = Annotated[int, Field(ge=1, le=MAX_K, description="number of results")]
 Folder = Annotated[str, Field(max_length=256, description="search only this folder")]
+Prefix = Annotated[
+    str,
+    Field(
+        max_length=1024,
+        description='search only keys starting with this, at any depth ("animals/cats/")',
+    ),
+]
 MinScore = Annotated[float | None, Field(ge=-1.0, le=1.0, description="drop weaker results")]
 
 
@@ -23,6 +30,7 @@ class SearchRequest(BaseModel):
     folder: Folder = Field(
         default="", description='empty: detect folders from the query; "*": every folder'
     )
+    prefix: Prefix = ""
     min_score: MinScore = None
 
 
@@ -31,6 +39,7 @@ class SimilarRequest(BaseModel):
     s3_path: str | None = Field(default=None, min_length=1, max_length=1100)
     k: K = 5
     folder: Folder = ""
+    prefix: Prefix = ""
     min_score: MinScore = None
 
     @model_validator(mode="after")
@@ -51,8 +60,10 @@ class SearchHit(BaseModel):
 
 
 class FolderCount(BaseModel):
-    folder: str
-    count: int
+    folder: str = Field(
+        description='"animals", or "animals/cats" below it; with "/" added, a search `prefix`'
+    )
+    count: int = Field(description="indexed images under it, at any depth")
 
 
 class Health(BaseModel):

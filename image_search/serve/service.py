@@ -17,13 +17,15 @@ from image_search.errors import (
     ImageSearchError,
     ImageTooLargeError,
     IndexMismatchError,
-    UnknownFolderError,
     UnknownKeyError,
+    UnknownPrefixError,
 )
 from image_search.index import faiss_index
+from image_search.index.prefixes import KeyOrder
 from image_search.model import images
 from image_search.model.cache import embedder_for
 from image_search.model.vectors import Vectors
+from image_search.serve import scope
 from image_search.serve.folders import detect
 from image_search.serve.lifecycle import ServedIndex
 from image_search.serve.schemas import SearchHit
@@ -37,16 +39,17 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-# An explicit "every folder": a text query then skips folder detection.
-ALL_FOLDERS = "*"
+ALL_FOLDERS = scope.ALL_FOLDERS
 
 
 @dataclass
 class SearchResult:
     hits: list[SearchHit]
     folders: list[str] | None  # None = every folder
+    prefix: str = ""
     detected: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
+    metadata: Metadata | None = None  # the build that answered
 
 
 class SearchService:
@@ -93,37 +96,51 @@ class SearchService:
     # ---- queries ---------------------------------------------------------------------------
 
     def search_text(
-        self, query: str, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         loaded = self.current()
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         detected = False
-        chosen = self._chosen(loaded, folder)
-        if not folder:
-            chosen = detect(query, loaded.metadata.folders) or None
-            detected = chosen is not None
+        if not where.chosen and folder != scope.ALL_FOLDERS:
+            found = detect(query, loaded.metadata.folders)
+            if found:
+                where = scope.of_folders(loaded.metadata, found)
+                detected = True
         started = time.perf_counter()
         vector = self.embedder.embed_texts([query])
         embedded = time.perf_counter()
-        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.detected = detected
         result.timings = {"embed": _ms(started, embedded), **result.timings}
         return result
 
     def search_image(
-        self, data: bytes, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        data: bytes,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         if len(data) > self.settings.max_upload_bytes:
             raise ImageTooLargeError(
                 f"upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
             )
         loaded = self.current()
-        chosen = self._chosen(loaded, folder)
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         started = time.perf_counter()
         picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
         decoded = time.perf_counter()
         vector = self.embedder.embed_images([picture])
         embedded = time.perf_counter()
-        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.timings = {
             "decode": _ms(started, decoded),
             "embed": _ms(decoded, embedded),
@@ -132,16 +149,22 @@ class SearchService:
         return result
 
     def similar(
-        self, key: str, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        key: str,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         """Neighbours of an indexed image from its stored vector (no re-embedding), not itself."""
         loaded = self.current()
-        chosen = self._chosen(loaded, folder)
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         row = loaded.rows.get(key)
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = faiss_index.vector(loaded.index, row)
-        return self._search(loaded, vector, k=k, folders=chosen, min_score=min_score, exclude=row)
+        return self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -149,22 +172,17 @@ class SearchService:
             raise UnknownKeyError(f"{s3_path!r} is not in bucket {self.settings.bucket!r}")
         return s3_path[len(prefix) :]
 
-    def folders(self) -> list[tuple[str, int]]:
-        return [
-            (name, end - start) for name, (start, end) in self.current().metadata.folders.items()
-        ]
-
-    def _chosen(self, loaded: LoadedBuild, folder: str) -> list[str] | None:
-        """The folder to search, or None for all of them ("" or "*")."""
-        if folder in ("", ALL_FOLDERS):
-            return None
-        name = folder.strip("/")
-        if name not in loaded.metadata.folders:
-            known = ", ".join(loaded.metadata.folders) or "none"
-            raise UnknownFolderError(
-                f"folder {folder!r} is not in the index; known folders: {known}"
-            )
-        return [name]
+    def folders(self, parent: str = "") -> list[tuple[str, int]]:
+        """The top-level folders, or the sub-folders directly under ``parent``, with counts."""
+        metadata = self.current().metadata
+        parent = parent.strip("/")
+        if not parent:
+            return [(name, end - start) for name, (start, end) in metadata.folders.items()]
+        order = KeyOrder.of(metadata)
+        children = order.children(parent + "/")
+        if not children and not order.ranges(parent + "/"):
+            raise UnknownPrefixError(f"no indexed image is under {parent + '/'!r}")
+        return [(child.rstrip("/"), count) for child, count in children]
 
     def _search(
         self,
@@ -172,15 +190,14 @@ class SearchService:
         vector: Vectors,
         *,
         k: int,
-        folders: list[str] | None,
+        where: scope.Scope,
         min_score: float | None,
         exclude: int | None = None,
     ) -> SearchResult:
-        ranges = [loaded.metadata.folders[name] for name in folders] if folders else None
         started = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
-        found = faiss_index.search(loaded.index, vector, k=wanted, ranges=ranges)
+        found = faiss_index.search(loaded.index, vector, k=wanted, ranges=where.ranges)
         searched = time.perf_counter()
         pairs = [
             (row, score)
@@ -191,7 +208,13 @@ class SearchService:
             pairs = [(row, score) for row, score in pairs if score >= min_score]
         hits = [self._hit(loaded, rank, row, score) for rank, (row, score) in enumerate(pairs, 1)]
         timings = {"search": _ms(started, searched), "urls": _ms(searched, time.perf_counter())}
-        return SearchResult(hits=hits, folders=folders, timings=timings)
+        return SearchResult(
+            hits=hits,
+            folders=where.folders,
+            prefix=where.prefix,
+            timings=timings,
+            metadata=loaded.metadata,
+        )
 
     def _hit(self, loaded: LoadedBuild, rank: int, row: int, score: float) -> SearchHit:
         item = loaded.metadata.items[row]
