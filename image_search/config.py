@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
     checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # Near-duplicates: the lowest cosine a build records (see docs/duplicates.md for the choice).
+    duplicate_score: float = Field(default=0.95, ge=0.5, le=1.0)
 
     api_prefix: str = ""
     api_keys: CommaList = []
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
+    text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
+    log_format: Literal["auto", "text", "json"] = "auto"  # auto: JSON on Lambda, text elsewhere
 
     @field_validator("index_type", mode="before")
     @classmethod

@@ -88,8 +88,11 @@ def indexed_bucket(
     )
 
 
-def published_bucket(layout: dict[str, bytes], *, model: Path, cache: Path) -> str:
-    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build."""
+def published_bucket(
+    layout: dict[str, bytes], *, model: Path, cache: Path, **settings: object
+) -> str:
+    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build with
+    ``settings`` (names of ``Settings`` fields)."""
     from image_search.build.pipeline import run_build
     from image_search.config import Settings
     from image_search.model.embedder import ClipEmbedder
@@ -100,8 +103,8 @@ def published_bucket(layout: dict[str, bytes], *, model: Path, cache: Path) -> s
     for key, data in layout.items():
         put(client, name, key, data)
     embedder = ClipEmbedder(source=str(model), cache_dir=cache)
-    settings = Settings(bucket=name, model=str(model), download_workers=4)
-    assert run_build(settings, client=client, embedder=embedder).published
+    options = Settings(bucket=name, model=str(model), download_workers=4, **settings)  # type: ignore[arg-type]
+    assert run_build(options, client=client, embedder=embedder).published
     return name
 
 

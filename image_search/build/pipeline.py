@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from image_search.build.duplicates import publish_groups
 from image_search.build.fetch import decoded_batches
 from image_search.build.plan import Plan, compare, make_plan, unchanged
 from image_search.build.report import BuildReport
@@ -157,8 +158,12 @@ def _publish(
     matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
     index_type = faiss_index.choose_type(settings.index_type, len(items))
     index = faiss_index.build(matrix, index_type=index_type)
+    build_id = layout.new_build_id()
+    groups = publish_groups(
+        settings, client=client, build_id=build_id, items=items, vectors=matrix, index=index
+    )
     metadata = Metadata(
-        build_id=layout.new_build_id(),
+        build_id=build_id,
         model=settings.model,
         dim=matrix.shape[1],
         index_type=index_type,
@@ -168,6 +173,7 @@ def _publish(
         items=items,
         skipped=report.skipped,
         sorted_by="key",
+        duplicates=groups,
     )
     artefacts.publish(
         client,
@@ -182,4 +188,5 @@ def _publish(
     report.build_id = metadata.build_id
     report.count = len(items)
     report.index_type = index_type
+    report.duplicate_groups = groups.groups if groups else None
     report.published = True

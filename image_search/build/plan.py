@@ -74,8 +74,14 @@ def unchanged(plan: Plan, report: BuildReport, settings: Settings) -> bool:
         return False
     previous_type = canonical_index_type(plan.previous.index_type)
     same_type = settings.index_type in ("auto", previous_type)
-    # A build from before key order is published again once, so prefixes become single ranges.
-    current_layout = plan.previous.sorted_by == "key"
+    # A build from before key order or near-duplicates (or whose pass failed, or was made at
+    # another score) is published again, so prefixes become single ranges and groups appear.
+    groups = plan.previous.duplicates
+    current_layout = (
+        plan.previous.sorted_by == "key"
+        and groups is not None
+        and groups.min_score == settings.duplicate_score
+    )
     return (
         same_type
         and current_layout

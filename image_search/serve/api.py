@@ -15,7 +15,10 @@ from image_search.serve.auth import ApiKey
 from image_search.serve.http_errors import add_error_handlers
 from image_search.serve.limits import BodyLimit
 from image_search.serve.schemas import (
+    MAX_GROUPS,
+    DuplicatesPage,
     ErrorBody,
+    Folder,
     FolderCount,
     Health,
     K,
@@ -121,6 +124,26 @@ def _routes() -> APIRouter:
         """The indexed top-level folders, or the sub-folders directly under `parent`, with
         how many images each holds."""
         return [FolderCount(folder=name, count=count) for name, count in service.folders(parent)]
+
+    @router.get(
+        "/image_search/duplicates",
+        dependencies=ApiKey,
+        response_model=DuplicatesPage,
+        responses=errors(401, 404, 503),
+    )
+    def duplicates(
+        service: ServiceDep,
+        min_score: Annotated[MinScore, Query()] = None,
+        folder: Annotated[Folder, Query()] = "",
+        prefix: Annotated[Prefix, Query()] = "",
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_GROUPS)] = 20,
+    ) -> DuplicatesPage:
+        """Groups of near-identical images found by the build (cosine ≥ `min_score`, never below
+        the build's own score), each with an image in `folder`/`prefix`; largest first."""
+        return service.duplicates(
+            min_score=min_score, folder=folder, prefix=prefix, offset=offset, limit=limit
+        )
 
     @router.get("/health", response_model=Health, responses=errors(503))
     def health(service: ServiceDep) -> Health:

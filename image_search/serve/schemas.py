@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 MAX_K = 100
 MAX_QUERY_CHARS = 500
+MAX_GROUPS = 50  # near-duplicate groups per page
 
 K = Annotated[int, Field(ge=1, le=MAX_K, description="number of results")]
 Folder = Annotated[str, Field(max_length=256, description="search only this folder")]
@@ -64,6 +65,29 @@ class FolderCount(BaseModel):
         description='"animals", or "animals/cats" below it; with "/" added, a search `prefix`'
     )
     count: int = Field(description="indexed images under it, at any depth")
+
+
+class DuplicateImage(BaseModel):
+    key: str
+    folder: str
+    s3_path: str
+    image_url: str = Field(description="presigned GET URL (or public URL)")
+    score: float = Field(description="its best cosine similarity to another image of the group")
+
+
+class DuplicateGroup(BaseModel):
+    size: int = Field(description="images in the group (at most 50 are listed)")
+    score: float = Field(description="the best cosine similarity between two of its images")
+    images: list[DuplicateImage] = Field(description="best matched first")
+
+
+class DuplicatesPage(BaseModel):
+    build_id: str
+    min_score: float = Field(description="the score the groups were formed at")
+    total: int = Field(description="groups matching, over every page")
+    offset: int
+    limit: int
+    groups: list[DuplicateGroup] = Field(description="largest first, then best score")
 
 
 class Health(BaseModel):

@@ -24,10 +24,6 @@ class Scope:
         """True when the caller named the place to search (no folder detection then)."""
         return self.folders is not None or bool(self.prefix)
 
-    def contains(self, key: str, folder: str) -> bool:
-        in_folder = self.folders is None or folder in self.folders
-        return in_folder and key.startswith(self.prefix)
-
 
 def resolve(metadata: Metadata, *, folder: str = "", prefix: str = "") -> Scope:
     """The scope for a ``folder`` ("" or "*" for all) and a key ``prefix`` ("" for any).
@@ -51,6 +47,19 @@ def resolve(metadata: Metadata, *, folder: str = "", prefix: str = "") -> Scope:
 def of_folders(metadata: Metadata, folders: list[str]) -> Scope:
     """The scope of folders detected from a query."""
     return Scope(folders=folders, ranges=[metadata.folders[name] for name in folders])
+
+
+def sub_folders(metadata: Metadata, parent: str) -> list[tuple[str, int]]:
+    """The top-level folders (``parent`` empty) or those directly under ``parent``, with how
+    many images each holds at any depth."""
+    parent = parent.strip("/")
+    if not parent:
+        return [(name, end - start) for name, (start, end) in metadata.folders.items()]
+    order = KeyOrder.of(metadata)
+    children = order.children(parent + "/")
+    if not children and not order.ranges(parent + "/"):
+        raise UnknownPrefixError(f"no indexed image is under {parent + '/'!r}")
+    return [(child.rstrip("/"), count) for child, count in children]
 
 
 def _folders(metadata: Metadata, folder: str) -> list[str] | None:

@@ -18,17 +18,16 @@ from image_search.errors import (
     ImageTooLargeError,
     IndexMismatchError,
     UnknownKeyError,
-    UnknownPrefixError,
 )
 from image_search.index import faiss_index
-from image_search.index.prefixes import KeyOrder
 from image_search.model import images
 from image_search.model.cache import embedder_for
 from image_search.model.vectors import Vectors
 from image_search.serve import scope
+from image_search.serve.duplicates import DuplicateGroups
 from image_search.serve.folders import detect
 from image_search.serve.lifecycle import ServedIndex
-from image_search.serve.schemas import SearchHit
+from image_search.serve.schemas import DuplicatesPage, SearchHit
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
@@ -60,6 +59,7 @@ class SearchService:
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
         )
+        self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
 
     @property
     def client(self) -> s3.S3Client:
@@ -174,15 +174,23 @@ class SearchService:
 
     def folders(self, parent: str = "") -> list[tuple[str, int]]:
         """The top-level folders, or the sub-folders directly under ``parent``, with counts."""
-        metadata = self.current().metadata
-        parent = parent.strip("/")
-        if not parent:
-            return [(name, end - start) for name, (start, end) in metadata.folders.items()]
-        order = KeyOrder.of(metadata)
-        children = order.children(parent + "/")
-        if not children and not order.ranges(parent + "/"):
-            raise UnknownPrefixError(f"no indexed image is under {parent + '/'!r}")
-        return [(child.rstrip("/"), count) for child, count in children]
+        return scope.sub_folders(self.current().metadata, parent)
+
+    def duplicates(
+        self,
+        *,
+        min_score: float | None = None,
+        folder: str = "",
+        prefix: str = "",
+        offset: int = 0,
+        limit: int = 20,
+    ) -> DuplicatesPage:
+        """A page of the build's near-duplicate groups with an image in the folder or prefix."""
+        loaded = self.current()
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
+        return self._duplicates.page(
+            loaded, where=where, min_score=min_score, offset=offset, limit=limit
+        )
 
     def _search(
         self,
