@@ -28,6 +28,7 @@ from image_search.serve.duplicates import DuplicateGroups
 from image_search.serve.folders import detect
 from image_search.serve.lifecycle import ServedIndex
 from image_search.serve.schemas import DuplicatesPage, SearchHit
+from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
@@ -47,6 +48,7 @@ class SearchResult:
     folders: list[str] | None  # None = every folder
     prefix: str = ""
     detected: bool = False
+    cached: bool = False  # the text's vector came from the cache
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
     metadata: Metadata | None = None  # the build that answered
 
@@ -59,6 +61,7 @@ class SearchService:
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
         )
+        self._texts = TextVectors(size=settings.text_cache_size)
         self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
 
     @property
@@ -113,10 +116,11 @@ class SearchService:
                 where = scope.of_folders(loaded.metadata, found)
                 detected = True
         started = time.perf_counter()
-        vector = self.embedder.embed_texts([query])
+        vector, cached = self._texts(self.embedder, query)
         embedded = time.perf_counter()
         result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.detected = detected
+        result.cached = cached
         result.timings = {"embed": _ms(started, embedded), **result.timings}
         return result
 
