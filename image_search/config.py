@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
     text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
-    log_format: Literal["auto", "text", "json"] = "auto"  # auto: JSON on Lambda, text elsewhere
 
     @field_validator("index_type", mode="before")
     @classmethod
@@ -88,6 +87,16 @@ class Settings(BaseSettings):
     @classmethod
     def _cap_presign(cls, value: int) -> int:
         return min(value, MAX_PRESIGN_SECONDS)
+
+
+class LogSettings(BaseSettings):
+    """How logs are written; apart from ``Settings`` so logging is set up before a bad setting
+    (a missing bucket) has to be reported through it."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGE_SEARCH_", extra="ignore")
+
+    # auto: JSON lines and EMF metrics on Lambda, readable text elsewhere.
+    log_format: Literal["auto", "text", "json"] = "auto"
 
 
 @lru_cache(maxsize=1)

@@ -131,6 +131,19 @@ def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: 
     get_service.cache_clear()
 
 
+@pytest.fixture
+def on_lambda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on Lambda: JSON log lines and EMF metrics on stdout once ``handler`` is (re)loaded."""
+    from image_search.observe import logs
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "image-search-test")
+    yield
+    for service in (logs.API, logs.BUILD):  # stop printing JSON for the tests that follow
+        logger = logs.powertools_logger(service)
+        logger.clear_state()  # the last invocation's fields
+        logging.getLogger().removeHandler(logger.registered_handler)
+
+
 def make_api():  # type: ignore[no-untyped-def]
     """A TestClient on a fresh app and service built from the current environment."""
     from fastapi.testclient import TestClient

@@ -126,3 +126,17 @@ def sample_bucket_layout() -> dict[str, bytes]:
 
 BROKEN_KEYS = {"vehicles/truncated.jpg", "nature/empty.png", "animals/notes.jpg"}
 IGNORED_KEYS = {"nature/readme.txt", "root-level.jpg"}
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that the handlers and Powertools read."""
+
+    function_name = "image-search-test"
+    memory_limit_in_mb = 3008
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:image-search-test"
+
+    def __init__(self, request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678") -> None:
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000

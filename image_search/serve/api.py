@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Response, Up
 from fastapi.middleware.cors import CORSMiddleware
 
 from image_search import __version__
-from image_search.config import get_settings
+from image_search.config import LogSettings, get_settings
+from image_search.observe.logs import json_lines
+from image_search.observe.requests import RequestLog, note_search
 from image_search.serve import page
 from image_search.serve.auth import ApiKey
 from image_search.serve.http_errors import add_error_handlers
@@ -57,6 +59,12 @@ def _send(result: SearchResult, response: Response) -> list[SearchHit]:
     response.headers["X-Image-Search-Detected"] = "true" if result.detected else "false"
     response.headers["Server-Timing"] = ", ".join(
         f"{n};dur={ms}" for n, ms in result.timings.items()
+    )
+    note_search(
+        results=len(result.hits),
+        timings=result.timings,
+        cached=result.cached if result.kind == "text" else None,
+        build=result.metadata,
     )
     return result.hits
 
@@ -165,6 +173,8 @@ def create_app() -> FastAPI:
     app.include_router(_routes(), prefix=settings.api_prefix)
     app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
+    # Outermost: its line and metrics cover every answer, the limits' 413s included.
+    app.add_middleware(RequestLog, metrics=json_lines(LogSettings().log_format))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -48,7 +48,8 @@ class SearchResult:
     folders: list[str] | None  # None = every folder
     prefix: str = ""
     detected: bool = False
-    cached: bool = False  # the text's vector came from the cache
+    kind: str = ""  # text, image or similar
+    cached: bool = False  # text: the vector came from the cache
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
     metadata: Metadata | None = None  # the build that answered
 
@@ -120,7 +121,7 @@ class SearchService:
         embedded = time.perf_counter()
         result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.detected = detected
-        result.cached = cached
+        result.kind, result.cached = "text", cached
         result.timings = {"embed": _ms(started, embedded), **result.timings}
         return result
 
@@ -145,6 +146,7 @@ class SearchService:
         vector = self.embedder.embed_images([picture])
         embedded = time.perf_counter()
         result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        result.kind = "image"
         result.timings = {
             "decode": _ms(started, decoded),
             "embed": _ms(decoded, embedded),
@@ -168,7 +170,9 @@ class SearchService:
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = faiss_index.vector(loaded.index, row)
-        return self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
+        result.kind = "similar"
+        return result
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
