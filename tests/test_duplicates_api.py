@@ -159,3 +159,25 @@ def test_a_build_without_groups_still_serves_and_says_why(client, bucket, embedd
     response = api.get("/image_search/duplicates")
     assert response.status_code == 404
     assert "no near-duplicate groups" in response.json()["detail"]
+
+
+def test_openapi_describes_prefix_parent_and_duplicates(api) -> None:
+    document = api.get("/openapi.json").json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    duplicates = paths["/image_search/duplicates"]["get"]
+    assert set(duplicates["responses"]) == {"200", "401", "404", "422", "503"}
+    assert {p["name"] for p in duplicates["parameters"]} == {
+        "min_score",
+        "folder",
+        "prefix",
+        "offset",
+        "limit",
+    }
+    assert duplicates["security"]
+    page = duplicates["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert page.endswith("/DuplicatesPage")
+    assert {"size", "score", "images"} <= set(schemas["DuplicateGroup"]["properties"])
+    assert "prefix" in schemas["SearchRequest"]["properties"]
+    assert "prefix" in schemas["SimilarRequest"]["properties"]
+    folders = paths["/image_search/folders"]["get"]
+    assert [p["name"] for p in folders["parameters"]] == ["parent"]
