@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from bench import data
-from bench.memory import rss_bytes
+from bench.memory import peak_rss_bytes, reset_peak, rss_bytes
 from bench.stats import Report, Row
 from image_search.index import duplicates, faiss_index
 from image_search.model.vectors import normalise
@@ -35,11 +35,12 @@ def run(report: Report, *, counts: tuple[int, ...]) -> None:
         if count > duplicates.EXACT_MAX:
             index = faiss_index.build(vectors, index_type=faiss_index.choose_type("auto", count))
         held = rss_bytes()
-        _reset_peak()
+        if not reset_peak():
+            LOG.warning("cannot reset the peak RSS; the figure includes earlier peaks")
         started = time.perf_counter()
         groups = duplicates.find_groups(vectors, min_score=SCORE, index=index)
         seconds = time.perf_counter() - started
-        peak = _peak_bytes()
+        peak = peak_rss_bytes()
         found = _found(groups, pairs)
         LOG.info(
             "duplicates %d: %.1f s, %d groups, %.4f of copies", count, seconds, len(groups), found
@@ -74,20 +75,3 @@ def _found(groups: list[duplicates.Group], pairs: np.ndarray) -> float:
     group_of = {row: at for at, group in enumerate(groups) for row in group.rows}
     hits = sum(1 for a, b in pairs if a in group_of and group_of.get(int(b)) == group_of[int(a)])
     return hits / len(pairs)
-
-
-def _reset_peak() -> None:
-    # Writing 5 to clear_refs resets the kernel's high-water mark (VmHWM) of this process.
-    try:
-        with open("/proc/self/clear_refs", "w") as file:
-            file.write("5")
-    except OSError:
-        LOG.warning("cannot reset the peak RSS; the figure includes earlier peaks")
-
-
-def _peak_bytes() -> int:
-    with open("/proc/self/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0

@@ -146,7 +146,7 @@ def test_json_locally_on_request(api_env, capsys, monkeypatch) -> None:
 
 
 def test_text_locally_by_default(api_env, capsys, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="image_search")
+    caplog.set_level(logging.DEBUG, logger="image_search")
     make_api().post("/image_search/search", json={"query": "a cat", "k": 2})
     assert capsys.readouterr().out == ""  # no JSON, no EMF
     [record] = [r for r in caplog.records if r.name == "image_search.observe.requests"]

@@ -53,9 +53,11 @@ def note_search(
 
 
 class RequestLog:
-    def __init__(self, app: ASGIApp, *, metrics: bool) -> None:
+    def __init__(self, app: ASGIApp, *, structured: bool) -> None:
         self.app = app
-        self.metrics = metrics
+        # JSON lines: every request at INFO with an EMF blob. Text: a DEBUG line, since uvicorn
+        # already writes an access line per request.
+        self.structured = structured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,9 +97,10 @@ class RequestLog:
             fields.update(results=record.results, timings=record.timings)
             if record.cached is not None:
                 fields["cached"] = record.cached
-        level = logging.WARNING if status >= 500 else logging.INFO
+        level = logging.INFO if self.structured else logging.DEBUG
+        level = logging.WARNING if status >= 500 else level
         LOG.log(level, "%s %d in %.1f ms", fields["route"], status, ms, extra=fields)
-        if self.metrics:
+        if self.structured:
             values = _values(record, status=status, ms=ms, searched=searched)
             metrics.emit(API, metrics.API_METRICS, values, dimensions={"kind": kind})
 

@@ -174,7 +174,7 @@ def create_app() -> FastAPI:
     app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
     # Outermost: its line and metrics cover every answer, the limits' 413s included.
-    app.add_middleware(RequestLog, metrics=json_lines(LogSettings().log_format))
+    app.add_middleware(RequestLog, structured=json_lines(LogSettings().log_format))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
