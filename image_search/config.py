@@ -15,6 +15,7 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 CommaList = Annotated[list[str], NoDecode]
+Runtime = Literal["auto", "onnx", "torch"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8"]
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivfpq")
 # "ivfpq" was the first name of the IVF type with 8-bit scalar codes; settings and published
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     model_cache_dir: Path = Path(gettempdir()) / "image-search-models"
     device: str = "auto"
+    # auto: ONNX Runtime when the model is an export (or has one in its onnx/), else torch.
+    runtime: Runtime = "auto"
+    # ONNX Runtime threads per model call; 0 = one per core (measured best: docs in the README).
+    onnx_threads: int = Field(default=0, ge=0, le=256)
     batch_size: int = Field(default=32, ge=1, le=1024)
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"

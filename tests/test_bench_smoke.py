@@ -65,6 +65,9 @@ def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
     assert any(group.startswith("text search") for group in groups)
     assert any(group.startswith("image search") for group in groups)
     assert any(group.startswith("cold start") for group in groups)
+    assert any(group.startswith("runtimes cold start") for group in groups)
+    onnx = [row for row in document["rows"] if row["name"].endswith(", onnx")]
+    assert len(onnx) == 11 and all(row["ratio"] > 0 for row in onnx)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
     assert len(ratios) == 4 and all(row["ratio"] > 0 for row in ratios)
 

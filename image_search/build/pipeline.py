@@ -36,6 +36,9 @@ class ImageEmbedder(Protocol):
     source: str
     batch_size: int
 
+    @property
+    def identity(self) -> str: ...
+
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
 
 
@@ -56,7 +59,8 @@ def run_build(
     """
     started = time.monotonic()
     if dry_run:
-        report = _forecast(make_plan(settings, client=client, full=full))
+        plan = make_plan(settings, client=client, full=full, model=embedder.identity)
+        report = _forecast(plan)
     else:
         where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
         with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
@@ -91,7 +95,9 @@ def _build(
     time_left: Callable[[], float] | None,
     held: lease.Lease,
 ) -> BuildReport:
-    plan = make_plan(settings, client=client, full=full)
+    # The model's identity, not IMAGE_SEARCH_MODEL: an export of a model and the model under
+    # torch give the same vectors, so either runtime continues the other's builds.
+    plan = make_plan(settings, client=client, full=full, model=embedder.identity)
     vectors, failed, complete, embedded = _embed_missing(
         settings, plan, client=client, embedder=embedder, time_left=time_left, held=held
     )
@@ -121,7 +127,7 @@ def _build(
     held.ensure_held()
     metadata = Metadata(
         build_id=build_id,
-        model=settings.model,
+        model=plan.model,
         dim=matrix.shape[1],
         index_type=index_type,
         count=len(items),
@@ -190,7 +196,7 @@ def _embed_missing(
             out_of_time = time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS
             if out_of_time or time.monotonic() - last_save > settings.checkpoint_seconds:
                 held.ensure_held()
-                _save_checkpoint(settings, new, client=client)
+                _save_checkpoint(settings, plan.model, new, client=client)
                 last_save = time.monotonic()
             if out_of_time:
                 LOG.warning(
@@ -201,14 +207,14 @@ def _embed_missing(
 
 
 def _save_checkpoint(
-    settings: Settings, new: dict[s3.S3Object, Vectors], *, client: s3.S3Client
+    settings: Settings, model: str, new: dict[s3.S3Object, Vectors], *, client: s3.S3Client
 ) -> None:
     if not new:
         return
     objs = list(new)
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
     fresh = checkpoint.Checkpoint(
-        model=settings.model,
+        model=model,
         keys=[obj.key for obj in objs],
         etags=[obj.etag for obj in objs],
         vectors=np.stack([new[obj] for obj in objs]),

@@ -19,6 +19,7 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class Plan:
+    model: str  # the embedder's identity (its source model, whatever the runtime)
     objects: list[s3.S3Object]
     known: dict[tuple[str, str], Vectors]  # (key, etag) → vector from the last build/checkpoint
     previous: Metadata | None
@@ -32,7 +33,8 @@ class Plan:
         return {s.key for s in self.still_broken}
 
 
-def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
+def make_plan(settings: Settings, *, client: s3.S3Client, full: bool, model: str) -> Plan:
+    """``model`` is the embedder's identity: vectors of another model are never reused."""
     bucket, prefix = settings.bucket, settings.index_prefix
     objects = s3.list_images(client, bucket=bucket, folders=settings.folders, exclude_prefix=prefix)
     if not objects:
@@ -41,15 +43,17 @@ def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
     known: dict[tuple[str, str], Vectors] = {}
     last = read_previous(client, bucket=bucket, index_prefix=prefix)
     previous = last.metadata
-    if previous is not None and previous.model != settings.model:
-        LOG.info("model changed (%s → %s): embedding everything", previous.model, settings.model)
+    if previous is not None and previous.model != model:
+        LOG.info("model changed (%s → %s): embedding everything", previous.model, model)
     elif previous is not None and not full:
         rows = zip(previous.items, last.vectors, strict=False)  # no vectors: nothing to reuse
         known.update({(item.key, item.etag): vector for item, vector in rows})
     saved = None if full else checkpoint.load(client, bucket=bucket, index_prefix=prefix)
-    if saved is not None and saved.model == settings.model:
+    if saved is not None and saved.model == model:
         known.update(zip(zip(saved.keys, saved.etags, strict=True), saved.vectors, strict=True))
-    plan = Plan(objects=objects, known=known, previous=previous, pointer_etag=last.pointer_etag)
+    plan = Plan(
+        model=model, objects=objects, known=known, previous=previous, pointer_etag=last.pointer_etag
+    )
     if previous is not None and not full:
         listed = {(obj.key, obj.etag) for obj in objects}
         plan.still_broken = [
@@ -86,7 +90,7 @@ def same_as_previous(plan: Plan, items: list[Item], *, index_type: str, settings
     another score) is published again, so prefixes become single ranges and groups appear.
     """
     last = plan.previous
-    if last is None or last.model != settings.model:
+    if last is None or last.model != plan.model:
         return False
     same_items = [(i.key, i.etag) for i in last.items] == [(i.key, i.etag) for i in items]
     groups = last.duplicates

@@ -10,7 +10,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from image_search.config import Settings, get_settings
 from image_search.errors import (
@@ -21,7 +20,7 @@ from image_search.errors import (
 )
 from image_search.index import faiss_index
 from image_search.model import images
-from image_search.model.cache import embedder_for
+from image_search.model.cache import Embedder, embedder_for
 from image_search.model.vectors import Vectors
 from image_search.serve import scope
 from image_search.serve.duplicates import DuplicateGroups
@@ -33,9 +32,6 @@ from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
 from image_search.storage.manifest import Metadata
-
-if TYPE_CHECKING:
-    from image_search.model.embedder import ClipEmbedder
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +68,7 @@ class SearchService:
         return self._client
 
     @property
-    def embedder(self) -> ClipEmbedder:
+    def embedder(self) -> Embedder:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
@@ -87,10 +83,12 @@ class SearchService:
         return self.index.current()
 
     def _check_model(self, metadata: Metadata) -> None:
-        if metadata.model != self.settings.model:
+        # The identity, not IMAGE_SEARCH_MODEL: an export of the build's model serves it too.
+        served = self.embedder.identity
+        if metadata.model != served:
             raise IndexMismatchError(
                 f"build {metadata.build_id} was made with model {metadata.model!r} but the service "
-                f"runs {self.settings.model!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
+                f"runs {served!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
             )
         if metadata.dim != self.embedder.dim:
             raise IndexMismatchError(
