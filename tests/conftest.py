@@ -154,3 +154,18 @@ def make_api():  # type: ignore[no-untyped-def]
     get_settings.cache_clear()
     get_service.cache_clear()
     return TestClient(create_app())
+
+
+def wait_for_build(api, build_id: str, *, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Until ``api`` serves ``build_id``: a new build is loaded in the background, off the
+    request path. Every answer on the way must be a 200."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        health = api.get("/health")
+        assert health.status_code == 200, health.text
+        if health.json()["build_id"] == build_id:
+            return
+        assert time.monotonic() < deadline, f"build {build_id} was not served within {timeout} s"
+        time.sleep(0.02)

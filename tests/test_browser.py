@@ -1,6 +1,7 @@
 """The search page in a real browser: Debian's headless Chromium driven by Playwright, against
-the app served by uvicorn on a moto-backed index. Skip with ``-m "not browser"`` where no Chromium
-is installed; CI installs it (.ci/run)."""
+the app served by uvicorn on a moto-backed index. ``make test`` installs Chromium where it can
+(Debian, as root); elsewhere these tests are skipped with one line saying how to run them, except
+under CI, where a missing Chromium fails the run."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ UPLOAD_LIMIT = 400_000
 TIMEOUT_MS = 15_000
 # Browsers other than Safari cannot show TIFF: those thumbnails must fail visibly, not silently.
 NO_BROWSER_PREVIEW = (".tif", ".tiff")
+MISSING = (
+    f"no Chromium at {CHROMIUM}: the browser tests need it. Run `apt-get install chromium` as "
+    "root (or set IMAGE_SEARCH_CHROMIUM=/path/to/chromium), then `make test`"
+)
+if not os.access(CHROMIUM, os.X_OK):
+    if os.environ.get("CI"):
+        pytest.fail(MISSING, pytrace=False)
+    pytest.skip(MISSING, allow_module_level=True)
+
 SETTLED = """() => {
   const images = [...document.querySelectorAll('#grid img')];
   // An image that failed is complete before its error handler has marked the card: wait for both.
@@ -95,11 +105,6 @@ def serving(bucket: str, *, model: Path, cache: Path) -> Iterator[str]:
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: apt-get install chromium, set IMAGE_SEARCH_CHROMIUM, "
-            "or skip these tests with -m 'not browser'"
-        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

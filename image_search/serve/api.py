@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -164,10 +166,24 @@ def _routes() -> APIRouter:
     return router
 
 
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), check for
+    new builds from a timer thread too, so an idle server stays current."""
+    stop = get_service().index.keep_fresh()
+    try:
+        yield
+    finally:
+        stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
-        title="image-search", version=__version__, summary="Text and image search over an S3 bucket"
+        title="image-search",
+        version=__version__,
+        summary="Text and image search over an S3 bucket",
+        lifespan=_lifespan,
     )
     add_error_handlers(app)
     app.include_router(_routes(), prefix=settings.api_prefix)
