@@ -49,7 +49,7 @@ SIZES = {
         2,
         2,
         1,
-        (3_000, 30_000),
+        (3_000, 21_000),
         tiny_model=True,
         runtime_samples=2,
         runtime_rounds=1,
