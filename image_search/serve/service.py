@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ LOG = logging.getLogger(__name__)
 
 # An explicit "every folder": a text query then skips folder detection.
 ALL_FOLDERS = "*"
+# Uploads are decoded no larger than needed for this shorter side: 4 × CLIP's usual 224 px input,
+# so the model's own resize still starts from every detail it can use.
+UPLOAD_MIN_SIDE = 896
 
 
 @dataclass
@@ -56,6 +60,11 @@ class SearchService:
         self.index = ServedIndex(settings, client=lambda: self.client, check=self._check_model)
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
+        )
+        # Uploads are decoded and embedded by this many threads; the others wait their turn. The
+        # same few threads every time also keep the freed pixels in few allocator arenas.
+        self._image_workers = ThreadPoolExecutor(
+            settings.max_concurrent_images, thread_name_prefix="image-search-upload"
         )
 
     @property
@@ -118,11 +127,9 @@ class SearchService:
             )
         loaded = self.current()
         chosen = self._chosen(loaded, folder)
-        started = time.perf_counter()
-        picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        vector = self.embedder.embed_images([picture])
-        embedded = time.perf_counter()
+        vector, (started, decoded, embedded) = self._image_workers.submit(
+            self._embed_upload, data
+        ).result()
         result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
         result.timings = {
             "decode": _ms(started, decoded),
@@ -130,6 +137,15 @@ class SearchService:
             **result.timings,
         }
         return result
+
+    def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
+        started = time.perf_counter()
+        picture = images.decode(
+            data, max_pixels=self.settings.max_image_pixels, min_side=UPLOAD_MIN_SIDE
+        )
+        decoded = time.perf_counter()
+        vector = self.embedder.embed_images([picture])
+        return vector, (started, decoded, time.perf_counter())
 
     def similar(
         self, key: str, *, k: int, folder: str = "", min_score: float | None = None
