@@ -7,7 +7,7 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     bucket: str = Field(min_length=3, max_length=63)
     folders: CommaList = []
-    index_prefix: str = "index/"
+    index_prefix: str = Field(default="index/", validate_default=True)
     model: str = DEFAULT_MODEL
     model_cache_dir: Path = Path(gettempdir()) / "image-search-models"
     device: str = "auto"
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
     checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # A running build renews its lease every third of this; a killed one blocks the next build
+    # for at most this long (storage/lease.py).
+    build_lease_seconds: float = Field(default=300.0, ge=1)
 
     api_prefix: str = ""
     api_keys: CommaList = []
@@ -71,9 +74,24 @@ class Settings(BaseSettings):
 
     @field_validator("index_prefix", mode="after")
     @classmethod
-    def _prefix_ends_with_slash(cls, value: str) -> str:
+    def _prefix_is_a_folder_of_its_own(cls, value: str, info: ValidationInfo) -> str:
+        """The index prefix must be a folder apart from the images: pruning deletes old builds
+        under it, and an empty prefix or an indexed folder would put user images there."""
         value = value.strip("/")
-        return f"{value}/" if value else ""
+        if not value:
+            raise ValueError(
+                "must name a folder for the index (e.g. index/), not the bucket root: builds "
+                "would go under builds/, next to the images"
+            )
+        prefix = f"{value}/"
+        for folder in info.data.get("folders") or []:
+            inside = f"{folder}/"
+            if prefix.startswith(inside) or inside.startswith(prefix):
+                raise ValueError(
+                    f"{prefix!r} overlaps the indexed folder {folder!r}; "
+                    "choose a prefix outside IMAGE_SEARCH_FOLDERS"
+                )
+        return prefix
 
     @field_validator("api_prefix", mode="after")
     @classmethod

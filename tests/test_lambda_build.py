@@ -189,3 +189,18 @@ def test_an_empty_bucket_fails_the_invocation(bucket, fake_lambda) -> None:
     # Raising (not returning an error summary) is what makes Lambda count an error and alarm.
     with pytest.raises(NoImagesError):
         build_handler(SCHEDULED_EVENT, LONG)
+
+
+def test_a_run_while_another_build_holds_the_lease_is_busy_not_an_error(
+    client, bucket, fake_lambda
+) -> None:
+    from image_search.storage import lease
+
+    populate(client, bucket, 2)
+    other = lease.acquire(client, bucket=bucket, index_prefix="index/", seconds=600)
+    report = build_handler(SCHEDULED_EVENT, LONG)
+    assert report["state"] == "busy" and report["detail"].startswith("another build is running")
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert not fake_lambda.calls
+    other.release()
+    assert build_handler(SCHEDULED_EVENT, LONG)["state"] == "published"

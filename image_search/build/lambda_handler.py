@@ -13,11 +13,13 @@ import logging
 from functools import lru_cache
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from image_search.build.pipeline import run_build
 from image_search.build.report import BuildReport
-from image_search.config import get_settings
+from image_search.config import Settings, get_settings
+from image_search.errors import BuildRunningError, ConfigError
+from image_search.messages import settings_problem
 from image_search.model.cache import embedder_for
 from image_search.storage import s3
 
@@ -48,21 +50,34 @@ class BuildEvent(BaseModel):
 def build_handler(event: dict[str, Any] | None, context: LambdaContext) -> dict[str, Any]:
     """Run one incremental build, stopping before the deadline; continue it if unfinished."""
     request = BuildEvent.model_validate(event or {})
-    settings = get_settings()
-    report = run_build(
-        settings,
-        client=_s3_client(settings.download_workers + 2),
-        embedder=embedder_for(settings),
-        # A continuation must resume from the checkpoint, which a full build would ignore.
-        full=request.full and not request.continuation,
-        dry_run=request.dry_run,
-        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
-    )
+    settings = _settings()
+    try:
+        report = run_build(
+            settings,
+            client=_s3_client(settings.download_workers + 2),
+            embedder=embedder_for(settings),
+            # A continuation must resume from the checkpoint, which a full build would ignore.
+            full=request.full and not request.continuation,
+            dry_run=request.dry_run,
+            time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        )
+    except BuildRunningError as exc:
+        # Not a failure: the build that holds the lease does the work (and resumes any
+        # checkpoint); an error here would only raise alarms for a normal overlap.
+        LOG.warning("not building: %s", exc)
+        return {"state": "busy", "detail": str(exc), "continuation": request.continuation}
     summary = {**report.summary(), "continuation": request.continuation}
     if not report.complete:
         summary["continued"] = _continue(request, report, context)
     LOG.info("index build finished: %s", json.dumps(summary))
     return summary
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise ConfigError(settings_problem(exc, flags=False)) from None
 
 
 def _continue(request: BuildEvent, report: BuildReport, context: LambdaContext) -> bool:

@@ -16,13 +16,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from image_search.build.fetch import decoded_batches
-from image_search.build.plan import Plan, compare, make_plan, unchanged
+from image_search.build.plan import Plan, make_plan, same_as_previous, tally
 from image_search.build.report import BuildReport
 from image_search.config import Settings
 from image_search.errors import NoImagesError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
-from image_search.storage import artefacts, checkpoint, layout, s3
+from image_search.storage import artefacts, checkpoint, layout, lease, s3
 from image_search.storage.manifest import Item, Metadata, Skipped, folder_ranges
 
 LOG = logging.getLogger(__name__)
@@ -50,28 +50,95 @@ def run_build(
     """Build and publish an index of ``settings.bucket``.
 
     ``full`` re-embeds every image; ``dry_run`` only counts what would change; ``time_left``
-    (seconds remaining) lets a Lambda run stop cleanly before its deadline.
+    (seconds remaining) lets a Lambda run stop cleanly before its deadline. A build holds the
+    build lease from start to end (``BuildRunningError`` while another build holds it).
     """
     started = time.monotonic()
-    plan = make_plan(settings, client=client, full=full)
-    report = compare(plan)
-    if dry_run or unchanged(plan, report, settings):
-        report.build_id = plan.previous.build_id if plan.previous else None
-        report.count = len(plan.objects) - len(plan.todo)
-        report.seconds = time.monotonic() - started
-        return report
-
-    vectors, skipped, complete, embedded = _embed_missing(
-        settings, plan, client=client, embedder=embedder, time_left=time_left
-    )
-    report.embedded = embedded
-    report.skipped = skipped
-    report.complete = complete
-    if complete:
-        _publish(settings, plan, vectors, report, client=client)
+    if dry_run:
+        report = _forecast(make_plan(settings, client=client, full=full))
+    else:
+        where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+        with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
+            report = _build(
+                settings,
+                client=client,
+                embedder=embedder,
+                full=full,
+                time_left=time_left,
+                held=held,
+            )
     report.seconds = time.monotonic() - started
     LOG.info(report.line())
     return report
+
+
+def _forecast(plan: Plan) -> BuildReport:
+    """A dry run's counts, supposing every new object decodes."""
+    items = [_item(obj) for obj in plan.objects if obj.key not in plan.broken_keys]
+    report = tally(plan, items, skipped=plan.still_broken, embedded=0, complete=True)
+    report.reused = len(items) - len(plan.todo)
+    report.build_id = plan.previous.build_id if plan.previous else None
+    return report
+
+
+def _build(
+    settings: Settings,
+    *,
+    client: s3.S3Client,
+    embedder: ImageEmbedder,
+    full: bool,
+    time_left: Callable[[], float] | None,
+    held: lease.Lease,
+) -> BuildReport:
+    plan = make_plan(settings, client=client, full=full)
+    vectors, failed, complete, embedded = _embed_missing(
+        settings, plan, client=client, embedder=embedder, time_left=time_left, held=held
+    )
+    items = [_item(obj) for obj in plan.objects if obj.key in vectors]
+    skipped = plan.still_broken + failed
+    report = tally(plan, items, skipped=skipped, embedded=embedded, complete=complete)
+    if not complete:
+        return report
+    if not items:
+        raise NoImagesError(f"none of the {len(plan.objects)} images could be decoded")
+    index_type = faiss_index.choose_type(settings.index_type, len(items))
+    report.index_type = index_type
+    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+    if not full and same_as_previous(plan, items, index_type=index_type, model=settings.model):
+        assert plan.previous is not None
+        report.build_id = plan.previous.build_id
+        checkpoint.delete(client, **where)
+        return report
+    held.ensure_held()
+    matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
+    metadata = Metadata(
+        build_id=layout.new_build_id(),
+        model=settings.model,
+        dim=matrix.shape[1],
+        index_type=index_type,
+        count=len(items),
+        bucket=settings.bucket,
+        folders=folder_ranges(items),
+        items=items,
+        skipped=report.skipped,
+    )
+    artefacts.publish(
+        client,
+        metadata=metadata,
+        index=faiss_index.build(matrix, index_type=index_type),
+        vectors=matrix,
+        keep_builds=settings.keep_builds,
+        pointer_etag=plan.pointer_etag,
+        **where,
+    )
+    checkpoint.delete(client, **where)
+    report.build_id = metadata.build_id
+    report.published = True
+    return report
+
+
+def _item(obj: s3.S3Object) -> Item:
+    return Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
 
 
 def _embed_missing(
@@ -81,6 +148,7 @@ def _embed_missing(
     client: s3.S3Client,
     embedder: ImageEmbedder,
     time_left: Callable[[], float] | None,
+    held: lease.Lease,
 ) -> tuple[dict[str, Vectors], list[Skipped], bool, int]:
     """Vectors for every object (reused or new), the skipped objects, whether all were done, and
     how many were embedded by this run."""
@@ -106,6 +174,7 @@ def _embed_missing(
             progress.update(len(batch) + len(failures))
             out_of_time = time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS
             if out_of_time or time.monotonic() - last_save > settings.checkpoint_seconds:
+                held.ensure_held()
                 _save_checkpoint(settings, new, client=client)
                 last_save = time.monotonic()
             if out_of_time:
@@ -133,48 +202,3 @@ def _save_checkpoint(
     merged = fresh.merged_with(checkpoint.load(client, **where))
     checkpoint.save(client, checkpoint=merged, **where)
     LOG.info("checkpoint saved: %d vectors", len(merged.keys))
-
-
-def _publish(
-    settings: Settings,
-    plan: Plan,
-    vectors: dict[str, Vectors],
-    report: BuildReport,
-    *,
-    client: s3.S3Client,
-) -> None:
-    items = [
-        Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
-        for obj in plan.objects
-        if obj.key in vectors
-    ]
-    if not items:
-        raise NoImagesError(f"none of the {len(plan.objects)} images could be decoded")
-    matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
-    index_type = faiss_index.choose_type(settings.index_type, len(items))
-    index = faiss_index.build(matrix, index_type=index_type)
-    metadata = Metadata(
-        build_id=layout.new_build_id(),
-        model=settings.model,
-        dim=matrix.shape[1],
-        index_type=index_type,
-        count=len(items),
-        bucket=settings.bucket,
-        folders=folder_ranges(items),
-        items=items,
-        skipped=report.skipped,
-    )
-    artefacts.publish(
-        client,
-        bucket=settings.bucket,
-        index_prefix=settings.index_prefix,
-        metadata=metadata,
-        index=index,
-        vectors=matrix,
-        keep_builds=settings.keep_builds,
-    )
-    checkpoint.delete(client, bucket=settings.bucket, index_prefix=settings.index_prefix)
-    report.build_id = metadata.build_id
-    report.count = len(items)
-    report.index_type = index_type
-    report.published = True
