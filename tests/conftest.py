@@ -81,19 +81,30 @@ def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
+    from tests.factories import sample_bucket_layout
+
+    return published_bucket(
+        sample_bucket_layout(), model=tiny_model, cache=tmp_path_factory.mktemp("cache")
+    )
+
+
+def published_bucket(
+    layout: dict[str, bytes], *, model: Path, cache: Path, **settings: object
+) -> str:
+    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build with
+    ``settings`` (names of ``Settings`` fields)."""
     from image_search.build.pipeline import run_build
     from image_search.config import Settings
     from image_search.model.embedder import ClipEmbedder
-    from tests.factories import sample_bucket_layout
 
     client = s3.make_client()
     name = f"indexed-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
-    for key, data in sample_bucket_layout().items():
+    for key, data in layout.items():
         put(client, name, key, data)
-    embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
-    settings = Settings(bucket=name, model=str(tiny_model), download_workers=4)
-    assert run_build(settings, client=client, embedder=embedder).published
+    embedder = ClipEmbedder(source=str(model), cache_dir=cache)
+    options = Settings(bucket=name, model=str(model), download_workers=4, **settings)  # type: ignore[arg-type]
+    assert run_build(options, client=client, embedder=embedder).published
     return name
 
 
@@ -118,6 +129,19 @@ def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: 
     yield monkeypatch
     get_settings.cache_clear()
     get_service.cache_clear()
+
+
+@pytest.fixture
+def on_lambda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on Lambda: JSON log lines and EMF metrics on stdout once ``handler`` is (re)loaded."""
+    from image_search.observe import logs
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "image-search-test")
+    yield
+    for service in (logs.API, logs.BUILD):  # stop printing JSON for the tests that follow
+        logger = logs.powertools_logger(service)
+        logger.clear_state()  # the last invocation's fields
+        logging.getLogger().removeHandler(logger.registered_handler)
 
 
 def make_api():  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,17 +63,23 @@ SETTLED = """() => {
 @pytest.fixture(scope="module")
 def server(indexed_bucket: str, tiny_model: Path, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The app on a free loopback port, in a thread; yields the page's URL."""
+    with serving(indexed_bucket, model=tiny_model, cache=tmp_path_factory.mktemp("browser")) as url:
+        yield url
+
+
+@contextmanager
+def serving(bucket: str, *, model: Path, cache: Path) -> Iterator[str]:
+    """The app over ``bucket``'s index, with API keys and a prefix, served by uvicorn."""
     import uvicorn
 
     from image_search.serve.api import create_app
     from image_search.serve.service import get_service
 
-    cache = tmp_path_factory.mktemp("browser")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("IMAGE_SEARCH_API_KEYS", API_KEY)
         env.setenv("IMAGE_SEARCH_API_PREFIX", PREFIX)
         env.setenv("IMAGE_SEARCH_MAX_UPLOAD_BYTES", str(UPLOAD_LIMIT))
-        point_at_index(env, bucket=indexed_bucket, model=tiny_model, cache=cache)
+        point_at_index(env, bucket=bucket, model=model, cache=cache)
         get_service().current()  # load the index before the first request
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))

@@ -35,7 +35,7 @@ from image_search.storage import artefacts, checkpoint, s3
 from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer
 from tests.conftest import make_api, put, wait_for_build
-from tests.factories import encode, free_port, random_image
+from tests.factories import LambdaContext, encode, free_port, random_image
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_ERRORS = {503: "SlowDown", 500: "InternalError"}
@@ -424,7 +424,7 @@ API_KEY = "api-key-for-the-logs-test-5b7e"
 
 
 def test_logs_never_contain_keys_secrets_or_signatures(
-    client, bucket, embedder, monkeypatch, caplog
+    client, bucket, embedder, monkeypatch, caplog, capsys, on_lambda
 ) -> None:
     import importlib
 
@@ -449,15 +449,19 @@ def test_logs_never_contain_keys_secrets_or_signatures(
         s3.get_bytes(bad, bucket="no-such-bucket-for-logs", key="x.png")
     import handler
 
-    lambda_handler = importlib.reload(handler).handler
+    lambda_handler = importlib.reload(handler).handler  # as on Lambda: JSON lines and EMF
     event = json.loads((ROOT / "tests" / "events" / "http-search.json").read_text())
     event["headers"]["x-api-key"] = API_KEY
-    assert lambda_handler(event, None)["statusCode"] == 200
+    assert lambda_handler(event, LambdaContext())["statusCode"] == 200
+    event["headers"]["x-api-key"] = API_KEY[:-1]
+    assert lambda_handler(event, LambdaContext())["statusCode"] == 401
+    printed = capsys.readouterr().out  # what CloudWatch would receive
+    assert [json.loads(line) for line in printed.splitlines()]  # every line JSON, some printed
 
     signatures = {parse_signature(url) for url in urls}
     assert len(urls) == 6 and all(signatures)
     ours = [r for r in caplog.records if not r.name.startswith(("moto", "werkzeug"))]
-    text = "\n".join(f"{r.name}: {r.getMessage()}" for r in ours)
+    text = "\n".join([*(f"{r.name}: {r.getMessage()}" for r in ours), printed])
     assert len(ours) > 10  # the capture did see the product's logs
     for secret in (SECRET_KEY, SESSION_TOKEN, API_KEY, API_KEY[:-1], *signatures):
         assert secret not in text

@@ -162,9 +162,13 @@ def test_a_first_load_that_hangs_answers_503_after_the_bound(
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "still loading" in response.json()["detail"]
     hung.release()
-    monkeypatch.setattr(lifecycle, "FIRST_LOAD_WAIT_SECONDS", ANSWER_WITHIN)
-    response = api.get("/health")  # waits for the load under way, now that S3 answers
-    assert response.status_code == 200 and response.json()["build_id"] == first
+    # The load resumes where it hung; until it ends (slow on a busy machine) a request may
+    # still get the same 503 after the bound, never anything else.
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while (health := api.get("/health")).status_code != 200:
+        assert health.status_code == 503 and time.monotonic() < deadline, health.text
+        time.sleep(0.05)
+    assert health.json()["build_id"] == first
 
 
 # ---- what a swap leaves behind ---------------------------------------------------------------
