@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     presign_expires: int = Field(default=3600, ge=1)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_concurrent_images: int = Field(default=2, ge=1, le=64)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
     text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -36,6 +37,9 @@ from image_search.storage.manifest import Metadata
 LOG = logging.getLogger(__name__)
 
 ALL_FOLDERS = scope.ALL_FOLDERS
+# Uploads are decoded no larger than needed for this shorter side: 4 × CLIP's usual 224 px input,
+# so the model's own resize still starts from every detail it can use.
+UPLOAD_MIN_SIDE = 896
 
 
 @dataclass
@@ -57,6 +61,11 @@ class SearchService:
         self.index = ServedIndex(settings, client=lambda: self.client, check=self._check_model)
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
+        )
+        # Uploads are decoded and embedded by this many threads; the others wait their turn. The
+        # same few threads every time also keep the freed pixels in few allocator arenas.
+        self._image_workers = ThreadPoolExecutor(
+            settings.max_concurrent_images, thread_name_prefix="image-search-upload"
         )
         self._texts = TextVectors(size=settings.text_cache_size)
         self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
@@ -138,11 +147,9 @@ class SearchService:
             )
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
-        started = time.perf_counter()
-        picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        vector = self.embedder.embed_images([picture])
-        embedded = time.perf_counter()
+        vector, (started, decoded, embedded) = self._image_workers.submit(
+            self._embed_upload, data
+        ).result()
         result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.kind = "image"
         result.timings = {
@@ -151,6 +158,15 @@ class SearchService:
             **result.timings,
         }
         return result
+
+    def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
+        started = time.perf_counter()
+        picture = images.decode(
+            data, max_pixels=self.settings.max_image_pixels, min_side=UPLOAD_MIN_SIDE
+        )
+        decoded = time.perf_counter()
+        vector = self.embedder.embed_images([picture])
+        return vector, (started, decoded, time.perf_counter())
 
     def similar(
         self,
