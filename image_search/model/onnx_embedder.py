@@ -43,10 +43,12 @@ class OnnxEmbedder:
         self.source = source
         self.batch_size = batch_size
         self._cache_dir = cache_dir
-        # Measured on 2 cores (README, bench/onnx.py): one run using every core beats two runs
-        # of one thread each in latency and matches them in throughput. So each run gets
-        # ``threads`` (0 = one per core) and only as many runs go at once as leave no core
-        # shared; more would oversubscribe, as the torch embedder's lock also prevents.
+        # Each call gets ``threads`` (0 = one per core) and only as many calls run at once as
+        # leave no core shared: more would oversubscribe the cores, as the torch embedder's lock
+        # also prevents. A Lambda instance serves one request at a time, so latency decides:
+        # every core on each call gave a 62 ms image p50 against 105 ms with one thread (ViT-B/32,
+        # 2 cores); with 4 callers on 2 busy cores (bench.runtimes) it also gave the most
+        # images/s (5.7 against 4.9 for one thread per call, two calls at once).
         self.threads = threads or usable_cores()
         self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
         # Reentrant: load() holds it while _find() takes it too.
