@@ -25,7 +25,12 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             queries=sizes.scale_queries,
             rounds=sizes.scale_rounds,
         )
-    rest = [name for name in sections if name != "scale"]
+    if "duplicates" in sections:
+        from bench import duplicates
+
+        LOG.info("(6) near-duplicate pass: %s vectors", sizes.duplicate_counts)
+        duplicates.run(report, counts=sizes.duplicate_counts)
+    rest = [name for name in sections if name not in ("scale", "duplicates")]
     if not rest:
         return
 

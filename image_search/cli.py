@@ -11,10 +11,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from image_search.config import DEFAULT_MODEL, INDEX_TYPES
+from image_search.config import DEFAULT_MODEL, INDEX_TYPES, LogSettings
 from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
+from image_search.observe import logs
 
 LOG = logging.getLogger("image_search")
 
@@ -89,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     export.add_argument("--output", required=True, help="local or s3:// directory to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    service = logs.BUILD if args.command == "build" else logs.API
+    logs.configure(service, log_format=LogSettings().log_format)
     if args.command == "build":
         return run_build_command(args)
     if args.command == "demo":

@@ -71,3 +71,12 @@ def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
     assert any(group.startswith("runtimes: ONNX Runtime threads") for group in groups)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
     assert len(ratios) == 4 and all(row["ratio"] > 0 for row in ratios)
+
+
+def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path, "--only", "duplicates")
+    rows = {(row["group"], row["name"]): row["value"] for row in document["rows"]}
+    for size in ("3k", "21k"):  # the exact scan, then buckets by coarse centroid
+        group = f"duplicates {size} (cosine ≥ 0.95)"
+        assert rows[(group, "pass")] > 0 and rows[(group, "peak resident during the pass")] > 0
+        assert rows[(group, "planted copies found")] == 1.0

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from image_search.build.duplicates import publish_groups
 from image_search.build.fetch import decoded_batches
 from image_search.build.plan import Plan, make_plan, same_as_previous, tally
 from image_search.build.report import BuildReport
@@ -100,7 +101,8 @@ def _build(
     vectors, failed, complete, embedded = _embed_missing(
         settings, plan, client=client, embedder=embedder, time_left=time_left, held=held
     )
-    items = [_item(obj) for obj in plan.objects if obj.key in vectors]
+    # Sorted by key, so every key prefix (a folder at any depth) is one contiguous id range.
+    items = sorted((_item(obj) for obj in plan.objects if obj.key in vectors), key=_by_key)
     skipped = plan.still_broken + failed
     report = tally(plan, items, skipped=skipped, embedded=embedded, complete=complete)
     if not complete:
@@ -110,15 +112,21 @@ def _build(
     index_type = faiss_index.choose_type(settings.index_type, len(items))
     report.index_type = index_type
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-    if not full and same_as_previous(plan, items, index_type=index_type, model=plan.model):
+    if not full and same_as_previous(plan, items, index_type=index_type, settings=settings):
         assert plan.previous is not None
         report.build_id = plan.previous.build_id
         checkpoint.delete(client, **where)
         return report
     held.ensure_held()
     matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
+    index = faiss_index.build(matrix, index_type=index_type)
+    build_id = layout.new_build_id()
+    groups = publish_groups(
+        settings, client=client, build_id=build_id, items=items, vectors=matrix, index=index
+    )
+    held.ensure_held()
     metadata = Metadata(
-        build_id=layout.new_build_id(),
+        build_id=build_id,
         model=plan.model,
         dim=matrix.shape[1],
         index_type=index_type,
@@ -127,11 +135,13 @@ def _build(
         folders=folder_ranges(items),
         items=items,
         skipped=report.skipped,
+        sorted_by="key",
+        duplicates=groups,
     )
     artefacts.publish(
         client,
         metadata=metadata,
-        index=faiss_index.build(matrix, index_type=index_type),
+        index=index,
         vectors=matrix,
         keep_builds=settings.keep_builds,
         pointer_etag=plan.pointer_etag,
@@ -139,12 +149,17 @@ def _build(
     )
     checkpoint.delete(client, **where)
     report.build_id = metadata.build_id
+    report.duplicate_groups = groups.groups if groups else None
     report.published = True
     return report
 
 
 def _item(obj: s3.S3Object) -> Item:
     return Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
+
+
+def _by_key(item: Item) -> str:
+    return item.key
 
 
 def _embed_missing(

@@ -83,10 +83,20 @@ def tally(
     )
 
 
-def same_as_previous(plan: Plan, items: list[Item], *, index_type: str, model: str) -> bool:
-    """The last build already holds exactly these items, built the same way."""
+def same_as_previous(plan: Plan, items: list[Item], *, index_type: str, settings: Settings) -> bool:
+    """The last build already holds exactly these items, built the same way.
+
+    A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
+    another score) is published again, so prefixes become single ranges and groups appear.
+    """
     last = plan.previous
-    if last is None or last.model != model:
+    if last is None or last.model != plan.model:
         return False
     same_items = [(i.key, i.etag) for i in last.items] == [(i.key, i.etag) for i in items]
-    return same_items and canonical_index_type(last.index_type) == index_type
+    groups = last.duplicates
+    current_layout = (
+        last.sorted_by == "key"
+        and groups is not None
+        and groups.min_score == settings.duplicate_score
+    )
+    return same_items and current_layout and canonical_index_type(last.index_type) == index_type
