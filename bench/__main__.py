@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "build", "search", "coldstart")
+SECTIONS = ("scale", "build", "search", "coldstart", "engines", "stages")
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,16 @@ class Sizes:
     text_requests: int
     image_requests: int
     cold_rounds: int
+    engine_images: int
+    stage_images: int
     tiny_model: bool = False
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3),
-    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2),
+    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, 512, 1_000_000),
+    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, 96, 100_000),
     # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
-    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, tiny_model=True),
+    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, 16, 3_000, tiny_model=True),
 }
 
 

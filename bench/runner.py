@@ -25,7 +25,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             queries=sizes.scale_queries,
             rounds=sizes.scale_rounds,
         )
-    rest = [name for name in sections if name != "scale"]
+    if "stages" in sections:
+        from bench import stages
+        from bench.s3server import s3_server
+
+        LOG.info("(7) build stages: %d images", sizes.stage_images)
+        with s3_server():
+            stages.run(report, count=sizes.stage_images)
+    rest = [name for name in sections if name not in ("scale", "stages")]
     if not rest:
         return
 
@@ -43,6 +50,13 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             LOG.info("(3) build throughput: %d JPEGs", sizes.build_images)
             throughput.run(
                 report, embedder=embedder, count=sizes.build_images, rounds=sizes.build_rounds
+            )
+        if "engines" in sections:
+            from bench import engines
+
+            LOG.info("(6) engines: %d JPEGs, local and Ray", sizes.engine_images)
+            engines.run(
+                report, embedder=embedder, count=sizes.engine_images, rounds=sizes.build_rounds
             )
         if "search" not in sections and "coldstart" not in sections:
             return

@@ -40,8 +40,25 @@ def plan_build(
     settings: Settings, *, client: s3.S3Client, full: bool = False, dry_run: bool = False
 ) -> PlannedBuild:
     """The plan for one build; saved (with its shard inputs) unless there is nothing to do."""
+    objects = s3.list_images(
+        client,
+        bucket=settings.bucket,
+        folders=settings.folders,
+        exclude_prefix=settings.index_prefix,
+    )
+    return plan_listing(settings, objects, client=client, full=full, dry_run=dry_run)
+
+
+def plan_listing(
+    settings: Settings,
+    objects: list[s3.S3Object],
+    *,
+    client: s3.S3Client,
+    full: bool = False,
+    dry_run: bool = False,
+) -> PlannedBuild:
+    """The plan for ``objects``, the bucket's images sorted by (folder, key) as listed."""
     bucket, prefix = settings.bucket, settings.index_prefix
-    objects = s3.list_images(client, bucket=bucket, folders=settings.folders, exclude_prefix=prefix)
     if not objects:
         where = ", ".join(settings.folders) or "any folder"
         raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
