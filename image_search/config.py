@@ -7,7 +7,7 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
 
     bucket: str = Field(min_length=3, max_length=63)
     folders: CommaList = []
-    index_prefix: str = "index/"
+    index_prefix: str = Field(default="index/", validate_default=True)
     model: str = DEFAULT_MODEL
     model_cache_dir: Path = Path(gettempdir()) / "image-search-models"
     device: str = "auto"
@@ -41,15 +41,18 @@ class Settings(BaseSettings):
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
+    # A running build renews its lease every third of this; a killed one blocks the next build
+    # for at most this long (storage/lease.py). On Step Functions, where nothing runs between
+    # the states to renew it, the plan takes it for the whole execution (template.yaml).
+    build_lease_seconds: float = Field(default=300.0, ge=1)
     # Images per shard: the unit of work an engine hands out and of resuming an interrupted build.
     shard_size: int = Field(default=1000, ge=1, le=100_000)
     engine: Engine = "local"
-    ray_address: str | None = None  # None: start a local Ray; "auto" or ray://host:10001: join one
-    ray_workers: int = Field(default=0, ge=0)  # 0: one per GPU, or one per ray_cpus_per_worker CPUs
+    # None: start a local Ray; "auto" or "ray://host:10001": join that cluster.
+    ray_address: str | None = None
+    ray_workers: int = Field(default=0, ge=0)  # 0: one per GPU, or per ray_cpus_per_worker CPUs
     ray_cpus_per_worker: float = Field(default=1.0, gt=0)
-    ray_gpus_per_worker: float | None = Field(
-        default=None, ge=0
-    )  # None: 1 when the cluster has GPUs
+    ray_gpus_per_worker: float | None = Field(default=None, ge=0)  # None: 1 if there are GPUs
 
     api_prefix: str = ""
     api_keys: CommaList = []
@@ -80,9 +83,24 @@ class Settings(BaseSettings):
 
     @field_validator("index_prefix", mode="after")
     @classmethod
-    def _prefix_ends_with_slash(cls, value: str) -> str:
+    def _prefix_is_a_folder_of_its_own(cls, value: str, info: ValidationInfo) -> str:
+        """The index prefix must be a folder apart from the images: pruning deletes old builds
+        under it, and an empty prefix or an indexed folder would put user images there."""
         value = value.strip("/")
-        return f"{value}/" if value else ""
+        if not value:
+            raise ValueError(
+                "must name a folder for the index (e.g. index/), not the bucket root: builds "
+                "would go under builds/, next to the images"
+            )
+        prefix = f"{value}/"
+        for folder in info.data.get("folders") or []:
+            inside = f"{folder}/"
+            if prefix.startswith(inside) or inside.startswith(prefix):
+                raise ValueError(
+                    f"{prefix!r} overlaps the indexed folder {folder!r}; "
+                    "choose a prefix outside IMAGE_SEARCH_FOLDERS"
+                )
+        return prefix
 
     @field_validator("api_prefix", mode="after")
     @classmethod

@@ -19,6 +19,14 @@ class NoImagesError(ImageSearchError):
     """A build found no images to index."""
 
 
+class BuildRunningError(ImageSearchError):
+    """Another build holds the build lease, or took it over from this one."""
+
+
+class PublishConflictError(ImageSearchError):
+    """``current.json`` changed while this build ran: another build published first."""
+
+
 class ModelLoadError(ImageSearchError):
     """The CLIP model could not be loaded from the configured source."""
 

@@ -30,6 +30,14 @@ FUNCTIONS = {
 }
 
 
+class ExecutionFailed(Exception):
+    """A state's error, named as Step Functions names it (``States.…`` or the exception's type)."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+
+
 class LambdaContext:
     aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
@@ -59,15 +67,30 @@ class Execution:
             kind = state["Type"]
             if kind == "Succeed":
                 return data
+            if kind == "Fail":
+                raise ExecutionFailed(
+                    path(state["ErrorPath"], data), path(state["CausePath"], data)
+                )
             if kind == "Choice":
                 name = _choose(state, data)
                 continue
-            if kind == "Task":
-                data = self._task(state, data, context)
-            elif kind == "Map":
-                data = self._map(state, data)
-            else:
-                raise AssertionError(f"state type {kind} is not interpreted here")
+            try:
+                if kind == "Task":
+                    data = self._task(state, data, context)
+                elif kind == "Map":
+                    data = self._map(state, data)
+                else:
+                    raise AssertionError(f"state type {kind} is not interpreted here")
+            except AssertionError:
+                raise
+            except Exception as exc:
+                (catch,) = state.get("Catch") or [None]
+                if catch is None:
+                    raise
+                assert catch["ErrorEquals"] == ["States.ALL"], catch
+                error = {"Error": getattr(exc, "error", type(exc).__name__), "Cause": str(exc)}
+                data, name = _output(catch, data, error), catch["Next"]
+                continue
             if state.get("End"):
                 return data
             name = state["Next"]
@@ -103,7 +126,9 @@ class Execution:
             except Exception:
                 self.failed_children += 1
         if items and self.failed_children * 100 > tolerated * len(items):
-            raise RuntimeError("States.ExceedToleratedFailureThreshold")
+            raise ExecutionFailed(
+                "States.ExceedToleratedFailureThreshold", "too many shards failed"
+            )
         return _output(state, data, self._write_results(state["ResultWriter"], data, results))
 
     def _write_results(

@@ -168,13 +168,21 @@ def test_failed_publish_leaves_the_old_build_serving(
     assert build(client, embedder).count == 4
 
 
+def builds_in_a_row(
+    client: s3.S3Client, bucket: str, embedder: ClipEmbedder, count: int
+) -> list[str]:
+    """The ids of ``count`` builds, each published after adding one image."""
+    ids = []
+    for i in range(count):
+        put(client, bucket, f"animals/a{i}.png", encode(random_image(i)))
+        ids.append(build(client, embedder).build_id)
+    return ids
+
+
 def test_old_builds_are_pruned(client, bucket, embedder, monkeypatch) -> None:
     monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "2")
     get_settings.cache_clear()
-    ids = []
-    for i in range(3):
-        put(client, bucket, f"animals/a{i}.png", encode(random_image(i)))
-        ids.append(build(client, embedder).build_id)
+    ids = builds_in_a_row(client, bucket, embedder, 3)
     keys = [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix="index/builds/")]
     assert {k.split("/")[2] for k in keys} == set(ids[1:])
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -31,6 +32,7 @@ from image_search.config import get_settings
 from image_search.serve import lifecycle
 from image_search.serve.service import SearchService
 from image_search.storage import artefacts, s3
+from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer
 from tests.conftest import make_api, put
 from tests.factories import encode, free_port, random_image
@@ -332,6 +334,7 @@ def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
         "IMAGE_SEARCH_SHARD_SIZE": "4",  # shards of 2 to 8 images: several finish before the kill
         "IMAGE_SEARCH_BATCH_SIZE": "4",
         "IMAGE_SEARCH_DOWNLOAD_WORKERS": "1",
+        "IMAGE_SEARCH_BUILD_LEASE_SECONDS": "2",  # renewed every 0.7 s while it runs
     }
     script = [sys.executable, str(ROOT / "scripts" / "build_index.py")]
     with (tmp_path / "build.log").open("wb") as log:
@@ -345,6 +348,10 @@ def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
     saved = finished_images(client, bucket)  # what the killed run left behind
     assert 0 < saved < 24, (tmp_path / "build.log").read_text()
     assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    # The killed run's lease stays until it expires; then the next run takes it over.
+    left = LeaseRecord.model_validate_json(read(client, bucket, "index/work/build-lease.json"))
+    assert left.pid == builder.pid
+    time.sleep(max(0.0, (left.expires_at - datetime.now(UTC)).total_seconds()) + 0.1)
 
     # The next run with the same shard size (in-process: the command line only wraps run_build)
     # cuts the same shards and finds the finished ones.

@@ -16,7 +16,7 @@ from image_search.config import get_settings
 from image_search.storage import artefacts, s3
 from tests.conftest import put
 from tests.factories import encode, random_image, sample_bucket_layout
-from tests.state_machine import Execution, real_handlers
+from tests.state_machine import Execution, ExecutionFailed, real_handlers
 
 EVENTS = Path(__file__).resolve().parent / "events"
 
@@ -46,8 +46,8 @@ def published(client: s3.S3Client, bucket: str) -> tuple[Any, np.ndarray]:
     return artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
 
 
-def work_files(client: s3.S3Client, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix="index/work/")]
+def work_files(client: s3.S3Client, bucket: str, prefix: str = "index/work/") -> list[str]:
+    return [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix=prefix)]
 
 
 def test_an_execution_publishes_what_the_local_engine_publishes(
@@ -96,10 +96,14 @@ def test_a_failed_execution_resumes_from_its_finished_shards(client, build_env) 
         return handlers["EmbedShardFunction"](payload, context)
 
     failing = Execution(client, bucket, {**handlers, "EmbedShardFunction": dies_after_two})
-    with pytest.raises(RuntimeError, match="ExceedToleratedFailureThreshold"):
+    with pytest.raises(ExecutionFailed, match="ExceedToleratedFailureThreshold"):
         failing.run(recorded("sfn-execution-input.json"))
     assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
     first_two = failing.payloads["EmbedShardFunction"][:2]
+    # The Abandon state gave the build lease back: the next execution need not wait for it.
+    (abandon,) = failing.payloads["BuildMergeFunction"]
+    assert abandon["abandon"] is True
+    assert not work_files(client, bucket, "index/work/build-lease.json")
 
     retry = Execution(client, bucket, handlers)
     summary = retry.run(recorded("sfn-execution-input.json"))
@@ -149,3 +153,22 @@ def test_a_shard_that_keeps_failing_is_left_for_the_next_build(
 
     again = Execution(client, bucket, handlers).run(recorded("sfn-execution-input.json"))
     assert again["state"] == "published" and again["count"] == 24 and again["embedded"] == 1
+
+
+def test_an_execution_while_another_build_holds_the_lease_does_nothing(
+    client, build_env
+) -> None:
+    from image_search.storage import lease
+
+    bucket = build_env
+    put(client, bucket, "animals/a.png", encode(random_image(1)))
+    other = lease.acquire(client, bucket=bucket, index_prefix="index/", seconds=600)
+    busy = Execution(client, bucket, real_handlers())
+    output = busy.run(recorded("sfn-execution-input.json"))
+    assert output["plan"]["state"] == "busy"  # not a failure: the other build does the work
+    assert "another build is running" in output["plan"]["detail"]
+    assert "EmbedShardFunction" not in busy.payloads
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    other.release()
+    again = Execution(client, bucket, real_handlers()).run(recorded("sfn-execution-input.json"))
+    assert again["state"] == "published"

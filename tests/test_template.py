@@ -258,8 +258,17 @@ def test_plan_then_a_distributed_map_over_the_plans_shards_then_merge() -> None:
     assert substitutions["MapResultsPrefix"] == "${IndexPrefix}work/build/map-results"
     assert shard_map["ResultPath"] == "$.map"
 
+    # Failed shards (past the tolerance) or a failed merge: the lease is given back, then fail.
+    for name in ("EmbedShards", "Merge"):
+        (catch,) = states[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "Abandon"
+    abandon = states["Abandon"]
+    assert abandon["Parameters"]["FunctionName"] == "${MergeFunctionArn}"
+    assert abandon["Parameters"]["Payload"]["abandon"] is True
+    assert states[abandon["Next"]]["Type"] == "Fail"
 
-@pytest.mark.parametrize("state", ["Plan", "EmbedShard", "Merge"])
+
+@pytest.mark.parametrize("state", ["Plan", "EmbedShard", "Merge", "Abandon"])
 def test_every_lambda_state_retries_throttling_and_lambda_faults(state: str) -> None:
     states = definition()["States"]
     task = (
@@ -360,7 +369,11 @@ def test_each_function_writes_only_where_its_stage_writes() -> None:
     search_actions = {a for s in statements("SearchFunctionRole") for a in as_list(s["Action"])}
     assert search_actions == {"s3:ListBucket", "s3:GetObject"}
     work = f"{BUCKET_ARN}/${{IndexPrefix}}work/build/"
-    assert writes("BuildPlanFunctionRole") == {"s3:PutObject": {f"{work}*"}}
+    build_lease = f"{BUCKET_ARN}/${{IndexPrefix}}work/build-lease.json"
+    assert writes("BuildPlanFunctionRole") == {
+        "s3:PutObject": {f"{work}*", build_lease},
+        "s3:DeleteObject": {build_lease},
+    }
     # A shard cannot touch the published index, the pointer or another stage's files.
     assert writes("EmbedShardFunctionRole") == {"s3:PutObject": {f"{work}shards/*"}}
     index = {f"{BUCKET_ARN}/${{IndexPrefix}}*"}

@@ -1,29 +1,30 @@
-"""The local engine: the build's three stages in this process, one shard after another.
+"""The build's three stages, and the local engine that runs them all in this process.
 
 plan (list, diff by key + ETag, shards) → embed each shard (downloads and decoding in threads,
 ahead of the model) → merge (FAISS, publish, clean up). Incremental by default: objects whose key
 and ETag are unchanged reuse their stored vector, so a rebuild costs one listing plus the images
-that changed. The other engines (``ray_engine``, ``step_functions``) run the same stages
-elsewhere.
+that changed. The Ray engine (``ray_engine``) embeds the shards elsewhere around the same plan
+and merge; on AWS each stage is a Lambda (``step_functions``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from tqdm import tqdm
 
 from image_search.build.merge_stage import merge_build
-from image_search.build.plan_stage import plan_build
+from image_search.build.plan_stage import PlannedBuild, plan_build
 from image_search.build.report import BuildReport
 from image_search.build.shard_stage import ImageEmbedder, embed_shard
 from image_search.config import Settings
-from image_search.storage import s3
+from image_search.storage import lease, s3
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["ImageEmbedder", "run_build"]
+__all__ = ["ImageEmbedder", "run_build", "run_stages"]
 
 
 def run_build(
@@ -34,14 +35,13 @@ def run_build(
     full: bool = False,
     dry_run: bool = False,
 ) -> BuildReport:
-    """Build and publish an index of ``settings.bucket``.
+    """Build and publish an index of ``settings.bucket``, embedding here, one shard at a time.
 
     ``full`` re-embeds every image; ``dry_run`` only counts what would change. Shards finished by
     an interrupted run are not embedded again.
     """
-    started = time.monotonic()
-    planned = plan_build(settings, client=client, full=full, dry_run=dry_run)
-    if planned.has_work:
+
+    def embed_here(planned: PlannedBuild) -> None:
         total = sum(len(shard.objects) for shard in planned.shards)
         with tqdm(total=total, unit="img", desc="embedding", disable=None) as progress:
             for shard in planned.shards:
@@ -53,9 +53,35 @@ def run_build(
                     embedder=embedder,
                     progress=progress.update,
                 )
-        report = merge_build(settings, planned.plan, client=client)
+
+    return run_stages(settings, client=client, full=full, dry_run=dry_run, embed=embed_here)
+
+
+def run_stages(
+    settings: Settings,
+    *,
+    client: s3.S3Client,
+    full: bool,
+    dry_run: bool,
+    embed: Callable[[PlannedBuild], object],
+) -> BuildReport:
+    """Plan, ``embed`` the plan's shards (wherever the engine runs them), merge and publish.
+
+    A build holds the build lease from start to end (``BuildRunningError`` while another build
+    holds it); a dry run takes none and writes nothing.
+    """
+    started = time.monotonic()
+    if dry_run:
+        report = plan_build(settings, client=client, full=full, dry_run=True).report
     else:
-        report = planned.report
+        where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+        with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
+            planned = plan_build(settings, client=client, full=full)
+            if planned.has_work:
+                embed(planned)
+                report = merge_build(settings, planned.plan, client=client, held=held)
+            else:
+                report = planned.report
     report.seconds = time.monotonic() - started
     LOG.info(report.line())
     return report

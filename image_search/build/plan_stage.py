@@ -1,43 +1,40 @@
-"""Stage 1: list the bucket, diff it against the published build (key + ETag), cut the rest into
-shards and save the plan under ``<prefix>work/build/``.
-
-It reads the previous build's metadata but not its vectors: which rows to keep is all the plan
-needs, and the merge reads the vectors once.
-"""
+"""Stage 1: list the bucket, diff it against the published build (key + ETag), cut what is left
+to embed into shards and save the plan under ``<prefix>work/build/``."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from image_search.build import work
-from image_search.build.plan import Plan, compare, unchanged
+from image_search.build.plan import Plan, diff, same_as_previous, tally
+from image_search.build.previous import read_previous
 from image_search.build.report import BuildReport
 from image_search.build.shards import Shard, cut
 from image_search.config import Settings
-from image_search.errors import ImageSearchError, NoImagesError
-from image_search.storage import artefacts, s3
-from image_search.storage.manifest import Metadata, Pointer
+from image_search.errors import NoImagesError
+from image_search.index import faiss_index
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
-
-# An embeddings.npy holds count × dim float32 after a header of at most this many bytes.
-NPY_HEADER_LIMIT = 65_536
 
 
 @dataclass
 class PlannedBuild:
     plan: work.BuildPlan
-    report: BuildReport
+    report: BuildReport  # what the build would give if every image to embed decodes
     shards: list[Shard] = field(default_factory=list)
     # False for a dry run and when nothing changed: no shard to embed, nothing to publish.
     has_work: bool = True
 
 
 def plan_build(
-    settings: Settings, *, client: s3.S3Client, full: bool = False, dry_run: bool = False
+    settings: Settings,
+    *,
+    client: s3.S3Client,
+    full: bool = False,
+    dry_run: bool = False,
+    lease: work.HeldLease | None = None,
 ) -> PlannedBuild:
     """The plan for one build; saved (with its shard inputs) unless there is nothing to do."""
     objects = s3.list_images(
@@ -46,7 +43,7 @@ def plan_build(
         folders=settings.folders,
         exclude_prefix=settings.index_prefix,
     )
-    return plan_listing(settings, objects, client=client, full=full, dry_run=dry_run)
+    return plan_listing(settings, objects, client=client, full=full, dry_run=dry_run, lease=lease)
 
 
 def plan_listing(
@@ -56,90 +53,52 @@ def plan_listing(
     client: s3.S3Client,
     full: bool = False,
     dry_run: bool = False,
+    lease: work.HeldLease | None = None,
 ) -> PlannedBuild:
     """The plan for ``objects``, the bucket's images sorted by (folder, key) as listed."""
     bucket, prefix = settings.bucket, settings.index_prefix
     if not objects:
         where = ", ".join(settings.folders) or "any folder"
         raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix=prefix)
-    previous = _previous_metadata(client, bucket=bucket, pointer=pointer)
-    rows = {} if full else _reusable_rows(client, settings, pointer, previous)
-    reused = [obj for obj in objects if (obj.key, obj.etag) in rows]
-    todo = [obj for obj in objects if (obj.key, obj.etag) not in rows]
-    diff = Plan(objects=objects, known={}, previous=previous, todo=todo)
-    report = compare(diff)
-    plan = work.BuildPlan(
+    plan = diff(
+        settings, objects, read_previous(client, bucket=bucket, index_prefix=prefix), full=full
+    )
+    reused = plan.reused
+    saved = work.BuildPlan(
         plan_id=work.new_plan_id(),
         model=settings.model,
-        previous=pointer if reused else None,
-        added=report.added,
-        updated=report.updated,
-        removed=report.removed,
+        full=full,
+        previous=plan.pointer if plan.previous is not None else None,
+        pointer_etag=plan.pointer_etag,
         reused=work.Rows.of(reused),
-        reused_rows=[rows[(obj.key, obj.etag)] for obj in reused],
+        reused_rows=[plan.rows[(obj.key, obj.etag)] for obj in reused],
+        still_broken=plan.still_broken,
+        lease=lease,
     )
-    if dry_run or unchanged(diff, report, settings):
-        report.build_id = previous.build_id if previous else None
-        report.count = len(objects) - len(todo)
-        return PlannedBuild(plan=plan, report=report, has_work=False)
-    shards = cut(todo, size=settings.shard_size, model=settings.model)
-    plan.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
-    work.save_plan(client, bucket=bucket, index_prefix=prefix, plan=plan, shards=shards)
-    return PlannedBuild(plan=plan, report=report, shards=shards)
+    report = _forecast(plan)
+    if dry_run or _unchanged(settings, plan, full=full, report=report):
+        return PlannedBuild(plan=saved, report=report, has_work=False)
+    shards = cut(plan.todo, size=settings.shard_size, model=settings.model)
+    saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
+    work.save_plan(client, bucket=bucket, index_prefix=prefix, plan=saved, shards=shards)
+    return PlannedBuild(plan=saved, report=report, shards=shards)
 
 
-def _previous_metadata(
-    client: s3.S3Client, *, bucket: str, pointer: Pointer | None
-) -> Metadata | None:
-    if pointer is None:
-        return None
-    try:
-        data = s3.get_bytes(client, bucket=bucket, key=pointer.metadata_key)
-        return Metadata.model_validate_json(data)
-    except (ImageSearchError, ValidationError) as exc:
-        LOG.warning(
-            "previous build %s unreadable (%s): embedding everything", pointer.build_id, exc
-        )
-        return None
-    except Exception as exc:
-        if s3.is_missing(exc):
-            LOG.warning("previous build %s is gone: embedding everything", pointer.build_id)
-            return None
-        raise
+def _forecast(plan: Plan) -> BuildReport:
+    """The counts supposing every object to embed decodes (what a dry run reports)."""
+    items = plan.items
+    report = tally(plan.previous, items, skipped=plan.still_broken, embedded=0)
+    report.reused = len(items) - len(plan.todo)
+    report.build_id = plan.previous.build_id if plan.previous else None
+    return report
 
 
-def _reusable_rows(
-    client: s3.S3Client, settings: Settings, pointer: Pointer | None, previous: Metadata | None
-) -> dict[tuple[str, str], int]:
-    """(key, etag) → row in the previous build's embeddings, when those can be reused."""
-    if pointer is None or previous is None:
-        return {}
-    if previous.model != settings.model:
-        LOG.info("model changed (%s → %s): embedding everything", previous.model, settings.model)
-        return {}
-    if not _embeddings_fit(client, bucket=settings.bucket, pointer=pointer, previous=previous):
-        LOG.warning(
-            "build %s: embeddings missing or the wrong size; not reusing", previous.build_id
-        )
-        return {}
-    return {(item.key, item.etag): row for row, item in enumerate(previous.items)}
-
-
-def _embeddings_fit(
-    client: s3.S3Client, *, bucket: str, pointer: Pointer, previous: Metadata
-) -> bool:
-    """The embeddings file exists with the size ``count × dim`` float32 needs (a HEAD request)."""
-    if pointer.embeddings_key is None:
+def _unchanged(settings: Settings, plan: Plan, *, full: bool, report: BuildReport) -> bool:
+    """Nothing to embed and the last build holds exactly these images, built the same way."""
+    if full or plan.todo or not report.count:
         return False
-    try:
-        with s3.translate_errors(bucket):
-            size = int(
-                client.head_object(Bucket=bucket, Key=pointer.embeddings_key)["ContentLength"]
-            )
-    except Exception as exc:
-        if s3.is_missing(exc):
-            return False
-        raise
-    payload = previous.count * previous.dim * 4
-    return payload < size <= payload + NPY_HEADER_LIMIT
+    index_type = faiss_index.choose_type(settings.index_type, report.count)
+    if not same_as_previous(plan.previous, plan.items, index_type=index_type, model=settings.model):
+        return False
+    report.index_type = index_type
+    return True

@@ -18,8 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from image_search.build.merge_stage import merge_build
-from image_search.build.plan_stage import PlannedBuild, plan_build
+from image_search.build.pipeline import run_stages
+from image_search.build.plan_stage import PlannedBuild
 from image_search.build.report import BuildReport
 from image_search.build.shard_stage import embed_shard
 from image_search.build.shards import Shard
@@ -91,12 +91,10 @@ def run_on_ray(
     settings: Settings, *, client: s3.S3Client, full: bool = False, dry_run: bool = False
 ) -> BuildReport:
     """Plan here, embed the shards on Ray, merge and publish here."""
-    started = time.monotonic()
-    planned = plan_build(settings, client=client, full=full, dry_run=dry_run)
-    if not planned.has_work:
-        planned.report.seconds = time.monotonic() - started
-        return planned.report
-    if planned.shards:  # a build that only drops deleted images needs no workers
+
+    def embed_on_cluster(planned: PlannedBuild) -> None:
+        if not planned.shards:  # a build that only drops deleted images needs no workers
+            return
         started_ray = connect(settings)
         try:
             run = embed_on_ray(settings, planned)
@@ -111,10 +109,8 @@ def run_on_ray(
             len(run.shard_seconds),
             run.overhead_per_shard,
         )
-    report = merge_build(settings, planned.plan, client=client)
-    report.seconds = time.monotonic() - started
-    LOG.info(report.line())
-    return report
+
+    return run_stages(settings, client=client, full=full, dry_run=dry_run, embed=embed_on_cluster)
 
 
 def connect(settings: Settings, *, num_cpus: int | None = None) -> bool:

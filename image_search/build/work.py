@@ -30,6 +30,8 @@ from pydantic import BaseModel, Field, model_validator
 from image_search.build.shards import Shard
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
+from image_search.storage.layout import checkpoint_key
+from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer, Skipped
 
 LOG = logging.getLogger(__name__)
@@ -79,6 +81,14 @@ class ShardRef(BaseModel):
     count: int
 
 
+class HeldLease(BaseModel):
+    """The build lease as the plan took it, for a merge in another process to renew and release
+    (Step Functions: no process lives from the plan to the merge)."""
+
+    record: LeaseRecord
+    etag: str
+
+
 class BuildPlan(BaseModel):
     """What one build does: which rows of the published build it keeps, which shards it embeds."""
 
@@ -86,13 +96,14 @@ class BuildPlan(BaseModel):
     plan_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     model: str
-    previous: Pointer | None = None
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
+    full: bool = False
+    previous: Pointer | None = None  # the build read at the start (its items give the counts)
+    pointer_etag: str | None = None  # current.json's ETag then: the publish is conditional on it
     reused: Rows = Rows()
     reused_rows: list[int] = []  # row of each reused object in the previous build's embeddings
+    still_broken: list[Skipped] = []  # undecodable last time and unchanged: skipped again
     shards: list[ShardRef] = []
+    lease: HeldLease | None = None
 
 
 class ShardInput(BaseModel):
@@ -229,7 +240,9 @@ def clean(client: s3.S3Client, *, bucket: str, index_prefix: str, plan: BuildPla
         or _folder(obj["Key"]) in shards
         or obj["LastModified"] < plan.created_at
     ]
-    s3.delete_keys(client, bucket=bucket, keys=doomed)
+    # Earlier versions saved an unfinished build's vectors there; shards replaced it.
+    legacy = checkpoint_key(index_prefix)
+    s3.delete_keys(client, bucket=bucket, keys=[*doomed, legacy])
     return len(doomed)
 
 

@@ -24,8 +24,14 @@ class Item(BaseModel):
 
 
 class Skipped(BaseModel):
+    """An object left out of the build. ``cause`` "image": these bytes (this ``etag``) are not a
+    usable image, so later builds skip them until the object changes; "download": the object
+    could not be fetched, so the next build tries again."""
+
     key: str
     reason: str
+    etag: str | None = None
+    cause: Literal["image", "download"] = "download"
 
 
 class Metadata(BaseModel):
@@ -58,6 +64,28 @@ class Metadata(BaseModel):
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
             )
+        self._check_items()
+
+    def _check_items(self) -> None:
+        """Each key once, and folder ranges that lie inside the index without overlapping: a
+        range past the end would reach FAISS as an id it does not have."""
+        if len({item.key for item in self.items}) != len(self.items):
+            raise IndexMismatchError(
+                f"build {self.build_id}: metadata lists a key more than once: rebuild with --full"
+            )
+        end, before = 0, ""
+        for name, (start, stop) in sorted(self.folders.items(), key=lambda pair: pair[1]):
+            if start < end:
+                raise IndexMismatchError(
+                    f"build {self.build_id}: folder {name!r} range [{start}, {stop}) overlaps "
+                    f"folder {before!r}: rebuild with --full"
+                )
+            if not (start < stop <= self.count):
+                raise IndexMismatchError(
+                    f"build {self.build_id}: folder {name!r} range [{start}, {stop}) is not "
+                    f"inside the index of {self.count} vectors: rebuild with --full"
+                )
+            end, before = stop, name
 
 
 class Pointer(BaseModel):
