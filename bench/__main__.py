@@ -27,15 +27,16 @@ class Sizes:
     image_requests: int
     cold_rounds: int
     engine_images: int
+    engine_rounds: int
     stage_images: int
     tiny_model: bool = False
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, 512, 1_000_000),
-    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, 96, 100_000),
+    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, 512, 3, 1_000_000),
+    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, 96, 2, 100_000),
     # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
-    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, 16, 3_000, tiny_model=True),
+    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, 16, 1, 3_000, tiny_model=True),
 }
 
 

@@ -37,9 +37,9 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
     client = s3.make_client(max_connections=16)
     client.create_bucket(Bucket=BUCKET)
     _upload(client, count)
-    # About eight shards, so both workers get several and the tail is short.
+    # About sixteen shards, so both workers get several and the tail is short.
     settings = Settings(
-        bucket=BUCKET, model=embedder.source, download_workers=8, shard_size=max(8, count // 8)
+        bucket=BUCKET, model=embedder.source, download_workers=8, shard_size=max(8, count // 16)
     )
     embedder.embed_images([images.decode(photos.jpeg(0), max_pixels=10**8)] * 2)  # warm-up
     local: list[float] = []
@@ -50,25 +50,17 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
     ray_engine.connect(settings, num_cpus=RAY_CPUS)
     try:
         for round_ in range(rounds):
-            started = time.perf_counter()
-            result = run_build(settings, client=client, embedder=embedder, full=True)
-            assert result.published and result.count == count, result.line()
-            local.append(count / (time.perf_counter() - started))
-
-            started = time.perf_counter()
-            planned = plan_build(settings, client=client, full=True)
-            planned_at = time.perf_counter()
-            run_ = ray_engine.embed_on_ray(settings, planned)
-            merged_at = time.perf_counter()
-            result = merge_build(settings, planned.plan, client=client)
-            finished = time.perf_counter()
-            assert result.published and result.count == count, result.line()
-            assert run_.workers == RAY_CPUS, run_
-            work = (planned_at - started) + run_.seconds + (finished - merged_at)
-            on_ray.append(count / work)
-            with_startup.append(count / (finished - started))
-            startup.append(run_.startup_seconds)
-            overhead.append(run_.overhead_per_shard)
+            # Alternate which engine goes first, so a change in the machine's load (it is
+            # shared) does not always fall on the same one.
+            for engine in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
+                if engine == "local":
+                    local.append(_local(settings, client=client, embedder=embedder, count=count))
+                    continue
+                rate, rate_with_startup, run_ = _ray(settings, client=client, count=count)
+                on_ray.append(rate)
+                with_startup.append(rate_with_startup)
+                startup.append(run_.startup_seconds)
+                overhead.append(run_.overhead_per_shard)
             LOG.info(
                 "engines round %d: local %.2f img/s, ray %.2f img/s (%.2f with start-up)",
                 round_,
@@ -114,6 +106,30 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
             note=f"worker time outside embed_shard, per shard of ~{settings.shard_size} images",
         )
     )
+
+
+def _local(settings: Settings, *, client: s3.S3Client, embedder: Any, count: int) -> float:
+    started = time.perf_counter()
+    result = run_build(settings, client=client, embedder=embedder, full=True)
+    assert result.published and result.count == count, result.line()
+    return count / (time.perf_counter() - started)
+
+
+def _ray(
+    settings: Settings, *, client: s3.S3Client, count: int
+) -> tuple[float, float, ray_engine.RayRun]:
+    """Images/s without and with the actors' start-up, and the run's details."""
+    started = time.perf_counter()
+    planned = plan_build(settings, client=client, full=True)
+    planned_at = time.perf_counter()
+    run_ = ray_engine.embed_on_ray(settings, planned)
+    merged_at = time.perf_counter()
+    result = merge_build(settings, planned.plan, client=client)
+    finished = time.perf_counter()
+    assert result.published and result.count == count, result.line()
+    assert run_.workers == RAY_CPUS, run_
+    work = (planned_at - started) + run_.seconds + (finished - merged_at)
+    return count / work, count / (finished - started), run_
 
 
 def _upload(client: s3.S3Client, count: int) -> None:

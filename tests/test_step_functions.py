@@ -155,9 +155,7 @@ def test_a_shard_that_keeps_failing_is_left_for_the_next_build(
     assert again["state"] == "published" and again["count"] == 24 and again["embedded"] == 1
 
 
-def test_an_execution_while_another_build_holds_the_lease_does_nothing(
-    client, build_env
-) -> None:
+def test_an_execution_while_another_build_holds_the_lease_does_nothing(client, build_env) -> None:
     from image_search.storage import lease
 
     bucket = build_env
