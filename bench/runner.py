@@ -56,7 +56,7 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
 
             LOG.info("(6) engines: %d JPEGs, local and Ray", sizes.engine_images)
             engines.run(
-                report, embedder=embedder, count=sizes.engine_images, rounds=sizes.build_rounds
+                report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
             )
         if "search" not in sections and "coldstart" not in sections:
             return

@@ -1,17 +1,16 @@
 """(7) The build's plan and merge stages at N images: seconds and peak memory.
 
 In the moto S3 server: a published build of 95% of the images (clustered 512-d vectors, as
-ViT-B/32 gives). The listing is synthetic (moto would take ages to hold a million objects): the
-published images, 1% of them changed (new ETag), and 5% new ones. The plan diffs it, cuts the
-shards and saves the plan; synthetic shard results then stand in for the embedding; the merge
-reads the previous vectors and every shard's, builds the index (``auto``: ``ivf-sq8`` above
-20,000), publishes and deletes the work files. Each stage runs in a fresh process, whose peak
-resident memory is its ``ru_maxrss``.
+ViT-B/32 gives, and its ``auto`` index). The listing is synthetic (moto would take ages to hold
+a million objects): the published images, 1% of them changed (new ETag), and 5% new ones. The
+plan reads and checks the previous build, diffs, cuts the shards and saves the plan; synthetic
+shard results then stand in for the embedding; the merge reads the previous vectors and every
+shard's, builds the index (``auto``: ``ivf-sq8`` above 20,000), publishes and deletes the work
+files. Each stage runs in a fresh process, whose peak resident memory is its ``ru_maxrss``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import subprocess
@@ -23,8 +22,9 @@ import numpy as np
 from bench import data
 from bench.stats import Report, Rounds, Row
 from image_search.build import work
+from image_search.index import faiss_index
 from image_search.model.vectors import normalise
-from image_search.storage import layout, s3
+from image_search.storage import artefacts, layout, s3
 from image_search.storage.manifest import Item, Metadata, folder_ranges
 
 LOG = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ def _listing(count: int) -> list[s3.S3Object]:
 
 
 def _publish_previous(client: s3.S3Client, *, bucket: str, count: int) -> None:
-    """Metadata, embeddings and pointer of a build of ``count`` images (no index: the build
-    stages never read it)."""
+    """A published build of ``count`` images, as the product publishes it (``auto`` index)."""
     items = sorted(
         (
             Item(key=_key(r), folder=s3.folder_of(_key(r)), etag=f"{r:032x}", size=60_000)
@@ -142,28 +141,27 @@ def _publish_previous(client: s3.S3Client, *, bucket: str, count: int) -> None:
         key=lambda item: (item.folder, item.key),
     )
     vectors = data.clustered(count)
+    index_type = faiss_index.choose_type("auto", count)
     metadata = Metadata(
         build_id=layout.new_build_id(),
         model=MODEL,
         dim=vectors.shape[1],
-        index_type="ivf-sq8",
+        index_type=index_type,
         count=count,
         bucket=bucket,
         folders=folder_ranges(items),
         items=items,
     )
-    pointer = layout.pointer_for(PREFIX, metadata.build_id)
-    assert pointer.embeddings_key is not None
-    buffer = io.BytesIO()
-    np.save(buffer, vectors, allow_pickle=False)
-    del vectors
-    binary = "application/octet-stream"
-    for key, body, kind in (
-        (pointer.embeddings_key, buffer.getvalue(), binary),
-        (pointer.metadata_key, metadata.model_dump_json().encode(), "application/json"),
-        (layout.pointer_key(PREFIX), pointer.model_dump_json().encode(), "application/json"),
-    ):
-        s3.put_bytes(client, bucket=bucket, key=key, data=body, content_type=kind)
+    artefacts.publish(
+        client,
+        bucket=bucket,
+        index_prefix=PREFIX,
+        metadata=metadata,
+        index=faiss_index.build(vectors, index_type=index_type),
+        vectors=vectors,
+        keep_builds=3,
+        pointer_etag=None,
+    )
 
 
 def _fake_shard_results(client: s3.S3Client, *, bucket: str, plan_id: object) -> int:
