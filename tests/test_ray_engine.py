@@ -142,3 +142,24 @@ def worker_pids(title: str) -> list[int]:
 
 def images_fetched(proxy: S3Proxy) -> int:
     return sum(count for key, count in proxy.gets.items() if key.endswith(".png"))
+
+
+@pytest.mark.slow
+def test_the_command_line_builds_on_a_ray_it_starts(client, bucket, tmp_path) -> None:
+    """``scripts/build_index.py --engine ray`` with no address: a Ray of its own, then one line."""
+    import subprocess
+    import sys
+
+    for i in range(6):
+        put(client, bucket, f"nature/n{i}.png", encode(random_image(i)))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_index.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--engine", "ray", "--shard-size", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = done.stdout.strip().splitlines()
+    assert line.startswith("published ") and " count=6 " in line and " embedded=6 " in line
+    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is not None

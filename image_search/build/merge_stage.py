@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,45 +44,28 @@ def merge_build(
     the plan read it (``PublishConflictError``).
     """
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-    results = work.in_parallel(
-        lambda ref: work.load_result(client, shard_id=ref.shard_id, **where), plan.shards
-    )
-    finished: list[work.ShardResult] = []
-    skipped = list(plan.still_broken)
-    embedded = resumed = 0
-    for ref, result in zip(plan.shards, results, strict=True):
-        if result is None or result.model != plan.model:
-            skipped.extend(_unfinished(client, settings, ref.shard_id))
-            continue
-        finished.append(result)
-        skipped.extend(result.skipped)
-        if result.plan_id == plan.plan_id:
-            embedded += len(result.rows)
-        else:
-            resumed += len(result.rows)
-
-    items = [*_items(plan.reused), *(item for r in finished for item in _items(r.rows))]
-    previous = _previous_metadata(client, settings, plan)
-    report = tally(
-        previous, sorted(items, key=_order), skipped=skipped, embedded=embedded + resumed
-    )
-    report.embedded, report.resumed = embedded, resumed
-    if not items:
+    shards = _collect(client, settings, plan)
+    found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
+    if not found:
         raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
+    order = sorted(range(len(found)), key=lambda i: (found[i].folder, found[i].key))
+    items = [found[i] for i in order]  # the listing's order, which is the index's
+    previous = _previous_metadata(client, settings, plan)
+    done = shards.embedded + shards.resumed
+    report = tally(previous, items, skipped=shards.skipped, embedded=done)
+    report.embedded, report.resumed = shards.embedded, shards.resumed
     report.index_type = faiss_index.choose_type(settings.index_type, len(items))
     if not plan.full and same_as_previous(
-        previous, sorted(items, key=_order), index_type=report.index_type, model=settings.model
+        previous, items, index_type=report.index_type, model=settings.model
     ):
         assert previous is not None
         report.build_id = previous.build_id
         work.clean(client, plan=plan, **where)
         return report
 
-    order = sorted(range(len(items)), key=lambda i: _order(items[i]))
-    position = np.empty(len(items), dtype=np.int64)
-    position[order] = np.arange(len(items))
-    matrix = _gather(client, settings, plan, finished, position)
-    items = [items[i] for i in order]
+    position = np.empty(len(found), dtype=np.int64)
+    position[order] = np.arange(len(found))
+    matrix = _gather(client, settings, plan, shards.finished, position)
     index = faiss_index.build(matrix, index_type=report.index_type)
     metadata = Metadata(
         build_id=layout.new_build_id(),
@@ -112,9 +96,37 @@ def merge_build(
     return report
 
 
-def _order(item: Item) -> tuple[str, str]:
-    """The listing's order, which is the index's: by folder, then key."""
-    return (item.folder, item.key)
+@dataclass
+class _Shards:
+    finished: list[work.ShardResult] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    embedded: int = 0  # vectors the shards of this plan's run embedded
+    resumed: int = 0  # vectors from shards an earlier, interrupted run finished
+
+
+def _collect(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> _Shards:
+    """Every shard's result, in plan order; a shard without one has its images skipped."""
+    results = work.in_parallel(
+        lambda ref: work.load_result(
+            client,
+            bucket=settings.bucket,
+            index_prefix=settings.index_prefix,
+            shard_id=ref.shard_id,
+        ),
+        plan.shards,
+    )
+    shards = _Shards(skipped=list(plan.still_broken))
+    for ref, result in zip(plan.shards, results, strict=True):
+        if result is None or result.model != plan.model:
+            shards.skipped.extend(_unfinished(client, settings, ref.shard_id))
+            continue
+        shards.finished.append(result)
+        shards.skipped.extend(result.skipped)
+        if result.plan_id == plan.plan_id:
+            shards.embedded += len(result.rows)
+        else:
+            shards.resumed += len(result.rows)
+    return shards
 
 
 def _previous_metadata(
