@@ -132,30 +132,14 @@ def load_vectors(client: s3.S3Client, *, bucket: str, pointer: Pointer) -> tuple
     )
     if pointer.embeddings_key is None:
         return metadata, EMPTY_VECTORS
-    vectors = _npy_view(s3.get_bytes(client, bucket=bucket, key=pointer.embeddings_key))
+    data = s3.get_bytes(client, bucket=bucket, key=pointer.embeddings_key)
+    vectors = np.load(io.BytesIO(data), allow_pickle=False)
     if vectors.shape != (metadata.count, metadata.dim) or not np.isfinite(vectors).all():
         raise IndexMismatchError(
             f"build {metadata.build_id}: embeddings of shape {vectors.shape} do not match "
             f"{metadata.count} x {metadata.dim}"
         )
     return metadata, vectors.astype(np.float32, copy=False)
-
-
-def _npy_view(data: bytes) -> np.ndarray:
-    """The array of a .npy file as a read-only view of its bytes: ``np.load`` would copy them,
-    and a million 512-d vectors are 2 GB (the build's merge must fit in one Lambda)."""
-    stream = io.BytesIO(data)
-    major, _ = np.lib.format.read_magic(stream)
-    if major not in (1, 2):
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    header = (
-        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran_order, dtype = header(stream)
-    if fortran_order or dtype.hasobject:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    count = int(np.prod(shape))
-    return np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell()).reshape(shape)
 
 
 def _npy(vectors: Vectors) -> bytes:
