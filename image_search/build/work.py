@@ -44,8 +44,9 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ["BuildPlan", "HeldLease", "Rows", "ShardInput", "ShardRef", "ShardResult"]
 
-# Work files are small and many (one per shard): fetch them side by side.
-PARALLEL_REQUESTS = 16
+# Work files are small and many (one per shard): fetch them side by side, within the S3
+# client's default pool of 10 connections.
+PARALLEL_REQUESTS = 8
 JSON = "application/json"
 T = TypeVar("T")
 R = TypeVar("R")
