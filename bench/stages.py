@@ -1,12 +1,13 @@
 """(7) The build's plan and merge stages at N images: seconds and peak memory.
 
-In the moto S3 server: a published build of 95% of the images (clustered 512-d vectors, as
-ViT-B/32 gives, and its ``auto`` index). The listing is synthetic (moto would take ages to hold
-a million objects): the published images, 1% of them changed (new ETag), and 5% new ones. The
-plan reads and checks the previous build, diffs, cuts the shards and saves the plan; synthetic
-shard results then stand in for the embedding; the merge reads the previous vectors and every
-shard's, builds the index (``auto``: ``ivf-sq8`` above 20,000), publishes and deletes the work
-files. Each stage runs in a fresh process, whose peak resident memory is its ``ru_maxrss``.
+In the moto S3 server: a published build of 95% of the images (``serving.publish_synthetic``:
+clustered 512-d vectors, as ViT-B/32 gives, and their ``auto`` index). The listing is synthetic
+(moto would take ages to hold a million objects): the published images, 1% of them changed (new
+ETag), and 5% new ones. The plan reads and checks the previous build, diffs, cuts the shards and
+saves the plan; synthetic shard results then stand in for the embedding; the merge reads the
+previous vectors and every shard's, builds the index (``auto``: ``ivf-sq8`` above 20,000),
+publishes and deletes the work files. Each stage runs in a fresh process, whose peak resident
+memory is its ``ru_maxrss``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from bench import data
+from bench.serving import FOLDERS, publish_synthetic
+from bench.serving import INDEX_PREFIX as PREFIX
 from bench.stats import Report, Rounds, Row
 from image_search.build import work
-from image_search.index import faiss_index
 from image_search.model.vectors import normalise
-from image_search.storage import artefacts, layout, s3
-from image_search.storage.manifest import Item, Metadata, folder_ranges
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "index/"
 MODEL = "bench/clip-vit-b32"
-FOLDERS = 4
 CHANGED_EVERY = 100  # 1% of the published images have a new ETag
 NEW_SHARE = 0.05
 
@@ -49,9 +48,7 @@ print(json.dumps(result))
 
 def run(report: Report, *, count: int) -> None:
     client = s3.make_client()
-    bucket = f"bench-stages-{count}"
-    client.create_bucket(Bucket=bucket)
-    _publish_previous(client, bucket=bucket, count=_published(count))
+    bucket = publish_synthetic(client, count=_published(count), model=MODEL).bucket
     plan = _stage("plan", bucket=bucket, count=count)
     shards = _fake_shard_results(client, bucket=bucket, plan_id=plan["plan_id"])
     merge = _stage("merge", bucket=bucket, count=count, plan_id=plan["plan_id"])
@@ -114,7 +111,8 @@ def _published(count: int) -> int:
 
 
 def _key(row: int) -> str:
-    return f"folder{row % FOLDERS}/img-{row:07d}.jpg"
+    """The key ``publish_synthetic`` gives row ``row``."""
+    return f"{FOLDERS[row % len(FOLDERS)]}/img-{row:07d}.jpg"
 
 
 def _listing(count: int) -> list[s3.S3Object]:
@@ -129,39 +127,6 @@ def _listing(count: int) -> list[s3.S3Object]:
         for row in range(count)
     ]
     return sorted(objects, key=lambda obj: (obj.folder, obj.key))
-
-
-def _publish_previous(client: s3.S3Client, *, bucket: str, count: int) -> None:
-    """A published build of ``count`` images, as the product publishes it (``auto`` index)."""
-    items = sorted(
-        (
-            Item(key=_key(r), folder=s3.folder_of(_key(r)), etag=f"{r:032x}", size=60_000)
-            for r in range(count)
-        ),
-        key=lambda item: (item.folder, item.key),
-    )
-    vectors = data.clustered(count)
-    index_type = faiss_index.choose_type("auto", count)
-    metadata = Metadata(
-        build_id=layout.new_build_id(),
-        model=MODEL,
-        dim=vectors.shape[1],
-        index_type=index_type,
-        count=count,
-        bucket=bucket,
-        folders=folder_ranges(items),
-        items=items,
-    )
-    artefacts.publish(
-        client,
-        bucket=bucket,
-        index_prefix=PREFIX,
-        metadata=metadata,
-        index=faiss_index.build(vectors, index_type=index_type),
-        vectors=vectors,
-        keep_builds=3,
-        pointer_etag=None,
-    )
 
 
 def _fake_shard_results(client: s3.S3Client, *, bucket: str, plan_id: object) -> int:
