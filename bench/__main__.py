@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "build", "search", "coldstart", "engines", "stages")
+SECTIONS = ("scale", "duplicates", "build", "search", "coldstart", "engines", "stages")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Sizes:
     text_requests: int
     image_requests: int
     cold_rounds: int
+    duplicate_counts: tuple[int, ...]
     engine_images: int
     engine_rounds: int
     stage_images: int
@@ -33,10 +34,29 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, 512, 3, 1_000_000),
-    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, 96, 2, 100_000),
+    "full": Sizes(
+        1_000_000,
+        200,
+        3,
+        512,
+        2,
+        (10_000, 100_000),
+        5,
+        10,
+        6,
+        3,
+        (100_000, 1_000_000),
+        512,
+        3,
+        1_000_000,
+    ),
+    "quick": Sizes(
+        100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, (100_000,), 96, 2, 100_000
+    ),
     # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
-    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, 16, 1, 3_000, tiny_model=True),
+    "smoke": Sizes(
+        3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, (3_000, 30_000), 16, 1, 3_000, tiny_model=True
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""(6) Engines: the local engine against Ray with 2 workers, on the same S3 bucket in one run.
+"""(7) Engines: the local engine against Ray with 2 workers, on the same S3 bucket in one run.
 
 Both run the product's three stages over the same JPEGs in the moto S3 server: plan, every shard
 re-embedded (``full``), merge and publish. The local engine embeds with torch's threads over both

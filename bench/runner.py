@@ -25,14 +25,19 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             queries=sizes.scale_queries,
             rounds=sizes.scale_rounds,
         )
+    if "duplicates" in sections:
+        from bench import duplicates
+
+        LOG.info("(6) near-duplicate pass: %s vectors", sizes.duplicate_counts)
+        duplicates.run(report, counts=sizes.duplicate_counts)
     if "stages" in sections:
         from bench import stages
         from bench.s3server import s3_server
 
-        LOG.info("(7) build stages: %d images", sizes.stage_images)
+        LOG.info("(8) build stages: %d images", sizes.stage_images)
         with s3_server():
             stages.run(report, count=sizes.stage_images)
-    rest = [name for name in sections if name not in ("scale", "stages")]
+    rest = [name for name in sections if name not in ("scale", "duplicates", "stages")]
     if not rest:
         return
 
@@ -54,7 +59,7 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
         if "engines" in sections:
             from bench import engines
 
-            LOG.info("(6) engines: %d JPEGs, local and Ray", sizes.engine_images)
+            LOG.info("(7) engines: %d JPEGs, local and Ray", sizes.engine_images)
             engines.run(
                 report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
             )

@@ -1,4 +1,4 @@
-"""(7) The build's plan and merge stages at N images: seconds and peak memory.
+"""(8) The build's plan and merge stages at N images: seconds and peak memory.
 
 In the moto S3 server: a published build of 95% of the images (``serving.publish_synthetic``:
 clustered 512-d vectors, as ViT-B/32 gives, and their ``auto`` index). The listing is synthetic

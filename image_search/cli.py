@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from image_search.config import ENGINES, INDEX_TYPES
+from image_search.config import ENGINES, INDEX_TYPES, LogSettings
 from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
+from image_search.observe import logs
 
 if TYPE_CHECKING:
     from image_search.build.report import BuildReport
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="sample photos on an embedded S3, served with the page")
     add_demo_arguments(demo)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    service = logs.BUILD if args.command == "build" else logs.API
+    logs.configure(service, log_format=LogSettings().log_format)
     if args.command == "build":
         return run_build_command(args)
     if args.command == "demo":

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # for at most this long (storage/lease.py). On Step Functions, where nothing runs between
     # the states to renew it, the plan takes it for the whole execution (template.yaml).
     build_lease_seconds: float = Field(default=300.0, ge=1)
+    # Near-duplicates: the lowest cosine a build records (see docs/duplicates.md for the choice).
+    duplicate_score: float = Field(default=0.95, ge=0.5, le=1.0)
     # Images per shard: the unit of work an engine hands out and of resuming an interrupted build.
     shard_size: int = Field(default=1000, ge=1, le=100_000)
     engine: Engine = "local"
@@ -63,6 +65,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
+    text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
 
     @field_validator("index_type", mode="before")
     @classmethod
@@ -112,6 +115,16 @@ class Settings(BaseSettings):
     @classmethod
     def _cap_presign(cls, value: int) -> int:
         return min(value, MAX_PRESIGN_SECONDS)
+
+
+class LogSettings(BaseSettings):
+    """How logs are written; apart from ``Settings`` so logging is set up before a bad setting
+    (a missing bucket) has to be reported through it."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGE_SEARCH_", extra="ignore")
+
+    # auto: JSON lines and EMF metrics on Lambda, readable text elsewhere.
+    log_format: Literal["auto", "text", "json"] = "auto"
 
 
 @lru_cache(maxsize=1)

@@ -61,3 +61,11 @@ class UnknownFolderError(ImageSearchError):
 
 class UnknownKeyError(ImageSearchError):
     """An image key that is not in the index."""
+
+
+class UnknownPrefixError(UnknownFolderError):
+    """A key prefix that no indexed image starts with (answered like an unknown folder)."""
+
+
+class DuplicatesUnavailableError(ImageSearchError):
+    """The served build holds no near-duplicate groups (made before they were computed)."""

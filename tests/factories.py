@@ -192,3 +192,17 @@ def mpo_bytes(seed: int) -> bytes:
         save_all=True,
         append_images=[random_image(seed + 1, size=(24, 20))],
     )
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that the handlers and Powertools read."""
+
+    function_name = "image-search-test"
+    memory_limit_in_mb = 3008
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:image-search-test"
+
+    def __init__(self, request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678") -> None:
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000

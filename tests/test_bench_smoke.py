@@ -79,3 +79,12 @@ def test_stages_section_measures_plan_and_merge(tmp_path: Path) -> None:
         assert rows[name]["value"] > 0 and rows[name]["unit"] == "s"
     for name in ("plan peak memory", "merge peak memory"):
         assert rows[name]["value"] > 0 and rows[name]["unit"] == "MiB"
+
+
+def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path, "--only", "duplicates")
+    rows = {(row["group"], row["name"]): row["value"] for row in document["rows"]}
+    for size in ("3k", "30k"):  # the exact scan, then buckets by coarse centroid
+        group = f"duplicates {size} (cosine ≥ 0.95)"
+        assert rows[(group, "pass")] > 0 and rows[(group, "peak resident during the pass")] > 0
+        assert rows[(group, "planted copies found")] == 1.0

@@ -156,13 +156,19 @@ def test_every_route_goes_to_the_search_function_with_payload_v2() -> None:
             assert integration["timeoutInMillis"] <= API_GATEWAY_LIMIT_MS
 
 
-def test_uploads_reach_the_function_as_binary() -> None:
-    """REST APIs need BinaryMediaTypes for multipart bodies; an HTTP API base64-encodes them."""
-    rest = resources("AWS::ApiGateway::RestApi")
-    for api in rest.values():
-        binary = set(api["Properties"].get("BinaryMediaTypes", []))
-        assert {"multipart/form-data", "image/*"} <= {t.replace("~1", "/") for t in binary}
-    assert rest or resources("AWS::ApiGatewayV2::Api"), "no API at all"
+def test_uploads_reach_the_function_base64_encoded_as_in_the_replayed_event() -> None:
+    """An uploaded image must reach the function byte for byte. The template's HTTP API sends
+    payload format 2.0, which base64-encodes any body that is not text with nothing to configure
+    (a REST API would need BinaryMediaTypes, and corrupts uploads without them); that is the
+    format of tests/events/http-upload.json, which test_lambda_http.py replays and finds intact."""
+    (api,) = resources("AWS::ApiGatewayV2::Api").values()
+    upload = api["Properties"]["Body"]["paths"]["/image_search/search_by_image"]["post"]
+    assert upload["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"
+    assert resources("AWS::ApiGateway::RestApi") == {}, "a REST API needs BinaryMediaTypes"
+    event = json.loads((ROOT / "tests/events/http-upload.json").read_text())
+    assert (event["version"], event["isBase64Encoded"]) == ("2.0", True)
+    assert event["routeKey"] == "POST /image_search/search_by_image"
+    assert event["headers"]["content-type"].startswith("multipart/form-data; boundary=")
 
 
 # ---- functions, schedule, limits ----------------------------------------------------------

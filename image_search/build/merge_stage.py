@@ -1,8 +1,9 @@
 """Stage 3: the reused vectors and the shards' results → one FAISS index → publish → clean up.
 
-Items are ordered by (folder, key), as the listing is, so every engine publishes the same index
-for the same bucket. A shard without a result (Step Functions tolerates a few failed shards)
-leaves its images out of this build, listed as skipped; the next build embeds them.
+Items are ordered by key, so every key prefix (a folder at any depth) is one contiguous id
+range, and every engine publishes the same index for the same bucket. A shard without a result
+(Step Functions tolerates a few failed shards) leaves its images out of this build, listed as
+skipped; the next build embeds them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from image_search.build import work
+from image_search.build.duplicates import publish_groups
 from image_search.build.plan import same_as_previous, tally
 from image_search.build.report import BuildReport
 from image_search.config import Settings
@@ -48,15 +50,15 @@ def merge_build(
     found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
     if not found:
         raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
-    order = sorted(range(len(found)), key=lambda i: (found[i].folder, found[i].key))
-    items = [found[i] for i in order]  # the listing's order, which is the index's
+    order = sorted(range(len(found)), key=lambda i: found[i].key)
+    items = [found[i] for i in order]
     previous = _previous_metadata(client, settings, plan)
     done = shards.embedded + shards.resumed
     report = tally(previous, items, skipped=shards.skipped, embedded=done)
     report.embedded, report.resumed = shards.embedded, shards.resumed
     report.index_type = faiss_index.choose_type(settings.index_type, len(items))
     if not plan.full and same_as_previous(
-        previous, items, index_type=report.index_type, model=settings.model
+        previous, items, index_type=report.index_type, settings=settings
     ):
         assert previous is not None
         report.build_id = previous.build_id
@@ -67,8 +69,14 @@ def merge_build(
     position[order] = np.arange(len(found))
     matrix = _gather(client, settings, plan, shards.finished, position)
     index = faiss_index.build(matrix, index_type=report.index_type)
+    build_id = layout.new_build_id()
+    if held is not None:
+        held.ensure_held()
+    groups = publish_groups(
+        settings, client=client, build_id=build_id, items=items, vectors=matrix, index=index
+    )
     metadata = Metadata(
-        build_id=layout.new_build_id(),
+        build_id=build_id,
         model=settings.model,
         dim=matrix.shape[1],
         index_type=report.index_type,
@@ -77,6 +85,8 @@ def merge_build(
         folders=folder_ranges(items),
         items=items,
         skipped=report.skipped,
+        sorted_by="key",
+        duplicates=groups,
     )
     if held is not None:
         held.ensure_held()
@@ -92,6 +102,7 @@ def merge_build(
     deleted = work.clean(client, plan=plan, **where)
     LOG.info("build %s published; %d work file(s) deleted", metadata.build_id, deleted)
     report.build_id = metadata.build_id
+    report.duplicate_groups = groups.groups if groups else None
     report.published = True
     return report
 

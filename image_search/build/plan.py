@@ -32,9 +32,10 @@ class Plan:
 
     @property
     def items(self) -> list[Item]:
-        """What the index would hold if every object to embed decoded."""
+        """What the index would hold if every object to embed decoded, in its order (by key)."""
         broken = {s.key for s in self.still_broken}
-        return [item_of(obj) for obj in self.objects if obj.key not in broken]
+        kept = [item_of(obj) for obj in self.objects if obj.key not in broken]
+        return sorted(kept, key=lambda item: item.key)
 
 
 def diff(settings: Settings, objects: list[s3.S3Object], last: Previous, *, full: bool) -> Plan:
@@ -84,10 +85,21 @@ def tally(
 
 
 def same_as_previous(
-    previous: Metadata | None, items: list[Item], *, index_type: str, model: str
+    previous: Metadata | None, items: list[Item], *, index_type: str, settings: Settings
 ) -> bool:
-    """The last build already holds exactly these items, built the same way."""
-    if previous is None or previous.model != model:
+    """The last build already holds exactly these items, built the same way.
+
+    A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
+    another score) is published again, so prefixes become single ranges and groups appear.
+    """
+    if previous is None or previous.model != settings.model:
         return False
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
-    return same_items and canonical_index_type(previous.index_type) == index_type
+    groups = previous.duplicates
+    current_layout = (
+        previous.sorted_by == "key"
+        and groups is not None
+        and groups.min_score == settings.duplicate_score
+    )
+    same_index = canonical_index_type(previous.index_type) == index_type
+    return same_items and current_layout and same_index

@@ -98,7 +98,7 @@ def _unchanged(settings: Settings, plan: Plan, *, full: bool, report: BuildRepor
     if full or plan.todo or not report.count:
         return False
     index_type = faiss_index.choose_type(settings.index_type, report.count)
-    if not same_as_previous(plan.previous, plan.items, index_type=index_type, model=settings.model):
+    if not same_as_previous(plan.previous, plan.items, index_type=index_type, settings=settings):
         return False
     report.index_type = index_type
     return True

@@ -26,6 +26,7 @@ class BuildReport:
     resumed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     index_type: str | None = None
+    duplicate_groups: int | None = None  # None: not computed (nothing published, or it failed)
     seconds: float = 0.0
 
     @property
@@ -49,6 +50,7 @@ class BuildReport:
             "skipped": len(self.skipped),
             "skipped_examples": [s.model_dump() for s in self.skipped[:SUMMARY_SKIPPED]],
             "index_type": self.index_type,
+            "duplicate_groups": self.duplicate_groups,
             "seconds": round(self.seconds, 1),
         }
 
@@ -56,6 +58,12 @@ class BuildReport:
         """The summary on one line: ``published build=… count=… …``."""
         fields = self.summary()
         state = fields.pop("state")
-        for detail in ("complete", "published", "skipped_examples", "index_type"):
+        for detail in (
+            "complete",
+            "published",
+            "skipped_examples",
+            "index_type",
+            "duplicate_groups",
+        ):
             fields.pop(detail)
         return " ".join([state, *(f"{name}={value}" for name, value in fields.items())])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -124,7 +125,10 @@ def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
                 "index build %s abandoned; its finished shards wait for the next", plan.plan_id
             )
             return {"state": "abandoned", "plan_id": plan.plan_id}
-        summary = merge_build(settings, plan, client=client, held=held).summary()
+        report = merge_build(settings, plan, client=client, held=held)
+        # The build's time is the execution's, from the plan to now.
+        report.seconds = (datetime.now(UTC) - plan.created_at).total_seconds()
+        summary = report.summary()
     finally:
         if held is not None:
             held.release()

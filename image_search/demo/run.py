@@ -90,7 +90,8 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     host, port = listener.getsockname()[:2]
     print(f"search page and API: http://{host}:{port}{service.settings.api_prefix}/", flush=True)
     print("press Ctrl-C to stop", flush=True)
-    config = uvicorn.Config(create_app(), log_level="warning", lifespan="off")
+    # The lifespan starts the timer that picks up builds published while the demo runs.
+    config = uvicorn.Config(create_app(), log_level="warning", lifespan="on")
     try:
         uvicorn.Server(config).run(sockets=[listener])
     except KeyboardInterrupt:

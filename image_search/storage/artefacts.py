@@ -60,6 +60,8 @@ def publish(
     pointer = pointer_for(index_prefix, metadata.build_id)
     assert pointer.embeddings_key is not None
     files = [pointer.embeddings_key, pointer.index_key, pointer.metadata_key]
+    if metadata.duplicates is not None:  # uploaded by the build beforehand
+        files.append(metadata.duplicates.key)
     put = s3.put_bytes
     put(client, bucket=bucket, key=pointer.embeddings_key, data=_npy(vectors), content_type=BINARY)
     put(

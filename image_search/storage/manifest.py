@@ -34,6 +34,14 @@ class Skipped(BaseModel):
     cause: Literal["image", "download"] = "download"
 
 
+class DuplicatesRef(BaseModel):
+    """Where a build's near-duplicate groups are, and the score they were found at."""
+
+    key: str
+    min_score: float
+    groups: int
+
+
 class Metadata(BaseModel):
     schema_version: int = SCHEMA_VERSION
     build_id: str
@@ -47,6 +55,10 @@ class Metadata(BaseModel):
     folders: dict[str, tuple[int, int]]
     items: list[Item]
     skipped: list[Skipped] = []
+    # "key": items sorted by key, so every key prefix is one id range. Builds without the field
+    # were sorted by (folder, key): each folder's range is sorted by key.
+    sorted_by: Literal["key", "folder"] = "folder"
+    duplicates: DuplicatesRef | None = None  # None: made before duplicates were computed
 
     def check(self, *, index_count: int, index_dim: int) -> None:
         """Refuse artefacts that disagree with each other or come from newer code."""
