@@ -170,3 +170,26 @@ def test_an_execution_while_another_build_holds_the_lease_does_nothing(client, b
     other.release()
     again = Execution(client, bucket, real_handlers()).run(recorded("sfn-execution-input.json"))
     assert again["state"] == "published"
+
+
+def test_an_empty_bucket_fails_the_execution(client, build_env) -> None:
+    """Raising (not returning an error summary) is what makes the execution fail and alarm."""
+    from image_search.errors import NoImagesError
+
+    with pytest.raises(NoImagesError):
+        Execution(client, build_env, real_handlers()).run(recorded("sfn-execution-input.json"))
+    assert not work_files(client, build_env)  # nothing planned, and the lease given back
+
+
+def test_a_shard_function_loads_the_model_once_per_process(client, build_env) -> None:
+    from image_search.model.cache import _embedder
+
+    for i in range(12):
+        put(client, build_env, f"animals/a{i:02d}.png", encode(random_image(i)))
+    execution = Execution(client, build_env, real_handlers())
+    before = _embedder.cache_info()
+    execution.run(recorded("sfn-execution-input.json"))
+    after = _embedder.cache_info()
+    shards = len(execution.payloads["EmbedShardFunction"])
+    assert shards > 1 and after.misses <= before.misses + 1
+    assert after.hits + after.misses == before.hits + before.misses + shards
