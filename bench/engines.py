@@ -120,7 +120,7 @@ def _ray(
 ) -> tuple[float, float, ray_engine.RayRun]:
     """Images/s without and with the actors' start-up, and the run's details."""
     started = time.perf_counter()
-    planned = plan_build(settings, client=client, full=True)
+    planned = plan_build(settings, client=client, model=settings.model, full=True)
     planned_at = time.perf_counter()
     run_ = ray_engine.embed_on_ray(settings, planned)
     merged_at = time.perf_counter()

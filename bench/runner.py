@@ -41,7 +41,7 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
     if not rest:
         return
 
-    from bench import coldstart, latency, throughput
+    from bench import coldstart, latency, runtimes, throughput
     from bench.model import benchmark_model
     from bench.s3server import s3_server
     from bench.serving import publish_synthetic
@@ -63,12 +63,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             engines.run(
                 report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
             )
-        if "search" not in sections and "coldstart" not in sections:
+        if not {"search", "coldstart", "runtimes"} & set(sections):
             return
         client = s3.make_client()
+        # The runtimes section alone needs one index (the smallest) for its server cold start.
+        serving = {"search", "coldstart"} & set(sections)
+        counts = sizes.search_indexes if serving else sizes.search_indexes[:1]
         published = [
-            publish_synthetic(client, count=count, model=embedder.source)
-            for count in sizes.search_indexes
+            publish_synthetic(client, count=count, model=embedder.source) for count in counts
         ]
         if "search" in sections:
             for index in published:
@@ -86,4 +88,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             LOG.info("(4) cold start")
             coldstart.run(
                 report, embedder=embedder, published=published[-1], rounds=sizes.cold_rounds
+            )
+        if "runtimes" in sections:
+            LOG.info("(6) runtimes: torch against ONNX Runtime")
+            runtimes.run(
+                report,
+                model=model,
+                work=work / "runtimes",
+                samples=sizes.runtime_samples,
+                rounds=sizes.runtime_rounds,
+                published=published[0],
             )

@@ -79,7 +79,7 @@ def child(stage: str, *, bucket: str, count: int, plan_id: str) -> dict[str, obj
     settings = Settings(bucket=bucket, model=MODEL, index_prefix=PREFIX)
     client = s3.make_client(max_connections=work.PARALLEL_REQUESTS)
     if stage == "plan":
-        planned = plan_listing(settings, _listing(count), client=client)
+        planned = plan_listing(settings, _listing(count), client=client, model=MODEL)
         return {
             "plan_id": planned.plan.plan_id,
             "todo": sum(len(shard.objects) for shard in planned.shards),

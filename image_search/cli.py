@@ -1,16 +1,18 @@
-"""Command line: ``python -m image_search build|serve|demo`` and ``scripts/build_index.py``."""
+"""Command line: ``python -m image_search build|serve|demo|export``, ``scripts/build_index.py``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from image_search.config import ENGINES, INDEX_TYPES, LogSettings
+from image_search.config import DEFAULT_MODEL, ENGINES, INDEX_TYPES, LogSettings
 from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
@@ -28,6 +30,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="bucket holding the images (IMAGE_SEARCH_BUCKET)")
     parser.add_argument("--folders", help="comma list of folders to index (default: all)")
     parser.add_argument("--model", help="model id, local directory or s3:// directory")
+    parser.add_argument(
+        "--runtime", choices=["auto", "onnx", "torch"], help="IMAGE_SEARCH_RUNTIME (default auto)"
+    )
     parser.add_argument("--index-type", choices=INDEX_TYPES, help="ivfpq: alias of ivf-sq8")
     parser.add_argument("--full", action="store_true", help="re-embed every image")
     parser.add_argument(
@@ -57,6 +62,7 @@ def run_build_command(args: argparse.Namespace) -> int:
         "bucket": args.bucket,
         "folders": args.folders,
         "model": args.model,
+        "runtime": args.runtime,
         "index_type": args.index_type,
         "batch_size": args.batch_size,
         "download_workers": args.workers,
@@ -102,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     demo = commands.add_parser("demo", help="sample photos on an embedded S3, served with the page")
     add_demo_arguments(demo)
+    export = commands.add_parser("export", help="export a CLIP model to ONNX for the ONNX runtime")
+    export.add_argument(
+        "--model",
+        default=os.environ.get("IMAGE_SEARCH_MODEL", DEFAULT_MODEL),
+        help="model id, local directory or s3:// directory (default: IMAGE_SEARCH_MODEL)",
+    )
+    export.add_argument("--output", required=True, help="local or s3:// directory to write")
     args = parser.parse_args(argv)
     service = logs.BUILD if args.command == "build" else logs.API
     logs.configure(service, log_format=LogSettings().log_format)
@@ -119,6 +132,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "serve":
         return run_serve(host=args.host, port=args.port)
+    if args.command == "export":
+        return run_export(model=args.model, output=args.output)
+    return 0
+
+
+def run_export(*, model: str, output: str) -> int:
+    """Write the ONNX export of ``model`` to ``output``; one line on success or failure."""
+    from image_search.config import Settings
+
+    try:  # torch and transformers: the full install has them, the Lambda image does not
+        from image_search.model.export import export
+    except ImportError as exc:
+        return fail(f"export needs torch and transformers (pip install -r requirements.txt): {exc}")
+    default_cache = Settings.model_fields["model_cache_dir"].default
+    cache_dir = Path(os.environ.get("IMAGE_SEARCH_MODEL_CACHE_DIR") or default_cache)
+    try:
+        manifest = export(model, output, cache_dir=cache_dir)
+    except ImageSearchError as exc:
+        return fail(str(exc))
+    print(
+        f"exported {manifest.source} (dim {manifest.dim}) to {output}; "
+        f"serve it with IMAGE_SEARCH_MODEL={output}"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 CommaList = Annotated[list[str], NoDecode]
+Runtime = Literal["auto", "onnx", "torch"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8"]
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     model_cache_dir: Path = Path(gettempdir()) / "image-search-models"
     device: str = "auto"
+    # auto: ONNX Runtime when the model is an export (or has one in its onnx/), else torch.
+    runtime: Runtime = "auto"
+    # ONNX Runtime threads per model call; 0 = one per core (measured best: docs in the README).
+    onnx_threads: int = Field(default=0, ge=0, le=256)
     batch_size: int = Field(default=32, ge=1, le=1024)
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"
@@ -63,6 +68,7 @@ class Settings(BaseSettings):
     presign_expires: int = Field(default=3600, ge=1)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_concurrent_images: int = Field(default=2, ge=1, le=64)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
     text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)

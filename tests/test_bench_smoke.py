@@ -68,6 +68,9 @@ def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
     assert any(group.startswith("cold start") for group in groups)
     assert any(group.startswith("engines") for group in groups)
     assert any(group.startswith("build stages") for group in groups)
+    assert any(group.startswith("runtimes cold start") for group in groups)
+    onnx = [row for row in document["rows"] if row["name"].endswith(", onnx")]
+    assert len(onnx) == 11 and all(row["ratio"] > 0 for row in onnx)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
     assert len(ratios) == 5 and all(row["ratio"] > 0 for row in ratios)
 
@@ -84,7 +87,7 @@ def test_stages_section_measures_plan_and_merge(tmp_path: Path) -> None:
 def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Path) -> None:
     _, document = run_bench(tmp_path, "--only", "duplicates")
     rows = {(row["group"], row["name"]): row["value"] for row in document["rows"]}
-    for size in ("3k", "30k"):  # the exact scan, then buckets by coarse centroid
+    for size in ("3k", "21k"):  # the exact scan, then buckets by coarse centroid
         group = f"duplicates {size} (cosine ≥ 0.95)"
         assert rows[(group, "pass")] > 0 and rows[(group, "peak resident during the pass")] > 0
         assert rows[(group, "planted copies found")] == 1.0

@@ -221,6 +221,7 @@ class CrashingEmbedder:
 
     def __init__(self, embedder: ClipEmbedder, *, batches: int) -> None:
         self.source, self.batch_size = embedder.source, embedder.batch_size
+        self.identity = embedder.identity
         self._embedder, self._left = embedder, batches
 
     def embed_images(self, batch):  # type: ignore[no-untyped-def]

@@ -49,6 +49,7 @@ class Interleaved:
     def __init__(self, embedder, meanwhile: Callable[[], None]) -> None:  # type: ignore[no-untyped-def]
         self._embedder, self._meanwhile = embedder, meanwhile
         self.source, self.batch_size = embedder.source, embedder.batch_size
+        self.identity = embedder.identity
         self.ran = False
 
     def embed_images(self, pictures: Sequence[object]):  # type: ignore[no-untyped-def]

@@ -432,20 +432,29 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-def test_dockerfile_invariants() -> None:
-    instructions = dockerfile_instructions()
-    (base,) = [arg for op, arg in instructions if op == "FROM"]
-    assert base.startswith("public.ecr.aws/lambda/python:3.")
-    args = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG")
-    env = " ".join(arg for op, arg in instructions if op == "ENV")
-    model_path = (
-        re.search(r"IMAGE_SEARCH_MODEL=(\S+)", env)
-        .group(1)
-        .replace("${MODEL_ID}", args["MODEL_ID"])
-    )
-    assert "HF_HUB_OFFLINE=1" in env
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions split at each FROM (the global ARGs before the first)."""
+    split: list[list[tuple[str, str]]] = [[]]
+    for op, arg in dockerfile_instructions():
+        if op == "FROM":
+            split.append([])
+        split[-1].append((op, arg))
+    return split
 
-    # The model the image bakes is the one the template points the functions at.
+
+def test_dockerfile_invariants() -> None:
+    preamble, export_stage, image = stages()
+    assert [arg for _, arg in export_stage[:1] + image[:1]] == [
+        "public.ecr.aws/lambda/python:3.12 AS export",
+        "public.ecr.aws/lambda/python:3.12",
+    ]
+    args = dict(arg.split("=", 1) for op, arg in preamble if op == "ARG")
+    env = " ".join(arg for op, arg in image if op == "ENV")
+    raw_model_path = re.search(r"IMAGE_SEARCH_MODEL=(\S+)", env).group(1)
+    model_path = raw_model_path.replace("${MODEL_ID}", args["MODEL_ID"])
+    assert "IMAGE_SEARCH_RUNTIME=onnx" in env
+
+    # The model the image exports is the one the template points the functions at.
     params = source()["Parameters"]
     for name in FUNCTIONS:
         resource = source()["Resources"][name]
@@ -457,17 +466,40 @@ def test_dockerfile_invariants() -> None:
         )
         assert template_path == model_path
 
-    # torch only from the CPU index; no build caches left behind.
-    runs = [arg for op, arg in instructions if op == "RUN"]
+    # torch only in the export stage, only from the CPU index; the image gets the export and the
+    # torch-free requirements; no build caches left behind.
+    export_runs = [arg for op, arg in export_stage if op == "RUN"]
     assert any(
-        "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r for r in runs
+        "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r
+        for r in export_runs
     )
-    assert "PIP_NO_CACHE_DIR=1" in env and any("rm -rf /tmp/hf-download" in r for r in runs)
+    # Exported from where the torch image kept the model: that path stays the index's identity.
+    assert any(f'save "${{MODEL_ID}}" "{raw_model_path}"' in r for r in export_runs)
+    assert any(
+        f'export --model "{raw_model_path}" --output /opt/export/model' in r for r in export_runs
+    )
+    runs = [arg for op, arg in image if op == "RUN"]
+    assert not any("torch" in r or "requirements.txt" in r for r in runs)
+    assert any("pip install -r /tmp/requirements-lambda.txt" in r for r in runs)
+    assert ("COPY", f"--from=export /opt/export/model/ {raw_model_path}/") in image
+    image_env = " ".join(arg for op, arg in export_stage + image if op == "ENV")
+    assert "PIP_NO_CACHE_DIR=1" in image_env and any(
+        "rm -rf /tmp/hf-download" in r for r in export_runs
+    )
+    lines = (ROOT / "requirements-lambda.txt").read_text().splitlines()
+    packages = {re.split(r"[=<>\[ ]", line)[0] for line in lines if line and line[0] != "#"}
+    assert {"onnxruntime", "tokenizers"} <= packages
+    assert not packages & {"torch", "transformers", "torchvision"}
 
     # CMD names the search handler, and everything the image COPYs exists and is not excluded.
-    (cmd,) = [arg for op, arg in instructions if op == "CMD"]
+    (cmd,) = [arg for op, arg in image if op == "CMD"]
     assert json.loads(cmd) == ["handler.handler"]
-    copied = [arg.split()[0] for op, arg in instructions if op == "COPY"]
+    copied = [
+        path
+        for op, arg in export_stage + image
+        if op == "COPY" and not arg.startswith("--from")
+        for path in arg.split()[:-1]
+    ]
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     for path in copied:
         assert (ROOT / path).exists(), path
@@ -475,18 +507,25 @@ def test_dockerfile_invariants() -> None:
     assert "tests/" not in copied and not any(p.startswith(".venv") for p in copied)
 
 
-def test_baked_model_loads_offline_like_in_the_image(tiny_model, tmp_path, monkeypatch) -> None:
-    """infra/bake_model.py's two steps, on the tiny model instead of a hub download."""
+def test_baked_model_exports_and_loads_like_in_the_image(
+    tiny_model, tmp_path, monkeypatch, capsys
+) -> None:
+    """infra/bake_model.py save, the export, then check (tiny model instead of a hub download)."""
     import importlib.util
+
+    from image_search.cli import main
 
     spec = importlib.util.spec_from_file_location("bake_model", ROOT / "infra/bake_model.py")
     bake = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bake)
-    target = tmp_path / "opt/models/tiny/clip"
-    bake.save(str(tiny_model), target)
-    assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    bake.check(target)
+    saved = tmp_path / "opt/models/tiny/clip"
+    bake.save(str(tiny_model), saved)
+    assert (saved / "model.safetensors").is_file() and (saved / "config.json").is_file()
+    exported = tmp_path / "opt/export/model"
+    assert main(["export", "--model", str(saved), "--output", str(exported)]) == 0
+    monkeypatch.setenv("IMAGE_SEARCH_RUNTIME", "onnx")
+    bake.check(exported)
+    assert f"(OnnxEmbedder): identity {saved}, dim 16" in capsys.readouterr().out
 
 
 def test_env_json_only_sets_variables_the_template_declares() -> None:

@@ -58,7 +58,7 @@ def merge_build(
     report.embedded, report.resumed = shards.embedded, shards.resumed
     report.index_type = faiss_index.choose_type(settings.index_type, len(items))
     if not plan.full and same_as_previous(
-        previous, items, index_type=report.index_type, settings=settings
+        previous, items, model=plan.model, index_type=report.index_type, settings=settings
     ):
         assert previous is not None
         report.build_id = previous.build_id
@@ -77,7 +77,7 @@ def merge_build(
     )
     metadata = Metadata(
         build_id=build_id,
-        model=settings.model,
+        model=plan.model,
         dim=matrix.shape[1],
         index_type=report.index_type,
         count=len(items),

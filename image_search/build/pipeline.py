@@ -54,29 +54,38 @@ def run_build(
                     progress=progress.update,
                 )
 
-    return run_stages(settings, client=client, full=full, dry_run=dry_run, embed=embed_here)
+    return run_stages(
+        settings,
+        client=client,
+        model=embedder.identity,
+        full=full,
+        dry_run=dry_run,
+        embed=embed_here,
+    )
 
 
 def run_stages(
     settings: Settings,
     *,
     client: s3.S3Client,
+    model: str,
     full: bool,
     dry_run: bool,
     embed: Callable[[PlannedBuild], object],
 ) -> BuildReport:
     """Plan, ``embed`` the plan's shards (wherever the engine runs them), merge and publish.
 
-    A build holds the build lease from start to end (``BuildRunningError`` while another build
+    ``model`` is the embedder's identity, which the build records. A build holds the build lease
+    from start to end (``BuildRunningError`` while another build
     holds it); a dry run takes none and writes nothing.
     """
     started = time.monotonic()
     if dry_run:
-        report = plan_build(settings, client=client, full=full, dry_run=True).report
+        report = plan_build(settings, client=client, model=model, full=full, dry_run=True).report
     else:
         where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
         with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
-            planned = plan_build(settings, client=client, full=full)
+            planned = plan_build(settings, client=client, model=model, full=full)
             if planned.has_work:
                 embed(planned)
                 report = merge_build(settings, planned.plan, client=client, held=held)

@@ -38,12 +38,15 @@ class Plan:
         return sorted(kept, key=lambda item: item.key)
 
 
-def diff(settings: Settings, objects: list[s3.S3Object], last: Previous, *, full: bool) -> Plan:
-    """Which listed objects reuse a vector of the last build, which stay skipped, which to embed."""
+def diff(objects: list[s3.S3Object], last: Previous, *, model: str, full: bool) -> Plan:
+    """Which listed objects reuse a vector of the last build, which stay skipped, which to embed.
+
+    ``model`` is the embedder's identity: vectors of another model are never reused.
+    """
     previous = last.metadata
     plan = Plan(objects, previous=previous, pointer=last.pointer, pointer_etag=last.pointer_etag)
-    if previous is not None and previous.model != settings.model:
-        LOG.info("model changed (%s → %s): embedding everything", previous.model, settings.model)
+    if previous is not None and previous.model != model:
+        LOG.info("model changed (%s → %s): embedding everything", previous.model, model)
     elif previous is not None and not full and len(last.vectors) == len(previous.items):
         plan.rows = {(item.key, item.etag): row for row, item in enumerate(previous.items)}
     if previous is not None and not full:
@@ -85,14 +88,19 @@ def tally(
 
 
 def same_as_previous(
-    previous: Metadata | None, items: list[Item], *, index_type: str, settings: Settings
+    previous: Metadata | None,
+    items: list[Item],
+    *,
+    model: str,
+    index_type: str,
+    settings: Settings,
 ) -> bool:
     """The last build already holds exactly these items, built the same way.
 
     A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
     another score) is published again, so prefixes become single ranges and groups appear.
     """
-    if previous is None or previous.model != settings.model:
+    if previous is None or previous.model != model:
         return False
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
     groups = previous.duplicates

@@ -32,18 +32,25 @@ def plan_build(
     settings: Settings,
     *,
     client: s3.S3Client,
+    model: str,
     full: bool = False,
     dry_run: bool = False,
     lease: work.HeldLease | None = None,
 ) -> PlannedBuild:
-    """The plan for one build; saved (with its shard inputs) unless there is nothing to do."""
+    """The plan for one build; saved (with its shard inputs) unless there is nothing to do.
+
+    ``model`` is the embedder's identity (``Embedder.identity``), which builds record: an ONNX
+    export and its source model under torch continue each other's builds.
+    """
     objects = s3.list_images(
         client,
         bucket=settings.bucket,
         folders=settings.folders,
         exclude_prefix=settings.index_prefix,
     )
-    return plan_listing(settings, objects, client=client, full=full, dry_run=dry_run, lease=lease)
+    return plan_listing(
+        settings, objects, client=client, model=model, full=full, dry_run=dry_run, lease=lease
+    )
 
 
 def plan_listing(
@@ -51,6 +58,7 @@ def plan_listing(
     objects: list[s3.S3Object],
     *,
     client: s3.S3Client,
+    model: str,
     full: bool = False,
     dry_run: bool = False,
     lease: work.HeldLease | None = None,
@@ -60,13 +68,12 @@ def plan_listing(
     if not objects:
         where = ", ".join(settings.folders) or "any folder"
         raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
-    plan = diff(
-        settings, objects, read_previous(client, bucket=bucket, index_prefix=prefix), full=full
-    )
+    last = read_previous(client, bucket=bucket, index_prefix=prefix)
+    plan = diff(objects, last, model=model, full=full)
     reused = plan.reused
     saved = work.BuildPlan(
         plan_id=work.new_plan_id(),
-        model=settings.model,
+        model=model,
         full=full,
         previous=plan.pointer if plan.previous is not None else None,
         pointer_etag=plan.pointer_etag,
@@ -76,9 +83,9 @@ def plan_listing(
         lease=lease,
     )
     report = _forecast(plan)
-    if dry_run or _unchanged(settings, plan, full=full, report=report):
+    if dry_run or _unchanged(settings, plan, model=model, full=full, report=report):
         return PlannedBuild(plan=saved, report=report, has_work=False)
-    shards = cut(plan.todo, size=settings.shard_size, model=settings.model)
+    shards = cut(plan.todo, size=settings.shard_size, model=model)
     saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
     work.save_plan(client, bucket=bucket, index_prefix=prefix, plan=saved, shards=shards)
     return PlannedBuild(plan=saved, report=report, shards=shards)
@@ -93,12 +100,17 @@ def _forecast(plan: Plan) -> BuildReport:
     return report
 
 
-def _unchanged(settings: Settings, plan: Plan, *, full: bool, report: BuildReport) -> bool:
+def _unchanged(
+    settings: Settings, plan: Plan, *, model: str, full: bool, report: BuildReport
+) -> bool:
     """Nothing to embed and the last build holds exactly these images, built the same way."""
     if full or plan.todo or not report.count:
         return False
     index_type = faiss_index.choose_type(settings.index_type, report.count)
-    if not same_as_previous(plan.previous, plan.items, index_type=index_type, settings=settings):
+    same = same_as_previous(
+        plan.previous, plan.items, model=model, index_type=index_type, settings=settings
+    )
+    if not same:
         return False
     report.index_type = index_type
     return True

@@ -110,7 +110,11 @@ def run_on_ray(
             run.overhead_per_shard,
         )
 
-    return run_stages(settings, client=client, full=full, dry_run=dry_run, embed=embed_on_cluster)
+    # The model's identity, read here without loading it (the actors load it).
+    model = embedder_for(settings).identity
+    return run_stages(
+        settings, client=client, model=model, full=full, dry_run=dry_run, embed=embed_on_cluster
+    )
 
 
 def connect(settings: Settings, *, num_cpus: int | None = None) -> bool:

@@ -30,6 +30,11 @@ class ImageEmbedder(Protocol):
     source: str
     batch_size: int
 
+    @property
+    def identity(self) -> str:
+        """The model the vectors come from, whatever the runtime: shards and builds record it."""
+        ...
+
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
 
 
@@ -61,7 +66,7 @@ def embed_shard(
     """Embed ``shard`` unless its result exists; either way, return its result."""
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
     done = work.load_result(client, shard_id=shard.shard_id, **where)
-    if done is not None and done.model == settings.model:
+    if done is not None and done.model == embedder.identity:
         if progress is not None:
             progress(len(shard.objects))
         return ShardOutcome(result=done, embedded=0, resumed=True)
@@ -85,7 +90,7 @@ def embed_shard(
         client,
         result=work.ShardResult(
             shard_id=shard.shard_id,
-            model=settings.model,
+            model=embedder.identity,
             plan_id=plan_id,
             vectors_key="",
             rows=work.Rows.of(embedded),

@@ -66,7 +66,8 @@ def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any
     settings = _settings()
     client = _s3_client()
     if request.dry_run:
-        planned = plan_build(settings, client=client, full=request.full, dry_run=True)
+        model = embedder_for(settings).identity
+        planned = plan_build(settings, client=client, model=model, full=request.full, dry_run=True)
         return _planned(settings, planned.plan.plan_id, planned.has_work, planned.report.summary())
     where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
     try:
@@ -77,7 +78,9 @@ def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any
         return {"has_work": False, "state": "busy", "detail": str(exc)}
     try:
         held = work.HeldLease(record=taken.record, etag=taken.etag)
-        planned = plan_build(settings, client=client, full=request.full, lease=held)
+        # The model's identity (an ONNX export names the model it came from), without loading it.
+        model = embedder_for(settings).identity
+        planned = plan_build(settings, client=client, model=model, full=request.full, lease=held)
     except BaseException:
         taken.release()
         raise

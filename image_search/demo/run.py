@@ -31,7 +31,7 @@ from image_search.errors import ImageSearchError, ModelLoadError
 from image_search.messages import fail, settings_problem
 
 if TYPE_CHECKING:
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.cache import Embedder
 
 LOG = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     return 0
 
 
-def _load_model(embedder: ClipEmbedder, model: str) -> str | None:
+def _load_model(embedder: Embedder, model: str) -> str | None:
     """Load the model now, before any S3 work; what went wrong, in one line, if it fails."""
     print(f"loading model {model} …", flush=True)
     looks_like_a_path = model.startswith((".", "~")) or Path(model).is_absolute()

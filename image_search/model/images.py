@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
+from image_search.model import reduced
 
 # Pillow format names we accept, recognised from the bytes, never from a filename. Pillow calls
 # a JPEG with a multi-picture block (what phone cameras write) MPO; it opens on its primary
@@ -38,11 +39,12 @@ DECODE_ERRORS = (
 )
 
 
-def decode(data: bytes, *, max_pixels: int) -> Image.Image:
+def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
     """Decode ``data`` to an RGB image with its EXIF orientation applied.
 
     The pixel limit is checked on the header, before any pixel is decoded, so a small file that
-    claims huge dimensions (a decompression bomb) costs nothing.
+    claims huge dimensions (a decompression bomb) costs nothing. With ``min_side``, a large image
+    comes out reduced, its shorter side still at least ``min_side`` (``model/reduced.py``).
     """
     if not data:
         raise InvalidImageError("the file is empty")
@@ -59,8 +61,14 @@ def decode(data: bytes, *, max_pixels: int) -> Image.Image:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
                 )
+            if min_side:
+                reduced.draft(image, min_side=min_side)
             image.load()
-            return _centre_band(to_rgb(ImageOps.exif_transpose(image)))
+            ImageOps.exif_transpose(image, in_place=True)  # no copy of a large image
+            picture = to_rgb(image)
+            if min_side:
+                picture = reduced.shrink(picture, min_side=min_side)
+            return _centre_band(picture)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
     except UnidentifiedImageError as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import shutil
 import threading
 import time
@@ -29,6 +28,7 @@ from image_search.config import Settings
 from image_search.errors import ImageSearchError, IndexNotReadyError
 from image_search.storage import artefacts, s3
 from image_search.storage.artefacts import LoadedBuild
+from image_search.storage.layout import is_build_id
 from image_search.storage.manifest import Metadata
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ RETRY_SECONDS = 5.0
 # How long a request waits for the first load before answering 503: well inside the search
 # function's 28 s timeout, leaving time to embed and answer.
 FIRST_LOAD_WAIT_SECONDS = 20.0
-# The local copies this module may delete: folders named like a build id (storage.layout).
-_BUILD_FOLDER = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
 
 
 class ServedIndex:
@@ -191,7 +189,7 @@ def remove_older_copies(cache_dir: Path, *, serving: str) -> None:
     holds one build. Newer ones stay: another process sharing the folder may be fetching one.
     """
     try:
-        folders = [p for p in cache_dir.iterdir() if p.is_dir() and _BUILD_FOLDER.fullmatch(p.name)]
+        folders = [p for p in cache_dir.iterdir() if p.is_dir() and is_build_id(p.name)]
     except OSError:
         return
     for folder in folders:

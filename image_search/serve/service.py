@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from image_search.config import Settings, get_settings
 from image_search.errors import (
@@ -21,7 +21,7 @@ from image_search.errors import (
 )
 from image_search.index import faiss_index
 from image_search.model import images
-from image_search.model.cache import embedder_for
+from image_search.model.cache import Embedder, embedder_for
 from image_search.model.vectors import Vectors
 from image_search.serve import scope
 from image_search.serve.duplicates import DuplicateGroups
@@ -34,12 +34,12 @@ from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
 from image_search.storage.manifest import Metadata
 
-if TYPE_CHECKING:
-    from image_search.model.embedder import ClipEmbedder
-
 LOG = logging.getLogger(__name__)
 
 ALL_FOLDERS = scope.ALL_FOLDERS
+# Uploads are decoded no larger than needed for this shorter side: 4 × CLIP's usual 224 px input,
+# so the model's own resize still starts from every detail it can use.
+UPLOAD_MIN_SIDE = 896
 
 
 @dataclass
@@ -62,6 +62,11 @@ class SearchService:
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
         )
+        # Uploads are decoded and embedded by this many threads; the others wait their turn. The
+        # same few threads every time also keep the freed pixels in few allocator arenas.
+        self._image_workers = ThreadPoolExecutor(
+            settings.max_concurrent_images, thread_name_prefix="image-search-upload"
+        )
         self._texts = TextVectors(size=settings.text_cache_size)
         self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
 
@@ -72,7 +77,7 @@ class SearchService:
         return self._client
 
     @property
-    def embedder(self) -> ClipEmbedder:
+    def embedder(self) -> Embedder:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
@@ -87,10 +92,12 @@ class SearchService:
         return self.index.current()
 
     def _check_model(self, metadata: Metadata) -> None:
-        if metadata.model != self.settings.model:
+        # The identity, not IMAGE_SEARCH_MODEL: an export of the build's model serves it too.
+        served = self.embedder.identity
+        if metadata.model != served:
             raise IndexMismatchError(
                 f"build {metadata.build_id} was made with model {metadata.model!r} but the service "
-                f"runs {self.settings.model!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
+                f"runs {served!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
             )
         if metadata.dim != self.embedder.dim:
             raise IndexMismatchError(
@@ -140,11 +147,9 @@ class SearchService:
             )
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
-        started = time.perf_counter()
-        picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        vector = self.embedder.embed_images([picture])
-        embedded = time.perf_counter()
+        vector, (started, decoded, embedded) = self._image_workers.submit(
+            self._embed_upload, data
+        ).result()
         result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.kind = "image"
         result.timings = {
@@ -153,6 +158,15 @@ class SearchService:
             **result.timings,
         }
         return result
+
+    def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
+        started = time.perf_counter()
+        picture = images.decode(
+            data, max_pixels=self.settings.max_image_pixels, min_side=UPLOAD_MIN_SIDE
+        )
+        decoded = time.perf_counter()
+        vector = self.embedder.embed_images([picture])
+        return vector, (started, decoded, time.perf_counter())
 
     def similar(
         self,
