@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "duplicates", "build", "search", "coldstart", "runtimes")
+SECTIONS = ("scale", "duplicates", "build", "search", "coldstart", "runtimes", "engines", "stages")
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,29 @@ class Sizes:
     tiny_model: bool = False
     runtime_samples: int = 20  # encode calls per runtime and round (bench.runtimes)
     runtime_rounds: int = 3
+    engine_images: int = 512  # bench.engines: the local engine against Ray
+    engine_rounds: int = 3
+    stage_images: int = 1_000_000  # bench.stages: the plan and the merge
 
 
 SIZES = {
     "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, (100_000, 1_000_000)),
     "quick": Sizes(
-        100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2, (100_000,), runtime_samples=10
+        100_000,
+        100,
+        3,
+        96,
+        2,
+        (10_000, 100_000),
+        3,
+        8,
+        4,
+        2,
+        (100_000,),
+        runtime_samples=10,
+        engine_images=96,
+        engine_rounds=2,
+        stage_images=100_000,
     ),
     # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
     "smoke": Sizes(
@@ -53,6 +70,9 @@ SIZES = {
         tiny_model=True,
         runtime_samples=2,
         runtime_rounds=1,
+        engine_images=16,
+        engine_rounds=1,
+        stage_images=3_000,
     ),
 }
 

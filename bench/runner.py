@@ -30,7 +30,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
 
         LOG.info("(6) near-duplicate pass: %s vectors", sizes.duplicate_counts)
         duplicates.run(report, counts=sizes.duplicate_counts)
-    rest = [name for name in sections if name not in ("scale", "duplicates")]
+    if "stages" in sections:
+        from bench import stages
+        from bench.s3server import s3_server
+
+        LOG.info("(8) build stages: %d images", sizes.stage_images)
+        with s3_server():
+            stages.run(report, count=sizes.stage_images)
+    rest = [name for name in sections if name not in ("scale", "duplicates", "stages")]
     if not rest:
         return
 
@@ -48,6 +55,13 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             LOG.info("(3) build throughput: %d JPEGs", sizes.build_images)
             throughput.run(
                 report, embedder=embedder, count=sizes.build_images, rounds=sizes.build_rounds
+            )
+        if "engines" in sections:
+            from bench import engines
+
+            LOG.info("(7) engines: %d JPEGs, local and Ray", sizes.engine_images)
+            engines.run(
+                report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
             )
         if not {"search", "coldstart", "runtimes"} & set(sections):
             return

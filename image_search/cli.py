@@ -8,14 +8,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from image_search.config import DEFAULT_MODEL, INDEX_TYPES, LogSettings
+from image_search.config import DEFAULT_MODEL, ENGINES, INDEX_TYPES, LogSettings
 from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
 from image_search.observe import logs
+
+if TYPE_CHECKING:
+    from image_search.build.report import BuildReport
+    from image_search.config import Settings
+    from image_search.storage.s3 import S3Client
 
 LOG = logging.getLogger("image_search")
 
@@ -34,13 +40,22 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="images per model call")
     parser.add_argument("--workers", type=int, help="concurrent downloads")
+    parser.add_argument("--shard-size", type=int, help="images per shard (default 1000)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, help="where the shards run: this process (default) or Ray"
+    )
+    parser.add_argument("--ray-address", help="a Ray cluster to join (default: start a local Ray)")
+    parser.add_argument("--ray-workers", type=int, help="Ray actors (default: one per GPU or CPU)")
+    parser.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        help="GPUs per actor (default: 1 if the cluster has any)",
+    )
 
 
 def run_build_command(args: argparse.Namespace) -> int:
     """Run one build from parsed arguments; one summary line, non-zero exit with one-line reason."""
-    from image_search.build.pipeline import run_build
     from image_search.config import Settings
-    from image_search.model.cache import embedder_for
     from image_search.storage import s3
 
     overrides = {
@@ -51,6 +66,11 @@ def run_build_command(args: argparse.Namespace) -> int:
         "index_type": args.index_type,
         "batch_size": args.batch_size,
         "download_workers": args.workers,
+        "shard_size": args.shard_size,
+        "engine": args.engine,
+        "ray_address": args.ray_address,
+        "ray_workers": args.ray_workers,
+        "ray_gpus_per_worker": args.ray_gpus_per_worker,
     }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
@@ -58,19 +78,25 @@ def run_build_command(args: argparse.Namespace) -> int:
         return fail(settings_problem(exc))
     try:
         client = s3.make_client(max_connections=settings.download_workers + 2)
-        report = run_build(
-            settings,
-            client=client,
-            embedder=embedder_for(settings),
-            full=args.full,
-            dry_run=args.dry_run,
-        )
+        report = _run_engine(settings, client=client, full=args.full, dry_run=args.dry_run)
     except ImageSearchError as exc:
         return fail(str(exc))
     print(report.line())
     for skipped in report.skipped:
         print(f"skipped {skipped.key}: {skipped.reason}", file=sys.stderr)
     return 0
+
+
+def _run_engine(settings: Settings, *, client: S3Client, full: bool, dry_run: bool) -> BuildReport:
+    if settings.engine == "ray":
+        from image_search.build.ray_engine import run_on_ray
+
+        return run_on_ray(settings, client=client, full=full, dry_run=dry_run)
+    from image_search.build.pipeline import run_build
+    from image_search.model.cache import embedder_for
+
+    embedder = embedder_for(settings)
+    return run_build(settings, client=client, embedder=embedder, full=full, dry_run=dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

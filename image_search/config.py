@@ -17,6 +17,8 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 CommaList = Annotated[list[str], NoDecode]
 Runtime = Literal["auto", "onnx", "torch"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8"]
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivfpq")
 # "ivfpq" was the first name of the IVF type with 8-bit scalar codes; settings and published
 # builds that still say it keep working.
@@ -44,12 +46,20 @@ class Settings(BaseSettings):
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
-    checkpoint_seconds: float = Field(default=60.0, gt=0)
     # A running build renews its lease every third of this; a killed one blocks the next build
-    # for at most this long (storage/lease.py).
+    # for at most this long (storage/lease.py). On Step Functions, where nothing runs between
+    # the states to renew it, the plan takes it for the whole execution (template.yaml).
     build_lease_seconds: float = Field(default=300.0, ge=1)
     # Near-duplicates: the lowest cosine a build records (see docs/duplicates.md for the choice).
     duplicate_score: float = Field(default=0.95, ge=0.5, le=1.0)
+    # Images per shard: the unit of work an engine hands out and of resuming an interrupted build.
+    shard_size: int = Field(default=1000, ge=1, le=100_000)
+    engine: Engine = "local"
+    # None: start a local Ray; "auto" or "ray://host:10001": join that cluster.
+    ray_address: str | None = None
+    ray_workers: int = Field(default=0, ge=0)  # 0: one per GPU, or per ray_cpus_per_worker CPUs
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0)
+    ray_gpus_per_worker: float | None = Field(default=None, ge=0)  # None: 1 if there are GPUs
 
     api_prefix: str = ""
     api_keys: CommaList = []

@@ -58,19 +58,31 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
-    """Build from moto S3, HTTP search through uvicorn, cold start: every figure present."""
+    """Build from moto S3, HTTP search through uvicorn, cold start, the engines (local and a
+    real local Ray) and the build stages: every figure present."""
     _, document = run_bench(tmp_path)
     groups = {row["group"] for row in document["rows"]}
-    assert any(group.startswith("build") for group in groups)
+    assert any(group.startswith("build ") for group in groups)
     assert any(group.startswith("text search") for group in groups)
     assert any(group.startswith("image search") for group in groups)
     assert any(group.startswith("cold start") for group in groups)
+    assert any(group.startswith("engines") for group in groups)
+    assert any(group.startswith("build stages") for group in groups)
     assert any(group.startswith("runtimes cold start") for group in groups)
     onnx = [row for row in document["rows"] if row["name"].endswith(", onnx")]
     assert len(onnx) == 9 and all(row["ratio"] > 0 for row in onnx)  # each against torch's
     assert any(group.startswith("runtimes: ONNX Runtime threads") for group in groups)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
-    assert len(ratios) == 4 and all(row["ratio"] > 0 for row in ratios)
+    assert len(ratios) == 5 and all(row["ratio"] > 0 for row in ratios)
+
+
+def test_stages_section_measures_plan_and_merge(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path, "--only", "stages")
+    rows = {row["name"]: row for row in document["rows"]}
+    for name in ("plan (diff, shards, save)", "merge (vectors, index, publish)"):
+        assert rows[name]["value"] > 0 and rows[name]["unit"] == "s"
+    for name in ("plan peak memory", "merge peak memory"):
+        assert rows[name]["value"] > 0 and rows[name]["unit"] == "MiB"
 
 
 def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Path) -> None:

@@ -99,12 +99,12 @@ def test_the_cli_refuses_an_empty_prefix_with_one_line(bucket, monkeypatch, caps
 
 
 def test_the_lambda_build_refuses_an_empty_prefix_with_one_line(bucket, monkeypatch) -> None:
-    from image_search.build.lambda_handler import build_handler
+    from image_search.build.step_functions import plan_handler
 
     monkeypatch.setenv("IMAGE_SEARCH_INDEX_PREFIX", "/")
     get_settings.cache_clear()
     with pytest.raises(ConfigError, match="^invalid IMAGE_SEARCH_INDEX_PREFIX: must name") as bad:
-        build_handler({}, None)  # type: ignore[arg-type]
+        plan_handler({}, None)
     assert "\n" not in str(bad.value)
 
 

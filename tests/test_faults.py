@@ -31,7 +31,7 @@ from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.serve import lifecycle
 from image_search.serve.service import SearchService
-from image_search.storage import artefacts, checkpoint, s3
+from image_search.storage import artefacts, s3
 from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer
 from tests.conftest import make_api, put, wait_for_build
@@ -345,7 +345,7 @@ def test_a_publish_cut_off_between_uploads_leaves_readers_on_the_old_build(
 # ---- a build killed mid-way ------------------------------------------------------------------
 
 
-def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
+def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
     client, bucket, embedder, proxy: S3Proxy, tmp_path
 ) -> None:
     populate(client, bucket, images(24))
@@ -353,7 +353,7 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     proxy.start()
     env = {
         **os.environ,
-        "IMAGE_SEARCH_CHECKPOINT_SECONDS": "0.01",  # checkpoint after every batch
+        "IMAGE_SEARCH_SHARD_SIZE": "4",  # shards of 2 to 8 images: several finish before the kill
         "IMAGE_SEARCH_BATCH_SIZE": "4",
         "IMAGE_SEARCH_DOWNLOAD_WORKERS": "1",
         "IMAGE_SEARCH_BUILD_LEASE_SECONDS": "2",  # renewed every 0.7 s while it runs
@@ -362,24 +362,26 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     with (tmp_path / "build.log").open("wb") as log:
         builder = subprocess.Popen(script, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_checkpoint(client, bucket, builder, timeout=120)
+            wait_for_a_finished_shard(client, bucket, builder, timeout=120)
         finally:
             builder.send_signal(signal.SIGKILL)
             builder.wait(timeout=30)
     assert builder.returncode == -signal.SIGKILL
-    saved = load_checkpoint_size(client, bucket)  # what the killed run left behind
-    assert saved is not None and 0 < saved < 24, (tmp_path / "build.log").read_text()
+    saved = finished_images(client, bucket)  # what the killed run left behind
+    assert 0 < saved < 24, (tmp_path / "build.log").read_text()
     assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
     # The killed run's lease stays until it expires; then the next run takes it over.
     left = LeaseRecord.model_validate_json(read(client, bucket, "index/work/build-lease.json"))
     assert left.pid == builder.pid
     time.sleep(max(0.0, (left.expires_at - datetime.now(UTC)).total_seconds()) + 0.1)
 
-    # The next run (in-process: the command line only wraps run_build) resumes.
-    resumed_run = build(client, embedder)
+    # The next run with the same shard size (in-process: the command line only wraps run_build)
+    # cuts the same shards and finds the finished ones.
+    resumed_run = build(client, embedder, shard_size=4)
     assert resumed_run.published and resumed_run.count == 24
-    assert resumed_run.embedded == 24 - saved  # all checkpointed before the kill was reused
-    assert load_checkpoint_size(client, bucket) is None  # removed once published
+    assert resumed_run.resumed == saved  # every shard finished before the kill was reused
+    assert resumed_run.embedded == 24 - saved
+    assert finished_images(client, bucket) == 0  # the work files go once published
     resumed = load_index(client, bucket, tmp_path / "resumed")
 
     fresh = build(client, embedder, full=True)  # one uninterrupted run over the same images
@@ -391,23 +393,28 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     )
 
 
-def wait_for_checkpoint(
+def wait_for_a_finished_shard(
     client: s3.S3Client, bucket: str, process: subprocess.Popen, *, timeout: float
-) -> int:
-    """Vectors in the first checkpoint seen while ``process`` runs."""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the build ended before it saved a checkpoint"
-        size = load_checkpoint_size(client, bucket)
-        if size:
-            return size
+        assert process.poll() is None, "the build ended before it finished a shard"
+        if finished_images(client, bucket):
+            return
         time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
+    raise AssertionError("no shard finished")
 
 
-def load_checkpoint_size(client: s3.S3Client, bucket: str) -> int | None:
-    saved = checkpoint.load(client, bucket=bucket, index_prefix="index/")
-    return None if saved is None else len(saved.keys)
+def finished_images(client: s3.S3Client, bucket: str) -> int:
+    """Images in the shard results saved under the work prefix."""
+    from image_search.build.work import ShardResult
+
+    listed = s3.list_objects(client, bucket=bucket, prefix="index/work/build/shards/")
+    results = [obj["Key"] for obj in listed if obj["Key"].endswith("/result.json")]
+    return sum(
+        len(ShardResult.model_validate_json(s3.get_bytes(client, bucket=bucket, key=key)).rows)
+        for key in results
+    )
 
 
 def load_index(client: s3.S3Client, bucket: str, cache: Path) -> artefacts.LoadedBuild:

@@ -106,13 +106,20 @@ def get_settings_count() -> int:
 def test_build_logs_its_counts_and_sends_them_as_metrics(
     client, bucket, on_lambda, capsys, monkeypatch
 ) -> None:
-    monkeypatch.setenv("_HANDLER", "handler.build")  # as Lambda sets it for this function
+    monkeypatch.setenv("_HANDLER", "handler.merge")  # as Lambda sets it for this function
     for i in range(3):
         put(client, bucket, f"animals/{i}.png", encode(random_image(i)))
     put(client, bucket, "animals/broken.jpg", b"not an image")
     import handler
 
-    summary = importlib.reload(handler).build({}, LambdaContext("build-1"))
+    # The state machine's three stages, as Step Functions calls them (tests/test_step_functions.py
+    # replays the definition itself).
+    stages = importlib.reload(handler)
+    planned = stages.plan({}, LambdaContext("build-1"))
+    shards = json.loads(client.get_object(Bucket=bucket, Key=planned["items_key"])["Body"].read())
+    for shard in shards:
+        stages.embed_shard({"plan_id": planned["plan_id"], **shard}, LambdaContext("build-1"))
+    summary = stages.merge({"plan_id": planned["plan_id"]}, LambdaContext("build-1"))
     assert summary["published"]
     logs, blobs = printed(capsys)
 

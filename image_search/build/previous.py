@@ -30,9 +30,10 @@ DAMAGE = (ClientError, ValueError, RuntimeError, EOFError, OSError, IndexMismatc
 @dataclass(frozen=True)
 class Previous:
     """What the last build left: the pointer's ETag (for the conditional publish), and its
-    metadata and vectors when they are usable."""
+    pointer, metadata and vectors when they are usable."""
 
     pointer_etag: str | None = None
+    pointer: Pointer | None = None
     metadata: Metadata | None = None
     vectors: Vectors = field(default_factory=lambda: artefacts.EMPTY_VECTORS)
 
@@ -52,7 +53,7 @@ def read_previous(client: s3.S3Client, *, bucket: str, index_prefix: str) -> Pre
             _first_line(exc),
         )
         return Previous(pointer_etag=etag)
-    return Previous(pointer_etag=etag, metadata=metadata, vectors=vectors)
+    return Previous(pointer_etag=etag, pointer=pointer, metadata=metadata, vectors=vectors)
 
 
 def _load_checked(

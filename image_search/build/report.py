@@ -22,6 +22,8 @@ class BuildReport:
     reused: int = 0
     removed: int = 0
     embedded: int = 0
+    # Vectors taken from shards an earlier, interrupted run of this build had finished.
+    resumed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     index_type: str | None = None
     duplicate_groups: int | None = None  # None: not computed (nothing published, or it failed)
@@ -44,6 +46,7 @@ class BuildReport:
             "reused": self.reused,
             "removed": self.removed,
             "embedded": self.embedded,
+            "resumed": self.resumed,
             "skipped": len(self.skipped),
             "skipped_examples": [s.model_dump() for s in self.skipped[:SUMMARY_SKIPPED]],
             "index_type": self.index_type,

@@ -1,6 +1,6 @@
-"""The two Lambda functions, observed: logging set up per function, each invocation's log lines
+"""The Lambda functions, observed: logging set up per function, each invocation's log lines
 carrying its request id and cold start (Powertools' ``inject_lambda_context``), and the build's
-counts as one log line and one metrics blob."""
+counts as one log line and one metrics blob (from the merge, whose summary is the build's)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ LOG = logging.getLogger(__name__)
 Handler = Callable[[Any, Any], dict[str, Any]]
 
 
+# The build's state machine runs these (template.yaml); everything else is the API.
+BUILD_HANDLERS = {"handler.plan", "handler.embed_shard", "handler.merge"}
+
+
 def configure_logging(handler_name: str | None) -> None:
-    """Logging for the function Lambda runs (``_HANDLER``: handler.handler or handler.build)."""
-    service = logs.BUILD if handler_name == "handler.build" else logs.API
+    """Logging for the function Lambda runs (``_HANDLER``: handler.handler or a build stage)."""
+    service = logs.BUILD if handler_name in BUILD_HANDLERS else logs.API
     logs.configure(service, log_format=LogSettings().log_format)
 
 
@@ -54,6 +58,10 @@ def observed_build(handler: Handler) -> Handler:
 
 
 def _report(summary: dict[str, Any]) -> None:
+    if summary.get("state") == "abandoned":  # the state machine's shards or merge failed
+        LOG.error("index build abandoned", extra={"build": summary})
+        _build_metrics({"BuildFailures": 1.0})
+        return
     fields = {name: summary.get(name) for name in BUILD_FIELDS}
     LOG.info("index build %s", summary.get("state"), extra={"build": fields})
     seconds = float(summary.get("seconds") or 0.0)
@@ -83,10 +91,10 @@ BUILD_FIELDS = (
     "reused",
     "removed",
     "embedded",
+    "resumed",
     "skipped",
     "duplicate_groups",
     "seconds",
-    "continuation",
 )
 
 

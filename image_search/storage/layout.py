@@ -4,7 +4,8 @@
 
     <prefix>builds/<build_id>/image_faiss_index.bin, image_metadata.json, embeddings.npy
     <prefix>current.json          the pointer, written last so readers never see half a build
-    <prefix>work/checkpoint.npz   vectors embedded by a build that has not published yet
+    <prefix>work/build/…          an unfinished build's plan and shards (build/work.py)
+    <prefix>work/checkpoint.npz   left by earlier versions; the next merge deletes it
     <prefix>work/build-lease.json held by the one build running (storage/lease.py)
 """
 
@@ -44,6 +45,7 @@ def pointer_key(index_prefix: str) -> str:
 
 
 def checkpoint_key(index_prefix: str) -> str:
+    """Where earlier versions saved an unfinished build's vectors (finished shards replace it)."""
     return f"{index_prefix}work/checkpoint.npz"
 
 

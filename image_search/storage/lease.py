@@ -91,6 +91,11 @@ class Lease:
                 LOG.warning("the build lease was no longer ours when released")
 
     @property
+    def etag(self) -> str:
+        """The lease object's ETag while held: what a process taking over the lease needs."""
+        return self._etag
+
+    @property
     def _duration(self) -> timedelta:
         return timedelta(seconds=self._seconds)
 

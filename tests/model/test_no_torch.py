@@ -38,32 +38,29 @@ class NoTorch(MetaPathFinder):
 sys.meta_path.insert(0, NoTorch())
 """
 
-# The two Lambda entry points in one process: handler.build, then handler.handler with API
-# Gateway events (a text search and an image upload, so both towers and the preprocessing run).
+# The Lambda entry points in one process: the build's state machine (plan → one embed_shard per
+# shard → merge, replayed by tests/state_machine.py through handler.py), then handler.handler with
+# API Gateway events (a text search and an image upload, so both towers and the preprocessing run).
 CHILD = """
 import json, sys
 from pathlib import Path
 
-import handler
 import sitecustomize
+from image_search.storage import s3
+from tests.state_machine import Execution, LambdaContext, real_handlers
 
-
-class Context:
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:build"
-
-    def get_remaining_time_in_millis(self):
-        return 900_000
-
-
-summary = handler.build({}, Context())
 events = Path(sys.argv[1])
+execution = Execution(s3.make_client(), sys.argv[2], real_handlers())
+summary = execution.run(json.loads((events / "sfn-execution-input.json").read_text()))
+import handler
+
 responses = {
-    name: handler.handler(json.loads((events / name).read_text()), Context())
+    name: handler.handler(json.loads((events / name).read_text()), LambdaContext())
     for name in ("http-search.json", "http-upload.json")
 }
 loaded = sorted(m for m in sys.modules if m.partition(".")[0] in sitecustomize.BLOCKED)
-print(json.dumps({"build": summary, "responses": responses, "attempts": sitecustomize.ATTEMPTS,
-                  "loaded": loaded}))
+print(json.dumps({"build": summary, "shards": len(execution.payloads["EmbedShardFunction"]),
+                  "responses": responses, "attempts": sitecustomize.ATTEMPTS, "loaded": loaded}))
 """
 
 
@@ -78,10 +75,11 @@ def test_build_and_search_run_without_torch(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         "IMAGE_SEARCH_MODEL": str(exported),
-        "_HANDLER": "handler.build",  # no warm-up at import; the search loads lazily
+        "_HANDLER": "handler.plan",  # no warm-up at import; the search loads lazily
+        "IMAGE_SEARCH_SHARD_SIZE": "4",  # two shards, so the Map runs more than once
     }
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(EVENTS)],
+        [sys.executable, "-c", CHILD, str(EVENTS), bucket],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -91,7 +89,9 @@ def test_build_and_search_run_without_torch(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["attempts"] == [] and result["loaded"] == []
-    assert result["build"]["published"] and result["build"]["count"] == 6
+    assert result["shards"] == 2
+    build = result["build"]
+    assert build["state"] == "published" and build["count"] == 6, build
     for name, response in result["responses"].items():
         assert response["statusCode"] == 200, (name, response["body"][:500])
         assert len(json.loads(response["body"])) == 3, name
