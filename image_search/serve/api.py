@@ -168,9 +168,12 @@ def _routes() -> APIRouter:
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), check for
-    new builds from a timer thread too, so an idle server stays current."""
-    stop = get_service().index.keep_fresh()
+    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), load the
+    model and the index as the port opens rather than at the first request, and check for new
+    builds from a timer thread too, so an idle server stays current."""
+    service = get_service()
+    service.warm_in_background()
+    stop = service.index.keep_fresh()
     try:
         yield
     finally:
