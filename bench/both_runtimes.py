@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import coldstart, latency, throughput
-from bench.serving import publish_synthetic
+from bench.serving import Published, publish_synthetic
 from bench.stats import Report, Row
 from image_search.storage import s3
 
@@ -68,15 +68,9 @@ def run(
         for runtime, embedder in embedders.items():
             for index in published:
                 LOG.info("(1, 2) search latency, %s: %d vectors", runtime, index.count)
-                latency.run(
-                    report,
-                    embedder=embedder,
-                    published=index,
-                    cache=work / f"serve-{runtime}-{index.count}",
-                    rounds=sizes.search_rounds,
-                    text_requests=sizes.text_requests,
-                    image_requests=sizes.image_requests if index is published[-1] else 0,
-                    runtime=runtime,
+                images = sizes.image_requests if index is published[-1] else 0
+                _search(
+                    report, embedder, index, runtime=runtime, sizes=sizes, work=work, images=images
                 )
         _peer(report, sizes=sizes, embedder=embedders["onnx"], client=client, work=work)
     if "coldstart" in sections:
@@ -95,16 +89,7 @@ def _peer(report: Report, *, sizes: Sizes, embedder: Any, client: s3.S3Client, w
     """Text search over an exact index of the peer's size, as clip-retrieval was measured."""
     count = sizes.search_indexes[-1]
     flat = publish_synthetic(client, count=count, model=embedder.identity, index_type="flat")
-    latency.run(
-        report,
-        embedder=embedder,
-        published=flat,
-        cache=work / f"serve-peer-{count}",
-        rounds=sizes.search_rounds,
-        text_requests=sizes.text_requests,
-        image_requests=0,
-        runtime="onnx",
-    )
+    _search(report, embedder, flat, runtime="onnx", sizes=sizes, work=work, images=0)
     ours = next(
         row.value
         for row in reversed(report.rows)
@@ -128,4 +113,26 @@ def _peer(report: Report, *, sizes: Sizes, embedder: Any, client: s3.S3Client, w
             ratio=ours / PEER_MS,
             note="floor = the peer's p50",
         )
+    )
+
+
+def _search(
+    report: Report,
+    embedder: Any,
+    published: Published,
+    *,
+    runtime: str,
+    sizes: Sizes,
+    work: Path,
+    images: int,
+) -> None:
+    latency.run(
+        report,
+        embedder=embedder,
+        published=published,
+        cache=work / f"serve-{runtime}-{published.bucket}",
+        rounds=sizes.search_rounds,
+        text_requests=sizes.text_requests,
+        image_requests=images,
+        runtime=runtime,
     )
