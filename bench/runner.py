@@ -80,6 +80,9 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
                 samples=sizes.runtime_samples,
                 rounds=sizes.runtime_rounds,
                 published=publish_synthetic(
-                    s3.make_client(), count=sizes.search_indexes[0], model=embedder.source
+                    s3.make_client(),
+                    count=sizes.search_indexes[0],
+                    model=embedder.source,
+                    name="runtimes",
                 ),
             )

@@ -34,10 +34,11 @@ class Published:
 
 
 def publish_synthetic(
-    client: s3.S3Client, *, count: int, model: str, index_type: str = "auto"
+    client: s3.S3Client, *, count: int, model: str, index_type: str = "auto", name: str = "search"
 ) -> Published:
-    """``count`` clustered vectors published as a build of ``count`` JPEG keys in 4 folders."""
-    bucket = f"bench-search-{count}-{index_type}"
+    """``count`` clustered vectors published as a build of ``count`` JPEG keys in 4 folders, in
+    a new bucket named after ``name``, ``count`` and ``index_type``."""
+    bucket = f"bench-{name}-{count}-{index_type}"
     client.create_bucket(Bucket=bucket)
     vectors = data.clustered(count)
     items = [
