@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="image-search-bench-") as work:
             run_sections(report, sections=sections, sizes=SIZES[mode], work=Path(work))
     except BaseException:
-        # What was measured before the failure is kept (its summary line says "incomplete").
+        # What was measured before the failure is kept, saved as mode "…-incomplete".
         report.mode += "-incomplete"
         print(f"\npartial results: {table.save(report)}", file=sys.stderr)
         raise
