@@ -34,7 +34,14 @@ from image_search.serve.schemas import (
 )
 from image_search.serve.service import SearchResult, SearchService, get_service
 
-ServiceDep = Annotated[SearchService, Depends(get_service)]
+
+async def _service() -> SearchService:
+    """The process's service. ``async`` so FastAPI calls it in the event loop: a plain function
+    would cost a hop through its thread pool on every request (as ``auth`` explains)."""
+    return get_service()
+
+
+ServiceDep = Annotated[SearchService, Depends(_service)]
 ParentFolder = Annotated[
     str, Query(max_length=1024, description='list the sub-folders of this one ("animals/")')
 ]
