@@ -272,7 +272,7 @@ def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
     from image_search.config import get_settings
     from image_search.demo.environment import upload_photos
     from image_search.demo.local_s3 import embedded_s3
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.cache import embedder_for
     from image_search.storage import s3
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
@@ -301,8 +301,8 @@ def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
         client.create_bucket(Bucket=BUCKET)
         upload_photos(client, bucket=BUCKET, photos=photos)
         settings = get_settings()
-        embedder = ClipEmbedder(source=model, cache_dir=settings.model_cache_dir)
-        report = run_build(settings, client=client, embedder=embedder)
+        # The settings' embedder, as the server picks it: torch, or ONNX Runtime for an export.
+        report = run_build(settings, client=client, embedder=embedder_for(settings))
         print(f"index: {report.line()}", flush=True)
         yield env
 
