@@ -26,6 +26,7 @@ from image_search.storage import artefacts, s3
 from image_search.storage.manifest import Metadata
 from tests.conftest import put
 from tests.factories import encode, random_image, sample_bucket_layout
+from tests.test_build import CrashingEmbedder, finished_shards
 from tests.test_faults import S3Proxy
 
 
@@ -72,6 +73,25 @@ def test_ray_publishes_what_the_local_engine_publishes(
     assert report.published and report.count == 12 and report.embedded == 12
     assert len(report.skipped) == 3
     assert ray.is_initialized()  # the caller's Ray is left running
+    assert_same_as_local(client, bucket, embedder, settings)
+
+
+def test_a_build_interrupted_elsewhere_resumes_on_ray_from_its_finished_shards(
+    ray_workers_s3, client, bucket, embedder, monkeypatch
+) -> None:
+    """Shards are results in S3, not state of an engine: a local build that crashed leaves
+    finished shards that a Ray build takes up instead of embedding them again."""
+    for i in range(24):
+        put(client, bucket, f"animals/a{i:02d}.png", encode(random_image(i)))
+    monkeypatch.setenv("IMAGE_SEARCH_SHARD_SIZE", "8")
+    get_settings.cache_clear()
+    settings = get_settings()
+    with pytest.raises(MemoryError):
+        run_build(settings, client=client, embedder=CrashingEmbedder(embedder, batches=2))
+    assert finished_shards(client, bucket) >= 1
+    report = ray_engine.run_on_ray(settings, client=client)
+    assert report.published and report.count == 24
+    assert report.resumed > 0 and report.embedded + report.resumed == 24
     assert_same_as_local(client, bucket, embedder, settings)
 
 
