@@ -19,7 +19,7 @@ from image_search.config import Settings
 from image_search.errors import ImageSearchError, IndexNotReadyError
 from image_search.storage import artefacts, s3
 from image_search.storage.artefacts import LoadedBuild
-from image_search.storage.manifest import Metadata
+from image_search.storage.catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ServedIndex:
         settings: Settings,
         *,
         client: Callable[[], s3.S3Client],
-        check: Callable[[Metadata], None],
+        check: Callable[[Catalog], None],
     ) -> None:
         self.settings = settings
         self._client = client

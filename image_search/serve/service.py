@@ -30,7 +30,7 @@ from image_search.serve.schemas import SearchHit
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
-from image_search.storage.manifest import Metadata
+from image_search.storage.catalog import Catalog
 
 if TYPE_CHECKING:
     from image_search.model.embedder import ClipEmbedder
@@ -79,7 +79,7 @@ class SearchService:
     def current(self) -> LoadedBuild:
         return self.index.current()
 
-    def _check_model(self, metadata: Metadata) -> None:
+    def _check_model(self, metadata: Catalog) -> None:
         if metadata.model != self.settings.model:
             raise IndexMismatchError(
                 f"build {metadata.build_id} was made with model {metadata.model!r} but the service "

@@ -1,4 +1,4 @@
-"""The index artefacts' JSON documents: a contract the API and other tools read."""
+"""The index artefacts' documents and file names: a contract the API and other tools read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ INDEX_FILE = "image_faiss_index.bin"
 METADATA_FILE = "image_metadata.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 POINTER_FILE = "current.json"
+# The items again, in a form read without a Python object per item (storage/catalog.py).
+CATALOG_FILE = "catalog.json"
+KEYS_FILE = "keys.bin"
+KEY_OFFSETS_FILE = "key_offsets.npy"
+KEY_ORDER_FILE = "key_order.npy"
+# ivf-pq only: the codes its candidates are re-ranked with (index/rerank.py).
+RERANK_FILE = "rerank.npz"
+RERANK_CODES_FILE = "rerank_codes.npy"
 
 
 class Item(BaseModel):
@@ -28,7 +36,9 @@ class Skipped(BaseModel):
     reason: str
 
 
-class Metadata(BaseModel):
+class BuildHeader(BaseModel):
+    """A build without its per-item lists: ``catalog.json``, and the head of the metadata."""
+
     schema_version: int = SCHEMA_VERSION
     build_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -39,25 +49,37 @@ class Metadata(BaseModel):
     count: int
     bucket: str
     folders: dict[str, tuple[int, int]]
-    items: list[Item]
-    skipped: list[Skipped] = []
 
-    def check(self, *, index_count: int, index_dim: int) -> None:
+    def check(self, *, rows: int, index_count: int, index_dim: int) -> None:
         """Refuse artefacts that disagree with each other or come from newer code."""
         if self.schema_version > SCHEMA_VERSION:
             raise IndexMismatchError(
                 f"build {self.build_id} has schema_version {self.schema_version}; this code reads "
                 f"up to {SCHEMA_VERSION}: upgrade image-search or rebuild the index"
             )
-        if not (self.count == len(self.items) == index_count):
+        if not (self.count == rows == index_count):
             raise IndexMismatchError(
-                f"build {self.build_id}: metadata count {self.count}, items {len(self.items)}, "
+                f"build {self.build_id}: metadata count {self.count}, items {rows}, "
                 f"index vectors {index_count} disagree: rebuild with --full"
             )
         if self.dim != index_dim:
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
             )
+
+
+class Metadata(BuildHeader):
+    """``image_metadata.json``: the header, then every item in id order and what was skipped."""
+
+    items: list[Item]
+    skipped: list[Skipped] = []
+
+    def header(self) -> BuildHeader:
+        return BuildHeader.model_validate(self.model_dump(include=set(BuildHeader.model_fields)))
+
+    def check(self, *, rows: int | None = None, index_count: int, index_dim: int) -> None:
+        rows = len(self.items) if rows is None else rows
+        super().check(rows=rows, index_count=index_count, index_dim=index_dim)
 
 
 class Pointer(BaseModel):
@@ -67,6 +89,11 @@ class Pointer(BaseModel):
     index_key: str
     metadata_key: str
     embeddings_key: str | None = None
+    # Names catalog.json; the other compact files sit beside it. Absent in builds published before
+    # the compact files existed: readers then fall back to the metadata JSON.
+    catalog_key: str | None = None
+    # ivf-pq builds only: names rerank.npz (rerank_codes.npy sits beside it).
+    rerank_key: str | None = None
 
 
 def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:
