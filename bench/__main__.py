@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "build", "search", "coldstart")
+SECTIONS = ("scale", "duplicates", "build", "search", "coldstart", "runtimes", "engines", "stages")
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,54 @@ class Sizes:
     text_requests: int
     image_requests: int
     cold_rounds: int
+    duplicate_counts: tuple[int, ...]
     tiny_model: bool = False
+    runtime_samples: int = 20  # encode calls per runtime and round (bench.runtimes)
+    runtime_rounds: int = 3
+    engine_images: int = 512  # bench.engines: the local engine against Ray
+    engine_rounds: int = 3
+    stage_images: int = 1_000_000  # bench.stages: the plan and the merge
 
 
 SIZES = {
-    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3),
-    "quick": Sizes(100_000, 100, 3, 96, 2, (10_000, 100_000), 3, 8, 4, 2),
+    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, (100_000, 1_000_000)),
+    "quick": Sizes(
+        100_000,
+        100,
+        3,
+        96,
+        2,
+        (10_000, 100_000),
+        3,
+        8,
+        4,
+        2,
+        (100_000,),
+        runtime_samples=10,
+        engine_images=96,
+        engine_rounds=2,
+        stage_images=100_000,
+    ),
     # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
-    "smoke": Sizes(3_000, 10, 1, 6, 1, (1_000,), 1, 2, 2, 1, tiny_model=True),
+    "smoke": Sizes(
+        3_000,
+        10,
+        1,
+        6,
+        1,
+        (1_000,),
+        1,
+        2,
+        2,
+        1,
+        (3_000, 21_000),
+        tiny_model=True,
+        runtime_samples=2,
+        runtime_rounds=1,
+        engine_images=16,
+        engine_rounds=1,
+        stage_images=3_000,
+    ),
 }
 
 

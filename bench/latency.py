@@ -80,7 +80,9 @@ def _text(
     cursor = iter(range(10**9))
 
     def query() -> str:
-        return QUERIES[next(cursor) % len(QUERIES)]
+        # Never the same text twice, so the server's text cache never answers.
+        turn = next(cursor)
+        return f"{QUERIES[turn % len(QUERIES)]} ({turn})"
 
     vector = embedder.embed_texts([QUERIES[0]])
 
@@ -88,16 +90,30 @@ def _text(
         body = {"query": query(), "k": K, "folder": ""}
         return _ok(client.post("/image_search/search", json=body))
 
+    def repeated() -> httpx.Response:
+        body = {"query": QUERIES[0], "k": K, "folder": ""}
+        return _ok(client.post("/image_search/search", json=body))
+
+    size = published.count // 1000
+    search = {"faiss search": lambda: published.index.search(vector, K)}
     _measure(
         report,
-        group=f"text search, {published.count // 1000}k index",
-        floors={
-            "embed_texts": lambda: embedder.embed_texts([query()]),
-            "faiss search": lambda: published.index.search(vector, K),
-        },
+        group=f"text search, {size}k index",
+        floors={"embed_texts": lambda: embedder.embed_texts([query()]), **search},
         request=request,
         rounds=rounds,
         per_round=per_round,
+    )
+    # The same text every time: its vector comes from the cache, so the floor is the search.
+    # No target: the HTTP stack's fixed cost is most of what is left.
+    _measure(
+        report,
+        group=f"text search, repeated query (cached vector), {size}k index",
+        floors=search,
+        request=repeated,
+        rounds=rounds,
+        per_round=per_round,
+        target=None,
     )
 
 
@@ -146,6 +162,7 @@ def _measure(
     request: Any,
     rounds: int,
     per_round: int,
+    target: float | None = TARGET,
 ) -> None:
     for warm in [*floors.values(), request]:
         warm()
@@ -178,15 +195,5 @@ def _measure(
         )
     report.add(Row(group, "HTTP p95", percentile(every, 95), "ms"))
     report.add(Row(group, "HTTP p99", percentile(every, 99), "ms"))
-    report.add(
-        Row.of(
-            group,
-            "HTTP p50",
-            http,
-            "ms",
-            floor=floor,
-            ratio=ratio,
-            target=f"ratio ≤ {TARGET}",
-            ok=ratio <= TARGET,
-        )
-    )
+    checked = {} if target is None else {"target": f"ratio ≤ {target}", "ok": ratio <= target}
+    report.add(Row.of(group, "HTTP p50", http, "ms", floor=floor, ratio=ratio, **checked))

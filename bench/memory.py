@@ -9,9 +9,28 @@ from pathlib import Path
 
 
 def rss_bytes() -> int:
+    return _status_bytes("VmRSS:")
+
+
+def peak_rss_bytes() -> int:
+    """The most this process has held resident (since start, or since ``reset_peak``)."""
+    return _status_bytes("VmHWM:")
+
+
+def reset_peak() -> bool:
+    """Start the peak afresh (Linux: writing 5 to clear_refs); False where that is refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as file:
         for line in file:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return 0
 

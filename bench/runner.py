@@ -25,11 +25,23 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             queries=sizes.scale_queries,
             rounds=sizes.scale_rounds,
         )
-    rest = [name for name in sections if name != "scale"]
+    if "duplicates" in sections:
+        from bench import duplicates
+
+        LOG.info("(6) near-duplicate pass: %s vectors", sizes.duplicate_counts)
+        duplicates.run(report, counts=sizes.duplicate_counts)
+    if "stages" in sections:
+        from bench import stages
+        from bench.s3server import s3_server
+
+        LOG.info("(8) build stages: %d images", sizes.stage_images)
+        with s3_server():
+            stages.run(report, count=sizes.stage_images)
+    rest = [name for name in sections if name not in ("scale", "duplicates", "stages")]
     if not rest:
         return
 
-    from bench import coldstart, latency, throughput
+    from bench import coldstart, latency, runtimes, throughput
     from bench.model import benchmark_model
     from bench.s3server import s3_server
     from bench.serving import publish_synthetic
@@ -44,12 +56,21 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             throughput.run(
                 report, embedder=embedder, count=sizes.build_images, rounds=sizes.build_rounds
             )
-        if "search" not in sections and "coldstart" not in sections:
+        if "engines" in sections:
+            from bench import engines
+
+            LOG.info("(7) engines: %d JPEGs, local and Ray", sizes.engine_images)
+            engines.run(
+                report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
+            )
+        if not {"search", "coldstart", "runtimes"} & set(sections):
             return
         client = s3.make_client()
+        # The runtimes section alone needs one index (the smallest) for its server cold start.
+        serving = {"search", "coldstart"} & set(sections)
+        counts = sizes.search_indexes if serving else sizes.search_indexes[:1]
         published = [
-            publish_synthetic(client, count=count, model=embedder.source)
-            for count in sizes.search_indexes
+            publish_synthetic(client, count=count, model=embedder.source) for count in counts
         ]
         if "search" in sections:
             for index in published:
@@ -67,4 +88,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             LOG.info("(4) cold start")
             coldstart.run(
                 report, embedder=embedder, published=published[-1], rounds=sizes.cold_rounds
+            )
+        if "runtimes" in sections:
+            LOG.info("(6) runtimes: torch against ONNX Runtime")
+            runtimes.run(
+                report,
+                model=model,
+                work=work / "runtimes",
+                samples=sizes.runtime_samples,
+                rounds=sizes.runtime_rounds,
+                published=published[0],
             )

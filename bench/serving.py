@@ -61,6 +61,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
         index=built,
         vectors=vectors,
         keep_builds=1,
+        pointer_etag=None,  # a fresh bucket
     )
     return Published(bucket, count, built)
 

@@ -84,6 +84,7 @@ class _TimedEmbedder:
 
     def __init__(self, embedder: Any) -> None:
         self.source = embedder.source
+        self.identity = embedder.identity
         self.batch_size = embedder.batch_size
         self._embedder = embedder
         self.seconds = 0.0

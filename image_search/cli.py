@@ -1,18 +1,27 @@
-"""Command line: ``python -m image_search build|serve|demo`` and ``scripts/build_index.py``."""
+"""Command line: ``python -m image_search build|serve|demo|export``, ``scripts/build_index.py``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from image_search.config import INDEX_TYPES
+from image_search.config import DEFAULT_MODEL, ENGINES, INDEX_TYPES, LogSettings
 from image_search.demo.run import DemoOptions, add_demo_arguments, run_demo
 from image_search.errors import ImageSearchError
 from image_search.messages import fail, settings_problem
+from image_search.observe import logs
+
+if TYPE_CHECKING:
+    from image_search.build.report import BuildReport
+    from image_search.config import Settings
+    from image_search.storage.s3 import S3Client
 
 LOG = logging.getLogger("image_search")
 
@@ -21,6 +30,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="bucket holding the images (IMAGE_SEARCH_BUCKET)")
     parser.add_argument("--folders", help="comma list of folders to index (default: all)")
     parser.add_argument("--model", help="model id, local directory or s3:// directory")
+    parser.add_argument(
+        "--runtime", choices=["auto", "onnx", "torch"], help="IMAGE_SEARCH_RUNTIME (default auto)"
+    )
     parser.add_argument("--index-type", choices=INDEX_TYPES, help="ivfpq: alias of ivf-sq8")
     parser.add_argument("--full", action="store_true", help="re-embed every image")
     parser.add_argument(
@@ -28,22 +40,37 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="images per model call")
     parser.add_argument("--workers", type=int, help="concurrent downloads")
+    parser.add_argument("--shard-size", type=int, help="images per shard (default 1000)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, help="where the shards run: this process (default) or Ray"
+    )
+    parser.add_argument("--ray-address", help="a Ray cluster to join (default: start a local Ray)")
+    parser.add_argument("--ray-workers", type=int, help="Ray actors (default: one per GPU or CPU)")
+    parser.add_argument(
+        "--ray-gpus-per-worker",
+        type=float,
+        help="GPUs per actor (default: 1 if the cluster has any)",
+    )
 
 
 def run_build_command(args: argparse.Namespace) -> int:
     """Run one build from parsed arguments; one summary line, non-zero exit with one-line reason."""
-    from image_search.build.pipeline import run_build
     from image_search.config import Settings
-    from image_search.model.cache import embedder_for
     from image_search.storage import s3
 
     overrides = {
         "bucket": args.bucket,
         "folders": args.folders,
         "model": args.model,
+        "runtime": args.runtime,
         "index_type": args.index_type,
         "batch_size": args.batch_size,
         "download_workers": args.workers,
+        "shard_size": args.shard_size,
+        "engine": args.engine,
+        "ray_address": args.ray_address,
+        "ray_workers": args.ray_workers,
+        "ray_gpus_per_worker": args.ray_gpus_per_worker,
     }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
@@ -51,19 +78,25 @@ def run_build_command(args: argparse.Namespace) -> int:
         return fail(settings_problem(exc))
     try:
         client = s3.make_client(max_connections=settings.download_workers + 2)
-        report = run_build(
-            settings,
-            client=client,
-            embedder=embedder_for(settings),
-            full=args.full,
-            dry_run=args.dry_run,
-        )
+        report = _run_engine(settings, client=client, full=args.full, dry_run=args.dry_run)
     except ImageSearchError as exc:
         return fail(str(exc))
     print(report.line())
     for skipped in report.skipped:
         print(f"skipped {skipped.key}: {skipped.reason}", file=sys.stderr)
     return 0
+
+
+def _run_engine(settings: Settings, *, client: S3Client, full: bool, dry_run: bool) -> BuildReport:
+    if settings.engine == "ray":
+        from image_search.build.ray_engine import run_on_ray
+
+        return run_on_ray(settings, client=client, full=full, dry_run=dry_run)
+    from image_search.build.pipeline import run_build
+    from image_search.model.cache import embedder_for
+
+    embedder = embedder_for(settings)
+    return run_build(settings, client=client, embedder=embedder, full=full, dry_run=dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,8 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     demo = commands.add_parser("demo", help="sample photos on an embedded S3, served with the page")
     add_demo_arguments(demo)
+    export = commands.add_parser("export", help="export a CLIP model to ONNX for the ONNX runtime")
+    export.add_argument(
+        "--model",
+        default=os.environ.get("IMAGE_SEARCH_MODEL", DEFAULT_MODEL),
+        help="model id, local directory or s3:// directory (default: IMAGE_SEARCH_MODEL)",
+    )
+    export.add_argument("--output", required=True, help="local or s3:// directory to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    service = logs.BUILD if args.command == "build" else logs.API
+    logs.configure(service, log_format=LogSettings().log_format)
     if args.command == "build":
         return run_build_command(args)
     if args.command == "demo":
@@ -91,6 +132,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "serve":
         return run_serve(host=args.host, port=args.port)
+    if args.command == "export":
+        return run_export(model=args.model, output=args.output)
+    return 0
+
+
+def run_export(*, model: str, output: str) -> int:
+    """Write the ONNX export of ``model`` to ``output``; one line on success or failure."""
+    from image_search.config import Settings
+
+    try:  # torch and transformers: the full install has them, the Lambda image does not
+        from image_search.model.export import export
+    except ImportError as exc:
+        return fail(f"export needs torch and transformers (pip install -r requirements.txt): {exc}")
+    default_cache = Settings.model_fields["model_cache_dir"].default
+    cache_dir = Path(os.environ.get("IMAGE_SEARCH_MODEL_CACHE_DIR") or default_cache)
+    try:
+        manifest = export(model, output, cache_dir=cache_dir)
+    except ImageSearchError as exc:
+        return fail(str(exc))
+    print(
+        f"exported {manifest.source} (dim {manifest.dim}) to {output}; "
+        f"serve it with IMAGE_SEARCH_MODEL={output}"
+    )
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -15,7 +15,10 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 CommaList = Annotated[list[str], NoDecode]
+Runtime = Literal["auto", "onnx", "torch"]
 IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8", "ivf-pq"]
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = ("local", "ray")
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivf-pq", "ivfpq")
 # "ivfpq" was the first name of the IVF type with 8-bit scalar codes; settings and published
 # builds that still say it keep working. "ivf-pq" (with the dash) is the PQ type with re-ranking.
@@ -31,15 +34,32 @@ class Settings(BaseSettings):
 
     bucket: str = Field(min_length=3, max_length=63)
     folders: CommaList = []
-    index_prefix: str = "index/"
+    index_prefix: str = Field(default="index/", validate_default=True)
     model: str = DEFAULT_MODEL
     model_cache_dir: Path = Path(gettempdir()) / "image-search-models"
     device: str = "auto"
+    # auto: ONNX Runtime when the model is an export (or has one in its onnx/), else torch.
+    runtime: Runtime = "auto"
+    # ONNX Runtime threads per model call; 0 = one per core (measured best: docs in the README).
+    onnx_threads: int = Field(default=0, ge=0, le=256)
     batch_size: int = Field(default=32, ge=1, le=1024)
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
-    checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # A running build renews its lease every third of this; a killed one blocks the next build
+    # for at most this long (storage/lease.py). On Step Functions, where nothing runs between
+    # the states to renew it, the plan takes it for the whole execution (template.yaml).
+    build_lease_seconds: float = Field(default=300.0, ge=1)
+    # Near-duplicates: the lowest cosine a build records (see docs/duplicates.md for the choice).
+    duplicate_score: float = Field(default=0.95, ge=0.5, le=1.0)
+    # Images per shard: the unit of work an engine hands out and of resuming an interrupted build.
+    shard_size: int = Field(default=1000, ge=1, le=100_000)
+    engine: Engine = "local"
+    # None: start a local Ray; "auto" or "ray://host:10001": join that cluster.
+    ray_address: str | None = None
+    ray_workers: int = Field(default=0, ge=0)  # 0: one per GPU, or per ray_cpus_per_worker CPUs
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0)
+    ray_gpus_per_worker: float | None = Field(default=None, ge=0)  # None: 1 if there are GPUs
 
     api_prefix: str = ""
     api_keys: CommaList = []
@@ -48,8 +68,10 @@ class Settings(BaseSettings):
     presign_expires: int = Field(default=3600, ge=1)
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_concurrent_images: int = Field(default=2, ge=1, le=64)
     refresh_seconds: float = Field(default=300.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
+    text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
 
     @field_validator("index_type", mode="before")
     @classmethod
@@ -70,9 +92,24 @@ class Settings(BaseSettings):
 
     @field_validator("index_prefix", mode="after")
     @classmethod
-    def _prefix_ends_with_slash(cls, value: str) -> str:
+    def _prefix_is_a_folder_of_its_own(cls, value: str, info: ValidationInfo) -> str:
+        """The index prefix must be a folder apart from the images: pruning deletes old builds
+        under it, and an empty prefix or an indexed folder would put user images there."""
         value = value.strip("/")
-        return f"{value}/" if value else ""
+        if not value:
+            raise ValueError(
+                "must name a folder for the index (e.g. index/), not the bucket root: builds "
+                "would go under builds/, next to the images"
+            )
+        prefix = f"{value}/"
+        for folder in info.data.get("folders") or []:
+            inside = f"{folder}/"
+            if prefix.startswith(inside) or inside.startswith(prefix):
+                raise ValueError(
+                    f"{prefix!r} overlaps the indexed folder {folder!r}; "
+                    "choose a prefix outside IMAGE_SEARCH_FOLDERS"
+                )
+        return prefix
 
     @field_validator("api_prefix", mode="after")
     @classmethod
@@ -84,6 +121,16 @@ class Settings(BaseSettings):
     @classmethod
     def _cap_presign(cls, value: int) -> int:
         return min(value, MAX_PRESIGN_SECONDS)
+
+
+class LogSettings(BaseSettings):
+    """How logs are written; apart from ``Settings`` so logging is set up before a bad setting
+    (a missing bucket) has to be reported through it."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGE_SEARCH_", extra="ignore")
+
+    # auto: JSON lines and EMF metrics on Lambda, readable text elsewhere.
+    log_format: Literal["auto", "text", "json"] = "auto"
 
 
 @lru_cache(maxsize=1)

@@ -19,6 +19,14 @@ class NoImagesError(ImageSearchError):
     """A build found no images to index."""
 
 
+class BuildRunningError(ImageSearchError):
+    """Another build holds the build lease, or took it over from this one."""
+
+
+class PublishConflictError(ImageSearchError):
+    """``current.json`` changed while this build ran: another build published first."""
+
+
 class ModelLoadError(ImageSearchError):
     """The CLIP model could not be loaded from the configured source."""
 
@@ -53,3 +61,11 @@ class UnknownFolderError(ImageSearchError):
 
 class UnknownKeyError(ImageSearchError):
     """An image key that is not in the index."""
+
+
+class UnknownPrefixError(UnknownFolderError):
+    """A key prefix that no indexed image starts with (answered like an unknown folder)."""
+
+
+class DuplicatesUnavailableError(ImageSearchError):
+    """The served build holds no near-duplicate groups (made before they were computed)."""

@@ -13,7 +13,8 @@ def settings_problem(exc: ValidationError, *, flags: bool = True) -> str:
     if first["type"] == "missing":
         hint = f" (or pass --{name})" if flags else ""
         return f"IMAGE_SEARCH_{name.upper()} is not set{hint}"
-    return f"invalid IMAGE_SEARCH_{name.upper()}: {first['msg']}"
+    reason = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own checks
+    return f"invalid IMAGE_SEARCH_{name.upper()}: {reason}"
 
 
 def fail(reason: str) -> int:

@@ -81,19 +81,30 @@ def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
+    from tests.factories import sample_bucket_layout
+
+    return published_bucket(
+        sample_bucket_layout(), model=tiny_model, cache=tmp_path_factory.mktemp("cache")
+    )
+
+
+def published_bucket(
+    layout: dict[str, bytes], *, model: Path, cache: Path, **settings: object
+) -> str:
+    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build with
+    ``settings`` (names of ``Settings`` fields)."""
     from image_search.build.pipeline import run_build
     from image_search.config import Settings
     from image_search.model.embedder import ClipEmbedder
-    from tests.factories import sample_bucket_layout
 
     client = s3.make_client()
     name = f"indexed-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
-    for key, data in sample_bucket_layout().items():
+    for key, data in layout.items():
         put(client, name, key, data)
-    embedder = ClipEmbedder(source=str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
-    settings = Settings(bucket=name, model=str(tiny_model), download_workers=4)
-    assert run_build(settings, client=client, embedder=embedder).published
+    embedder = ClipEmbedder(source=str(model), cache_dir=cache)
+    options = Settings(bucket=name, model=str(model), download_workers=4, **settings)  # type: ignore[arg-type]
+    assert run_build(options, client=client, embedder=embedder).published
     return name
 
 
@@ -120,6 +131,19 @@ def api_env(indexed_bucket: str, tiny_model: Path, tmp_path: Path, monkeypatch: 
     get_service.cache_clear()
 
 
+@pytest.fixture
+def on_lambda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on Lambda: JSON log lines and EMF metrics on stdout once ``handler`` is (re)loaded."""
+    from image_search.observe import logs
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "image-search-test")
+    yield
+    for service in (logs.API, logs.BUILD):  # stop printing JSON for the tests that follow
+        logger = logs.powertools_logger(service)
+        logger.clear_state()  # the last invocation's fields
+        logging.getLogger().removeHandler(logger.registered_handler)
+
+
 def make_api():  # type: ignore[no-untyped-def]
     """A TestClient on a fresh app and service built from the current environment."""
     from fastapi.testclient import TestClient
@@ -130,3 +154,18 @@ def make_api():  # type: ignore[no-untyped-def]
     get_settings.cache_clear()
     get_service.cache_clear()
     return TestClient(create_app())
+
+
+def wait_for_build(api, build_id: str, *, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Until ``api`` serves ``build_id``: a new build is loaded in the background, off the
+    request path. Every answer on the way must be a 200."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        health = api.get("/health")
+        assert health.status_code == 200, health.text
+        if health.json()["build_id"] == build_id:
+            return
+        assert time.monotonic() < deadline, f"build {build_id} was not served within {timeout} s"
+        time.sleep(0.02)

@@ -126,3 +126,83 @@ def sample_bucket_layout() -> dict[str, bytes]:
 
 BROKEN_KEYS = {"vehicles/truncated.jpg", "nature/empty.png", "animals/notes.jpg"}
 IGNORED_KEYS = {"nature/readme.txt", "root-level.jpg"}
+
+
+# ---- malformed metadata, written byte by byte (Pillow refuses to write wrong tag types) ------
+
+SHORT, LONG, ASCII = 3, 4, 2  # TIFF field types
+
+
+def tiff_ifd(entries: list[tuple[int, int, int, bytes]], *, tail: bytes = b"") -> bytes:
+    """A little-endian TIFF header and one IFD of (tag, type, count, value bytes), then ``tail``.
+
+    Values longer than 4 bytes go after the IFD, ``tail`` after them.
+    """
+    import struct
+
+    values_at = 8 + 2 + 12 * len(entries) + 4
+    table, values = struct.pack("<H", len(entries)), b""
+    for tag, kind, count, value in entries:
+        if len(value) <= 4:
+            table += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack("<HHII", tag, kind, count, values_at + len(values))
+            values += value
+    return b"II*\0" + struct.pack("<I", 8) + table + b"\0\0\0\0" + values + tail
+
+
+def jpeg_with_bad_exif() -> bytes:
+    """A valid JPEG whose EXIF has Orientation and a ResolutionUnit stored as text."""
+    import struct
+
+    exif = tiff_ifd([(0x0112, SHORT, 1, struct.pack("<H", 6)), (0x0128, ASCII, 7, b"inches\0")])
+    return encode(random_image(30), "JPEG", exif=b"Exif\0\0" + exif)
+
+
+def tiff_2x2(*, text_strip_offsets: bool = False) -> bytes:
+    """A 2x2 uncompressed RGB TIFF; optionally with its StripOffsets tag stored as text."""
+    import struct
+
+    pixels = bytes(range(12))
+
+    def entries(strip_offsets: tuple[int, int, bytes]) -> list[tuple[int, int, int, bytes]]:
+        return [
+            (256, SHORT, 1, struct.pack("<H", 2)),  # width
+            (257, SHORT, 1, struct.pack("<H", 2)),  # height
+            (258, SHORT, 3, struct.pack("<HHH", 8, 8, 8)),  # bits per sample
+            (259, SHORT, 1, struct.pack("<H", 1)),  # no compression
+            (262, SHORT, 1, struct.pack("<H", 2)),  # RGB
+            (273, *strip_offsets),
+            (277, SHORT, 1, struct.pack("<H", 3)),  # samples per pixel
+            (278, SHORT, 1, struct.pack("<H", 2)),  # rows per strip
+            (279, LONG, 1, struct.pack("<I", len(pixels))),  # strip byte counts
+        ]
+
+    if text_strip_offsets:
+        return tiff_ifd(entries((ASCII, 4, b"abc\0")), tail=pixels)
+    start = len(tiff_ifd(entries((LONG, 1, b"\0\0\0\0"))))  # the strip follows the IFD
+    return tiff_ifd(entries((LONG, 1, struct.pack("<I", start))), tail=pixels)
+
+
+def mpo_bytes(seed: int) -> bytes:
+    """A camera-style JPEG with a multi-picture block: the photo, then a smaller second picture."""
+    return encode(
+        random_image(seed),
+        "MPO",
+        save_all=True,
+        append_images=[random_image(seed + 1, size=(24, 20))],
+    )
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that the handlers and Powertools read."""
+
+    function_name = "image-search-test"
+    memory_limit_in_mb = 3008
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:image-search-test"
+
+    def __init__(self, request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678") -> None:
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000

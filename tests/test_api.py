@@ -332,6 +332,6 @@ def test_openapi_documents_the_api_key_schemes_and_each_routes_own_errors(api_en
         return set(paths[path][method]["responses"])
 
     assert statuses("/health", "get") == {"200", "503"}
-    assert statuses("/image_search/folders", "get") == {"200", "401", "503"}
+    assert statuses("/image_search/folders", "get") == {"200", "401", "404", "422", "503"}
     assert "400" in statuses("/image_search/search_by_image", "post")
     assert {"400", "404", "413"} <= statuses("/image_search/search", "post")

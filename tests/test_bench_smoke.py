@@ -58,12 +58,36 @@ def test_unknown_section_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
-    """Build from moto S3, HTTP search through uvicorn, cold start: every figure present."""
+    """Build from moto S3, HTTP search through uvicorn, cold start, the engines (local and a
+    real local Ray) and the build stages: every figure present."""
     _, document = run_bench(tmp_path)
     groups = {row["group"] for row in document["rows"]}
-    assert any(group.startswith("build") for group in groups)
+    assert any(group.startswith("build ") for group in groups)
     assert any(group.startswith("text search") for group in groups)
     assert any(group.startswith("image search") for group in groups)
     assert any(group.startswith("cold start") for group in groups)
+    assert any(group.startswith("engines") for group in groups)
+    assert any(group.startswith("build stages") for group in groups)
+    assert any(group.startswith("runtimes cold start") for group in groups)
+    onnx = [row for row in document["rows"] if row["name"].endswith(", onnx")]
+    assert len(onnx) == 11 and all(row["ratio"] > 0 for row in onnx)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
-    assert len(ratios) == 4 and all(row["ratio"] > 0 for row in ratios)
+    assert len(ratios) == 5 and all(row["ratio"] > 0 for row in ratios)
+
+
+def test_stages_section_measures_plan_and_merge(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path, "--only", "stages")
+    rows = {row["name"]: row for row in document["rows"]}
+    for name in ("plan (diff, shards, save)", "merge (vectors, index, publish)"):
+        assert rows[name]["value"] > 0 and rows[name]["unit"] == "s"
+    for name in ("plan peak memory", "merge peak memory"):
+        assert rows[name]["value"] > 0 and rows[name]["unit"] == "MiB"
+
+
+def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Path) -> None:
+    _, document = run_bench(tmp_path, "--only", "duplicates")
+    rows = {(row["group"], row["name"]): row["value"] for row in document["rows"]}
+    for size in ("3k", "21k"):  # the exact scan, then buckets by coarse centroid
+        group = f"duplicates {size} (cosine ≥ 0.95)"
+        assert rows[(group, "pass")] > 0 and rows[(group, "peak resident during the pass")] > 0
+        assert rows[(group, "planted copies found")] == 1.0

@@ -1,6 +1,7 @@
 """The search page in a real browser: Debian's headless Chromium driven by Playwright, against
-the app served by uvicorn on a moto-backed index. Skip with ``-m "not browser"`` where no Chromium
-is installed; CI installs it (.ci/run)."""
+the app served by uvicorn on a moto-backed index. ``make test`` installs Chromium where it can
+(Debian, as root); elsewhere these tests are skipped with one line saying how to run them, except
+under CI, where a missing Chromium fails the run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +40,15 @@ UPLOAD_LIMIT = 400_000
 TIMEOUT_MS = 15_000
 # Browsers other than Safari cannot show TIFF: those thumbnails must fail visibly, not silently.
 NO_BROWSER_PREVIEW = (".tif", ".tiff")
+MISSING = (
+    f"no Chromium at {CHROMIUM}: the browser tests need it. Run `apt-get install chromium` as "
+    "root (or set IMAGE_SEARCH_CHROMIUM=/path/to/chromium), then `make test`"
+)
+if not os.access(CHROMIUM, os.X_OK):
+    if os.environ.get("CI"):
+        pytest.fail(MISSING, pytrace=False)
+    pytest.skip(MISSING, allow_module_level=True)
+
 SETTLED = """() => {
   const images = [...document.querySelectorAll('#grid img')];
   // An image that failed is complete before its error handler has marked the card: wait for both.
@@ -52,17 +63,23 @@ SETTLED = """() => {
 @pytest.fixture(scope="module")
 def server(indexed_bucket: str, tiny_model: Path, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The app on a free loopback port, in a thread; yields the page's URL."""
+    with serving(indexed_bucket, model=tiny_model, cache=tmp_path_factory.mktemp("browser")) as url:
+        yield url
+
+
+@contextmanager
+def serving(bucket: str, *, model: Path, cache: Path) -> Iterator[str]:
+    """The app over ``bucket``'s index, with API keys and a prefix, served by uvicorn."""
     import uvicorn
 
     from image_search.serve.api import create_app
     from image_search.serve.service import get_service
 
-    cache = tmp_path_factory.mktemp("browser")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("IMAGE_SEARCH_API_KEYS", API_KEY)
         env.setenv("IMAGE_SEARCH_API_PREFIX", PREFIX)
         env.setenv("IMAGE_SEARCH_MAX_UPLOAD_BYTES", str(UPLOAD_LIMIT))
-        point_at_index(env, bucket=indexed_bucket, model=tiny_model, cache=cache)
+        point_at_index(env, bucket=bucket, model=model, cache=cache)
         get_service().current()  # load the index before the first request
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -88,11 +105,6 @@ def server(indexed_bucket: str, tiny_model: Path, tmp_path_factory) -> Iterator[
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: apt-get install chromium, set IMAGE_SEARCH_CHROMIUM, "
-            "or skip these tests with -m 'not browser'"
-        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

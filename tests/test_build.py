@@ -171,13 +171,21 @@ def test_failed_publish_leaves_the_old_build_serving(
     assert build(client, embedder).count == 4
 
 
+def builds_in_a_row(
+    client: s3.S3Client, bucket: str, embedder: ClipEmbedder, count: int
+) -> list[str]:
+    """The ids of ``count`` builds, each published after adding one image."""
+    ids = []
+    for i in range(count):
+        put(client, bucket, f"animals/a{i}.png", encode(random_image(i)))
+        ids.append(build(client, embedder).build_id)
+    return ids
+
+
 def test_old_builds_are_pruned(client, bucket, embedder, monkeypatch) -> None:
     monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "2")
     get_settings.cache_clear()
-    ids = []
-    for i in range(3):
-        put(client, bucket, f"animals/a{i}.png", encode(random_image(i)))
-        ids.append(build(client, embedder).build_id)
+    ids = builds_in_a_row(client, bucket, embedder, 3)
     keys = [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix="index/builds/")]
     assert {k.split("/")[2] for k in keys} == set(ids[1:])
 
@@ -211,24 +219,52 @@ def test_empty_bucket_is_an_error(client, bucket, embedder) -> None:
         build(client, embedder)
 
 
-def test_an_interrupted_build_resumes_from_its_checkpoint(
-    client, bucket, embedder, tmp_path
+class CrashingEmbedder:
+    """The embedder, raising after ``batches`` calls: a build that dies mid-way."""
+
+    def __init__(self, embedder: ClipEmbedder, *, batches: int) -> None:
+        self.source, self.batch_size = embedder.source, embedder.batch_size
+        self.identity = embedder.identity
+        self._embedder, self._left = embedder, batches
+
+    def embed_images(self, batch):  # type: ignore[no-untyped-def]
+        if self._left == 0:
+            raise MemoryError("killed mid-shard")
+        self._left -= 1
+        return self._embedder.embed_images(batch)
+
+
+def finished_shards(client: s3.S3Client, bucket: str) -> int:
+    listed = s3.list_objects(client, bucket=bucket, prefix="index/work/build/shards/")
+    return sum(1 for obj in listed if obj["Key"].endswith("/result.json"))
+
+
+def test_an_interrupted_build_resumes_from_its_finished_shards(
+    client, bucket, embedder, tmp_path, monkeypatch
 ) -> None:
-    populate(client, bucket, {f"animals/a{i:02d}.png": encode(random_image(i)) for i in range(20)})
-    calls = iter([1000.0])  # plenty of time after the first batch (8), then the deadline is near
+    populate(client, bucket, {f"animals/a{i:02d}.png": encode(random_image(i)) for i in range(40)})
+    monkeypatch.setenv("IMAGE_SEARCH_SHARD_SIZE", "8")
+    get_settings.cache_clear()
     options = get_settings()
-    first = run_build(options, client=client, embedder=embedder, time_left=lambda: next(calls, 0.0))
-    assert not first.complete and not first.published and first.embedded == 16
+    # Batches of 8, shards of 4 to 16 images: the three batches before the crash finish at least
+    # the first shard.
+    with pytest.raises(MemoryError):
+        run_build(options, client=client, embedder=CrashingEmbedder(embedder, batches=3))
     assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    finished = finished_shards(client, bucket)
+    assert finished >= 1
 
     second = run_build(options, client=client, embedder=embedder)
-    assert second.complete and second.embedded == 4 and second.count == 20
+    assert second.published and second.count == 40
+    assert second.resumed > 0 and second.embedded + second.resumed == 40
+    assert finished_shards(client, bucket) == 0  # the work files go once published
     resumed = current(client, bucket, tmp_path)
     one_run = build(client, embedder, full=True)
-    assert one_run.embedded == 20
+    assert one_run.embedded == 40 and one_run.resumed == 0
     fresh = current(client, bucket, tmp_path)
+    assert [i.key for i in resumed.metadata.items] == [i.key for i in fresh.metadata.items]
     np.testing.assert_allclose(
-        resumed.index.reconstruct_n(0, 20), fresh.index.reconstruct_n(0, 20), atol=1e-5
+        resumed.index.reconstruct_n(0, 40), fresh.index.reconstruct_n(0, 40), atol=1e-5
     )
 
 

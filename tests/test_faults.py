@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -30,10 +31,11 @@ from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.serve import lifecycle
 from image_search.serve.service import SearchService
-from image_search.storage import artefacts, checkpoint, s3
+from image_search.storage import artefacts, s3
+from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer
-from tests.conftest import make_api, put
-from tests.factories import encode, free_port, random_image
+from tests.conftest import make_api, put, wait_for_build
+from tests.factories import LambdaContext, encode, free_port, random_image
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_ERRORS = {503: "SlowDown", 500: "InternalError"}
@@ -43,8 +45,24 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "conten
 # ---- a faulty S3 in front of moto --------------------------------------------------------------
 
 
+class Hold:
+    """GETs of one key wait at the proxy until released: a request to S3 that hangs."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()  # a GET of the key is waiting
+        self.released = threading.Event()
+
+    def wait(self) -> None:
+        self.arrived.set()
+        self.released.wait(timeout=60)  # a forgotten hold must not hang the test run
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class S3Proxy:
-    """Forwards to moto; GETs of chosen keys first get the given error statuses, or a delay."""
+    """Forwards to moto; GETs of chosen keys first get the given error statuses, a delay, or
+    wait until released."""
 
     def __init__(self, upstream: str, *, port: int = 0) -> None:
         self.upstream = urlsplit(upstream)
@@ -53,11 +71,16 @@ class S3Proxy:
         self.faults: dict[str, list[int]] = {}  # key → statuses still to return
         self.get_delay = 0.0  # seconds before answering an image GET
         self.gets: Counter[str] = Counter()
+        self.holds: dict[str, Hold] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     def fail(self, key: str, *statuses: int) -> None:
         self.faults[key] = list(statuses)
+
+    def hold(self, key: str) -> Hold:
+        self.holds[key] = Hold()
+        return self.holds[key]
 
     def start(self) -> S3Proxy:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _ProxyHandler)
@@ -106,6 +129,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if self.command == "GET" and s3.is_image_key(path):
             time.sleep(proxy.get_delay)
+        hold = proxy.holds.get(unquote(path).split("/", 2)[-1])
+        if self.command == "GET" and hold is not None:
+            hold.wait()
         upstream = http.client.HTTPConnection(
             proxy.upstream.hostname, proxy.upstream.port, timeout=30
         )
@@ -266,19 +292,18 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_bad_build_is_refused_and_the_previous_one_keeps_serving(
-    client, bucket, embedder, monkeypatch, caplog, damage: str
+    client, bucket, embedder, caplog, damage: str
 ) -> None:
     populate(client, bucket, images(3))
     first = build(client, embedder)
-    monkeypatch.setenv("IMAGE_SEARCH_REFRESH_SECONDS", "0.001")
     get_settings.cache_clear()
     service = SearchService(get_settings())
     assert service.current().metadata.build_id == first.build_id
     before = [hit.key for hit in service.search_text("a cat", k=3).hits]
 
     publish_bad_build(client, bucket, f"bad-{damage}", damage)
-    time.sleep(0.01)
     with caplog.at_level(logging.INFO, logger="image_search"):
+        service.index.refresh()  # what the background check does once due
         assert service.current().metadata.build_id == first.build_id
     refused = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(refused) == 1, caplog.text
@@ -314,14 +339,13 @@ def test_a_publish_cut_off_between_uploads_leaves_readers_on_the_old_build(
 
     second = build(client, embedder)
     assert second.published and second.count == 4
-    time.sleep(0.01)
-    assert api.get("/health").json()["build_id"] == second.build_id
+    wait_for_build(api, second.build_id)
 
 
 # ---- a build killed mid-way ------------------------------------------------------------------
 
 
-def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
+def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
     client, bucket, embedder, proxy: S3Proxy, tmp_path
 ) -> None:
     populate(client, bucket, images(24))
@@ -329,28 +353,35 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     proxy.start()
     env = {
         **os.environ,
-        "IMAGE_SEARCH_CHECKPOINT_SECONDS": "0.01",  # checkpoint after every batch
+        "IMAGE_SEARCH_SHARD_SIZE": "4",  # shards of 2 to 8 images: several finish before the kill
         "IMAGE_SEARCH_BATCH_SIZE": "4",
         "IMAGE_SEARCH_DOWNLOAD_WORKERS": "1",
+        "IMAGE_SEARCH_BUILD_LEASE_SECONDS": "2",  # renewed every 0.7 s while it runs
     }
     script = [sys.executable, str(ROOT / "scripts" / "build_index.py")]
     with (tmp_path / "build.log").open("wb") as log:
         builder = subprocess.Popen(script, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for_checkpoint(client, bucket, builder, timeout=120)
+            wait_for_a_finished_shard(client, bucket, builder, timeout=120)
         finally:
             builder.send_signal(signal.SIGKILL)
             builder.wait(timeout=30)
     assert builder.returncode == -signal.SIGKILL
-    saved = load_checkpoint_size(client, bucket)  # what the killed run left behind
-    assert saved is not None and 0 < saved < 24, (tmp_path / "build.log").read_text()
+    saved = finished_images(client, bucket)  # what the killed run left behind
+    assert 0 < saved < 24, (tmp_path / "build.log").read_text()
     assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    # The killed run's lease stays until it expires; then the next run takes it over.
+    left = LeaseRecord.model_validate_json(read(client, bucket, "index/work/build-lease.json"))
+    assert left.pid == builder.pid
+    time.sleep(max(0.0, (left.expires_at - datetime.now(UTC)).total_seconds()) + 0.1)
 
-    # The next run (in-process: the command line only wraps run_build) resumes.
-    resumed_run = build(client, embedder)
+    # The next run with the same shard size (in-process: the command line only wraps run_build)
+    # cuts the same shards and finds the finished ones.
+    resumed_run = build(client, embedder, shard_size=4)
     assert resumed_run.published and resumed_run.count == 24
-    assert resumed_run.embedded == 24 - saved  # all checkpointed before the kill was reused
-    assert load_checkpoint_size(client, bucket) is None  # removed once published
+    assert resumed_run.resumed == saved  # every shard finished before the kill was reused
+    assert resumed_run.embedded == 24 - saved
+    assert finished_images(client, bucket) == 0  # the work files go once published
     resumed = load_index(client, bucket, tmp_path / "resumed")
 
     fresh = build(client, embedder, full=True)  # one uninterrupted run over the same images
@@ -362,23 +393,28 @@ def test_a_build_killed_with_sigkill_resumes_from_its_checkpoint(
     )
 
 
-def wait_for_checkpoint(
+def wait_for_a_finished_shard(
     client: s3.S3Client, bucket: str, process: subprocess.Popen, *, timeout: float
-) -> int:
-    """Vectors in the first checkpoint seen while ``process`` runs."""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the build ended before it saved a checkpoint"
-        size = load_checkpoint_size(client, bucket)
-        if size:
-            return size
+        assert process.poll() is None, "the build ended before it finished a shard"
+        if finished_images(client, bucket):
+            return
         time.sleep(0.05)
-    raise AssertionError("no checkpoint appeared")
+    raise AssertionError("no shard finished")
 
 
-def load_checkpoint_size(client: s3.S3Client, bucket: str) -> int | None:
-    saved = checkpoint.load(client, bucket=bucket, index_prefix="index/")
-    return None if saved is None else len(saved.keys)
+def finished_images(client: s3.S3Client, bucket: str) -> int:
+    """Images in the shard results saved under the work prefix."""
+    from image_search.build.work import ShardResult
+
+    listed = s3.list_objects(client, bucket=bucket, prefix="index/work/build/shards/")
+    results = [obj["Key"] for obj in listed if obj["Key"].endswith("/result.json")]
+    return sum(
+        len(ShardResult.model_validate_json(s3.get_bytes(client, bucket=bucket, key=key)).rows)
+        for key in results
+    )
 
 
 def load_index(client: s3.S3Client, bucket: str, cache: Path) -> artefacts.LoadedBuild:
@@ -395,7 +431,7 @@ API_KEY = "api-key-for-the-logs-test-5b7e"
 
 
 def test_logs_never_contain_keys_secrets_or_signatures(
-    client, bucket, embedder, monkeypatch, caplog
+    client, bucket, embedder, monkeypatch, caplog, capsys, on_lambda
 ) -> None:
     import importlib
 
@@ -420,15 +456,19 @@ def test_logs_never_contain_keys_secrets_or_signatures(
         s3.get_bytes(bad, bucket="no-such-bucket-for-logs", key="x.png")
     import handler
 
-    lambda_handler = importlib.reload(handler).handler
+    lambda_handler = importlib.reload(handler).handler  # as on Lambda: JSON lines and EMF
     event = json.loads((ROOT / "tests" / "events" / "http-search.json").read_text())
     event["headers"]["x-api-key"] = API_KEY
-    assert lambda_handler(event, None)["statusCode"] == 200
+    assert lambda_handler(event, LambdaContext())["statusCode"] == 200
+    event["headers"]["x-api-key"] = API_KEY[:-1]
+    assert lambda_handler(event, LambdaContext())["statusCode"] == 401
+    printed = capsys.readouterr().out  # what CloudWatch would receive
+    assert [json.loads(line) for line in printed.splitlines()]  # every line JSON, some printed
 
     signatures = {parse_signature(url) for url in urls}
     assert len(urls) == 6 and all(signatures)
     ours = [r for r in caplog.records if not r.name.startswith(("moto", "werkzeug"))]
-    text = "\n".join(f"{r.name}: {r.getMessage()}" for r in ours)
+    text = "\n".join([*(f"{r.name}: {r.getMessage()}" for r in ours), printed])
     assert len(ours) > 10  # the capture did see the product's logs
     for secret in (SECRET_KEY, SESSION_TOKEN, API_KEY, API_KEY[:-1], *signatures):
         assert secret not in text

@@ -24,7 +24,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import point_at_index
-from tests.factories import encode, png_bytes, random_image
+from tests.factories import (
+    encode,
+    jpeg_with_bad_exif,
+    mpo_bytes,
+    png_bytes,
+    random_image,
+    tiff_2x2,
+)
 
 KEY = "hostile-suite-key-7f3a9c"
 LIMIT = 100_000  # IMAGE_SEARCH_MAX_UPLOAD_BYTES for this module
@@ -128,6 +135,11 @@ CASES = [
     Case("truncated-png", "POST", U, 400, "could not be decoded",
          upload("cut.png", png_bytes(4)[:200])),
     Case("empty-file", "POST", U, 400, "the file is empty", upload("empty.png", b"")),
+    # malformed metadata: Pillow raises struct.error / TypeError deep inside
+    Case("jpeg-exif-tag-of-wrong-type", "POST", U, 400, "could not be decoded",
+         upload("exif.jpg", jpeg_with_bad_exif(), "image/jpeg")),
+    Case("tiff-strip-offsets-as-text", "POST", U, 400, "could not be decoded",
+         upload("strips.tif", tiff_2x2(text_strip_offsets=True), "image/tiff")),
     Case("svg", "POST", U, 400, "not a recognised image",
          upload("x.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml")),
     Case("pdf", "POST", U, 400, "not a recognised image",
@@ -165,6 +177,8 @@ CASES = [
     Case("gif-as-octet-stream", "POST", U, 200, "",
          upload("blob", GIF, "application/octet-stream")),
     Case("png-as-text-plain", "POST", U, 200, "", upload("a.txt", png_bytes(1), "text/plain")),
+    Case("camera-jpeg-with-mpf", "POST", U, 200, "",
+         upload("IMG_0001.JPG", mpo_bytes(5), "image/jpeg")),
     Case("upload-k-0", "POST", U, 422, "greater_than_equal@body.k",
          upload("a.png", png_bytes(1), k="0")),
     Case("upload-k-abc", "POST", U, 422, "int_parsing@body.k",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
 from image_search.model.images import decode
-from tests.factories import encode, random_image
+from tests.factories import encode, mpo_bytes, random_image
 
 LIMIT = 10_000_000
 
@@ -78,3 +79,14 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     assert len(buffer.getvalue()) < 200_000
     with pytest.raises(ImageTooLargeError, match="pixels"):
         decode(buffer.getvalue(), max_pixels=LIMIT)
+
+
+def test_camera_jpeg_with_a_multi_picture_block_decodes_to_its_primary_picture() -> None:
+    data = mpo_bytes(9)
+    assert Image.open(io.BytesIO(data)).format == "MPO"  # what Pillow calls it
+    decoded = decode(data, max_pixels=LIMIT)
+    primary = decode(encode(random_image(9), "JPEG"), max_pixels=LIMIT)
+    assert decoded.mode == "RGB" and decoded.size == primary.size == (48, 40)
+    # The same picture as the JPEG of the primary image alone (both lossy: compare loosely).
+    difference = np.abs(np.asarray(decoded, np.int16) - np.asarray(primary, np.int16))
+    assert difference.mean() < 4

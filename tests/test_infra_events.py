@@ -23,7 +23,6 @@ LOCAL = {"IMAGE_SEARCH_BUCKET", "IMAGE_SEARCH_MODEL"}
 
 
 class Context:
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:image-search-index-build"
     aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
     def get_remaining_time_in_millis(self) -> int:
@@ -87,14 +86,32 @@ def test_api_event_succeeds(path: Path, api_env, monkeypatch) -> None:
     [p for p in EVENT_FILES if kind(json.loads(p.read_text())) == "schedule"],
     ids=lambda p: p.name,
 )
-def test_scheduled_event_builds_and_publishes(path: Path, client, bucket, monkeypatch) -> None:
-    from image_search.build.lambda_handler import build_handler
+def test_scheduled_event_starts_a_build_that_publishes(
+    path: Path, client, bucket, monkeypatch
+) -> None:
+    """The schedule starts the state machine with this event: plan, every shard, merge, each
+    function with its env.json settings."""
     from image_search.config import get_settings
+    from tests.state_machine import Execution, real_handlers
 
     for i in range(3):
         put(client, bucket, f"animals/{i}.png", encode(random_image(i)))
-    use_env(monkeypatch, "IndexBuildFunction")
-    get_settings.cache_clear()
-    summary = build_handler(json.loads(path.read_text()), Context())
+    monkeypatch.setenv("_HANDLER", "handler.plan")
+    handlers = real_handlers()
+
+    def with_env(function: str):  # type: ignore[no-untyped-def]
+        def call(payload: dict[str, Any], context: object) -> dict[str, Any]:
+            with pytest.MonkeyPatch.context() as env:
+                use_env(env, function)
+                get_settings.cache_clear()
+                try:
+                    return handlers[function](payload, context)
+                finally:
+                    get_settings.cache_clear()
+
+        return call
+
+    execution = Execution(client, bucket, {name: with_env(name) for name in handlers})
+    summary = execution.run(json.loads(path.read_text()))
     assert summary["state"] == "published" and summary["count"] == 3, summary
     assert json.loads(client.get_object(Bucket=bucket, Key="index/current.json")["Body"].read())

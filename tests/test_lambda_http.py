@@ -79,3 +79,65 @@ def test_undecodable_bodies_are_400_not_a_crash(lambda_handler, body, is_base64,
     response = lambda_handler(event, None)
     assert response["statusCode"] == 400 and detail in body_of(response)["detail"]
     assert lambda_handler(load_event("http-search.json"), None)["statusCode"] == 200
+
+
+# ---- invokes that are not API Gateway events ------------------------------------------------
+
+
+def without_http(event: dict) -> dict:
+    del event["requestContext"]["http"]
+    return event
+
+
+def with_object_body(event: dict) -> dict:
+    event["body"] = {"query": "cat", "k": 3}  # a test console's JSON, not API Gateway's text
+    return event
+
+
+NOT_API_GATEWAY = {
+    "empty": lambda: {},
+    "schedule": lambda: load_event("schedule.json"),
+    "v2-without-http": lambda: without_http(load_event("http-search.json")),
+    "object-body": lambda: with_object_body(load_event("http-search.json")),
+    "rest-object-body": lambda: with_object_body(load_event("rest-search.json")),
+    "list": lambda: [load_event("http-search.json")],
+    "string": lambda: "hello",
+    "null": lambda: None,
+}
+
+
+@pytest.mark.parametrize("make", NOT_API_GATEWAY.values(), ids=NOT_API_GATEWAY)
+def test_an_invoke_that_is_not_an_api_gateway_event_gets_a_400_answer(lambda_handler, make) -> None:
+    response = lambda_handler(make(), None)
+    assert response["statusCode"] == 400, response
+    assert response["headers"]["content-type"] == "application/json"
+    assert body_of(response)["detail"]
+    assert lambda_handler(load_event("http-search.json"), None)["statusCode"] == 200
+
+
+def mutations(event: object, path: tuple = ()):  # type: ignore[no-untyped-def]
+    """(path, mutated copy) for every field of ``event``: removed, or replaced by a wrong type."""
+    if not isinstance(event, dict):
+        return
+    for key, value in event.items():
+        for replacement in ("<removed>", None, 7, ["x"], {"x": 1}):
+            changed = json.loads(json.dumps(event))
+            if replacement == "<removed>":
+                del changed[key]
+            else:
+                changed[key] = replacement
+            yield (*path, key, replacement), changed
+        for inner_path, inner in mutations(value, ()):
+            changed = json.loads(json.dumps(event))
+            changed[key] = inner
+            yield (*path, key, *inner_path), changed
+
+
+@pytest.mark.parametrize("name", ["http-search.json", "rest-search.json", "http-upload.json"])
+def test_no_damaged_event_makes_the_handler_raise_or_answer_5xx(lambda_handler, name) -> None:
+    answers = []
+    for path, event in mutations(load_event(name)):
+        response = lambda_handler(event, None)
+        assert isinstance(response["statusCode"], int) and response["statusCode"] < 500, path
+        answers.append(response["statusCode"])
+    assert 400 in answers and 200 in answers  # both the refusals and the harmless changes

@@ -24,6 +24,8 @@ SAM_BIN = ROOT / ".venv-sam/bin"
 API_GATEWAY_LIMIT_MS = 30_000  # HTTP API's maximum integration timeout (REST: 29 s)
 LAMBDA_LIMIT_S = 900
 WRITE_ACTIONS = {"s3:PutObject", "s3:DeleteObject"}
+BUILD_FUNCTIONS = ("BuildPlanFunction", "EmbedShardFunction", "BuildMergeFunction")
+FUNCTIONS = ("SearchFunction", *BUILD_FUNCTIONS)
 
 
 def tool(name: str) -> str:
@@ -154,45 +156,148 @@ def test_every_route_goes_to_the_search_function_with_payload_v2() -> None:
             assert integration["timeoutInMillis"] <= API_GATEWAY_LIMIT_MS
 
 
-def test_uploads_reach_the_function_as_binary() -> None:
-    """REST APIs need BinaryMediaTypes for multipart bodies; an HTTP API base64-encodes them."""
-    rest = resources("AWS::ApiGateway::RestApi")
-    for api in rest.values():
-        binary = set(api["Properties"].get("BinaryMediaTypes", []))
-        assert {"multipart/form-data", "image/*"} <= {t.replace("~1", "/") for t in binary}
-    assert rest or resources("AWS::ApiGatewayV2::Api"), "no API at all"
+def test_uploads_reach_the_function_base64_encoded_as_in_the_replayed_event() -> None:
+    """An uploaded image must reach the function byte for byte. The template's HTTP API sends
+    payload format 2.0, which base64-encodes any body that is not text with nothing to configure
+    (a REST API would need BinaryMediaTypes, and corrupts uploads without them); that is the
+    format of tests/events/http-upload.json, which test_lambda_http.py replays and finds intact."""
+    (api,) = resources("AWS::ApiGatewayV2::Api").values()
+    upload = api["Properties"]["Body"]["paths"]["/image_search/search_by_image"]["post"]
+    assert upload["x-amazon-apigateway-integration"]["payloadFormatVersion"] == "2.0"
+    assert resources("AWS::ApiGateway::RestApi") == {}, "a REST API needs BinaryMediaTypes"
+    event = json.loads((ROOT / "tests/events/http-upload.json").read_text())
+    assert (event["version"], event["isBase64Encoded"]) == ("2.0", True)
+    assert event["routeKey"] == "POST /image_search/search_by_image"
+    assert event["headers"]["content-type"].startswith("multipart/form-data; boundary=")
 
 
 # ---- functions, schedule, limits ----------------------------------------------------------
 
 
 def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
-    search, build = function("SearchFunction"), function("IndexBuildFunction")
+    search = function("SearchFunction")
     assert search["Timeout"] * 1000 < API_GATEWAY_LIMIT_MS and search["Timeout"] <= 29
-    assert build["Timeout"] == LAMBDA_LIMIT_S
+    assert all(function(name)["Timeout"] == LAMBDA_LIMIT_S for name in BUILD_FUNCTIONS)
     params = source()["Parameters"]
-    for name in ("SearchMemorySize", "BuildMemorySize"):
+    for name in ("SearchMemorySize", "BuildMemorySize", "ShardMemorySize"):
         assert 128 <= params[name]["Default"] <= params[name]["MaxValue"] <= 10240
     assert params["ApiKeys"]["NoEcho"] is True
-    assert search["PackageType"] == build["PackageType"] == "Image"
-    assert search["ImageConfig"]["Command"] == ["handler.handler"]
-    assert build["ImageConfig"]["Command"] == ["handler.build"]
+    assert all(function(name)["PackageType"] == "Image" for name in FUNCTIONS)
+    commands = {name: function(name)["ImageConfig"]["Command"] for name in FUNCTIONS}
+    assert commands == {
+        "SearchFunction": ["handler.handler"],
+        "BuildPlanFunction": ["handler.plan"],
+        "EmbedShardFunction": ["handler.embed_shard"],
+        "BuildMergeFunction": ["handler.merge"],
+    }
 
 
-def test_build_runs_on_the_schedule_parameter_without_blind_retries() -> None:
+FUNCTION_ARNS = {
+    "PlanFunctionArn": "BuildPlanFunction.Arn",
+    "EmbedShardFunctionArn": "EmbedShardFunction.Arn",
+    "MergeFunctionArn": "BuildMergeFunction.Arn",
+}
+
+
+def state_machine() -> dict[str, Any]:
+    (machine,) = resources("AWS::StepFunctions::StateMachine").values()
+    return machine["Properties"]
+
+
+def definition() -> dict[str, Any]:
+    """The definition as written in template.yaml (substitutions still ``${...}``)."""
+    return source()["Resources"]["IndexBuildStateMachine"]["Properties"]["Definition"]
+
+
+def test_the_schedule_starts_the_build_state_machine() -> None:
     (rule,) = resources("AWS::Events::Rule").values()
     props = rule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "BuildSchedule"} and props["State"] == "ENABLED"
-    assert props["Targets"][0]["Arn"] == {"Fn::GetAtt": ["IndexBuildFunction", "Arn"]}
+    assert props["Targets"][0]["Arn"] == {"Ref": "IndexBuildStateMachine"}
     assert re.fullmatch(r"(rate|cron)\(.+\)", source()["Parameters"]["BuildSchedule"]["Default"])
-    (invoke_config,) = resources("AWS::Lambda::EventInvokeConfig").values()
-    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
+    assert state_machine()["StateMachineType"] == "STANDARD"  # Distributed Map needs STANDARD
+
+
+def test_plan_then_a_distributed_map_over_the_plans_shards_then_merge() -> None:
+    machine = definition()
+    states = machine["States"]
+    assert machine["StartAt"] == "Plan"
+    substitutions = source()["Resources"]["IndexBuildStateMachine"]["Properties"][
+        "DefinitionSubstitutions"
+    ]
+    for name, arn in {"Plan": "PlanFunctionArn", "Merge": "MergeFunctionArn"}.items():
+        assert states[name]["Parameters"]["FunctionName"] == f"${{{arn}}}"
+    assert {name: substitutions[name] for name in FUNCTION_ARNS} == FUNCTION_ARNS
+    shard_map = states["EmbedShards"]
+    assert shard_map["Type"] == "Map" and states["Plan"]["Next"] == "AnythingToDo"
+    assert states["AnythingToDo"]["Choices"][0]["Next"] == "EmbedShards"
+    assert shard_map["Next"] == "Merge" and states["Merge"]["End"] is True
+    processor = shard_map["ItemProcessor"]
+    assert processor["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    (child,) = processor["States"].values()
+    assert child["Parameters"]["FunctionName"] == "${EmbedShardFunctionArn}"
+
+    # The items: the plan's shard list, a JSON array in S3, read by the ItemReader.
+    reader = shard_map["ItemReader"]
+    assert reader["Resource"] == "arn:aws:states:::s3:getObject"
+    assert reader["ReaderConfig"]["InputType"] == "JSON"
+    assert reader["Parameters"]["Key.$"] == "$.plan.items_key"
+    assert shard_map["ItemSelector"]["shard_id.$"] == "$$.Map.Item.Value.shard_id"
+
+    # Bounded: a concurrency limit and a failure tolerance, both from stack parameters.
+    assert shard_map["MaxConcurrencyPath"] == "$.max_concurrency"
+    assert shard_map["ToleratedFailurePercentagePath"] == "$.tolerated_failure_percentage"
+    selector = states["Plan"]["ResultSelector"]
+    assert selector["max_concurrency.$"] == "States.StringToJson('${ShardConcurrency}')"
+    assert selector["tolerated_failure_percentage.$"] == (
+        "States.StringToJson('${ShardFailureTolerance}')"
+    )
+    params = source()["Parameters"]
+    assert 1 <= params["ShardConcurrency"]["Default"] <= params["ShardConcurrency"]["MaxValue"]
+    assert 0 <= params["ShardFailureTolerance"]["Default"] < 50
+
+    # The children's results go to S3 under the work prefix (the merge deletes them), never into
+    # the state's output (256 KiB), and the plan survives for the merge.
+    writer = shard_map["ResultWriter"]
+    assert writer["Resource"] == "arn:aws:states:::s3:putObject"
+    assert writer["Parameters"]["Prefix"] == "${MapResultsPrefix}"
+    assert substitutions["MapResultsPrefix"] == "${IndexPrefix}work/build/map-results"
+    assert shard_map["ResultPath"] == "$.map"
+
+    # Failed shards (past the tolerance) or a failed merge: the lease is given back, then fail.
+    for name in ("EmbedShards", "Merge"):
+        (catch,) = states[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "Abandon"
+    abandon = states["Abandon"]
+    assert abandon["Parameters"]["FunctionName"] == "${MergeFunctionArn}"
+    assert abandon["Parameters"]["Payload"]["abandon"] is True
+    assert states[abandon["Next"]]["Type"] == "Fail"
+
+
+@pytest.mark.parametrize("state", ["Plan", "EmbedShard", "Merge", "Abandon"])
+def test_every_lambda_state_retries_throttling_and_lambda_faults(state: str) -> None:
+    states = definition()["States"]
+    task = (
+        states[state]
+        if state in states
+        else states["EmbedShards"]["ItemProcessor"]["States"][state]
+    )
+    retried = {error for rule in task["Retry"] for error in rule["ErrorEquals"]}
+    assert {
+        "Lambda.TooManyRequestsException",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+    } <= retried
+    assert "States.ALL" not in retried  # a bad image bucket or a bug would fail the same way again
+    for rule in task["Retry"]:
+        assert rule["MaxAttempts"] <= 6 and rule.get("BackoffRate", 1) >= 1
 
 
 def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: Path) -> None:
     """Import handler.py as each function would (Lambda sets _HANDLER) against an unreachable S3:
     both entry points exist; only the search function tries to load the index at import."""
-    for function_name in ("SearchFunction", "IndexBuildFunction"):
+    for function_name in FUNCTIONS:
         (command,) = function(function_name)["ImageConfig"]["Command"]
         module, _, name = command.rpartition(".")
         code = (
@@ -238,7 +343,11 @@ def resource_text(resource: Any) -> str:
     )
 
 
-@pytest.mark.parametrize("role", ["SearchFunctionRole", "IndexBuildFunctionRole"])
+ROLES = [f"{name}Role" for name in FUNCTIONS] + ["IndexBuildStateMachineRole"]
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${BucketName}"
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_no_wildcard_s3_actions_or_resources(role: str) -> None:
     for statement in statements(role):
         actions = as_list(statement["Action"])
@@ -247,31 +356,49 @@ def test_no_wildcard_s3_actions_or_resources(role: str) -> None:
             assert "*" not in action, f"{role}: wildcard action {action}"
         if any(a.startswith("s3:") for a in actions):
             for resource in map(resource_text, as_list(statement["Resource"])):
-                assert resource.startswith("arn:${AWS::Partition}:s3:::${BucketName}"), resource
+                assert resource.startswith(BUCKET_ARN), resource
                 assert resource != "*" and not resource.startswith("arn:aws:s3:::*")
 
 
-def test_search_reads_only_and_build_writes_only_under_the_index_prefix() -> None:
+def writes(role: str) -> dict[str, set[str]]:
+    """S3 write action → the resources the role may write, deleting included."""
+    found: dict[str, set[str]] = {}
+    for statement in statements(role):
+        for action in set(as_list(statement["Action"])) & WRITE_ACTIONS:
+            found.setdefault(action, set()).update(
+                map(resource_text, as_list(statement["Resource"]))
+            )
+    return found
+
+
+def test_each_function_writes_only_where_its_stage_writes() -> None:
     search_actions = {a for s in statements("SearchFunctionRole") for a in as_list(s["Action"])}
     assert search_actions == {"s3:ListBucket", "s3:GetObject"}
-    for statement in statements("IndexBuildFunctionRole"):
-        actions = set(as_list(statement["Action"]))
-        if actions & WRITE_ACTIONS:
-            assert actions <= WRITE_ACTIONS
-            resources_ = [resource_text(r) for r in as_list(statement["Resource"])]
-            assert resources_ == ["arn:${AWS::Partition}:s3:::${BucketName}/${IndexPrefix}*"]
+    work = f"{BUCKET_ARN}/${{IndexPrefix}}work/build/"
+    build_lease = f"{BUCKET_ARN}/${{IndexPrefix}}work/build-lease.json"
+    assert writes("BuildPlanFunctionRole") == {
+        "s3:PutObject": {f"{work}*", build_lease},
+        "s3:DeleteObject": {build_lease},
+    }
+    # A shard cannot touch the published index, the pointer or another stage's files.
+    assert writes("EmbedShardFunctionRole") == {"s3:PutObject": {f"{work}shards/*"}}
+    index = {f"{BUCKET_ARN}/${{IndexPrefix}}*"}
+    assert writes("BuildMergeFunctionRole") == {"s3:PutObject": index, "s3:DeleteObject": index}
+    assert writes("IndexBuildStateMachineRole") == {"s3:PutObject": {f"{work}map-results/*"}}
     prefix = source()["Parameters"]["IndexPrefix"]
     assert re.fullmatch(prefix["AllowedPattern"], prefix["Default"])
     for bad in ("", "index", "/index/", "*/", "index/*/"):  # so "${IndexPrefix}*" stays narrow
         assert not re.fullmatch(prefix["AllowedPattern"], bad), bad
 
 
-def test_build_may_invoke_only_itself() -> None:
-    (invoke,) = [
-        s for s in statements("IndexBuildFunctionRole") if s["Action"] == "lambda:InvokeFunction"
-    ]
-    name = function("IndexBuildFunction")["FunctionName"]["Fn::Sub"]
-    assert resource_text(invoke["Resource"]).endswith(f":function:{name}")
+def test_the_state_machine_invokes_only_the_build_functions_and_runs_only_itself() -> None:
+    role = statements("IndexBuildStateMachineRole")
+    (invoke,) = [s for s in role if s["Action"] == "lambda:InvokeFunction"]
+    assert {r["Fn::GetAtt"][0] for r in invoke["Resource"]} == set(BUILD_FUNCTIONS)
+    (start,) = [s for s in role if s["Action"] == "states:StartExecution"]
+    name = source()["Resources"]["IndexBuildStateMachine"]["Properties"]["Name"]
+    assert resource_text(start["Resource"]).endswith(f":stateMachine:{name}")
+    assert not any("iam:" in a for s in role for a in as_list(s["Action"]))
 
 
 # ---- environment and the image ------------------------------------------------------------
@@ -281,7 +408,7 @@ def test_environment_names_are_settings() -> None:
     from image_search.config import Settings
 
     known = {f"IMAGE_SEARCH_{name.upper()}" for name in Settings.model_fields}
-    for name in ("SearchFunction", "IndexBuildFunction"):
+    for name in FUNCTIONS:
         variables = function(name)["Environment"]["Variables"]
         assert set(variables) <= known, set(variables) - known
         assert "IMAGE_SEARCH_API_PREFIX" not in variables  # the routes above assume no prefix
@@ -305,22 +432,31 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-def test_dockerfile_invariants() -> None:
-    instructions = dockerfile_instructions()
-    (base,) = [arg for op, arg in instructions if op == "FROM"]
-    assert base.startswith("public.ecr.aws/lambda/python:3.")
-    args = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG")
-    env = " ".join(arg for op, arg in instructions if op == "ENV")
-    model_path = (
-        re.search(r"IMAGE_SEARCH_MODEL=(\S+)", env)
-        .group(1)
-        .replace("${MODEL_ID}", args["MODEL_ID"])
-    )
-    assert "HF_HUB_OFFLINE=1" in env
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions split at each FROM (the global ARGs before the first)."""
+    split: list[list[tuple[str, str]]] = [[]]
+    for op, arg in dockerfile_instructions():
+        if op == "FROM":
+            split.append([])
+        split[-1].append((op, arg))
+    return split
 
-    # The model the image bakes is the one the template points the functions at.
+
+def test_dockerfile_invariants() -> None:
+    preamble, export_stage, image = stages()
+    assert [arg for _, arg in export_stage[:1] + image[:1]] == [
+        "public.ecr.aws/lambda/python:3.12 AS export",
+        "public.ecr.aws/lambda/python:3.12",
+    ]
+    args = dict(arg.split("=", 1) for op, arg in preamble if op == "ARG")
+    env = " ".join(arg for op, arg in image if op == "ENV")
+    raw_model_path = re.search(r"IMAGE_SEARCH_MODEL=(\S+)", env).group(1)
+    model_path = raw_model_path.replace("${MODEL_ID}", args["MODEL_ID"])
+    assert "IMAGE_SEARCH_RUNTIME=onnx" in env
+
+    # The model the image exports is the one the template points the functions at.
     params = source()["Parameters"]
-    for name in ("SearchFunction", "IndexBuildFunction"):
+    for name in FUNCTIONS:
         resource = source()["Resources"][name]
         assert resource["Metadata"]["Dockerfile"] == "infra/Dockerfile"
         assert resource["Metadata"]["DockerBuildArgs"]["MODEL_ID"] == args["MODEL_ID"]
@@ -330,17 +466,40 @@ def test_dockerfile_invariants() -> None:
         )
         assert template_path == model_path
 
-    # torch only from the CPU index; no build caches left behind.
-    runs = [arg for op, arg in instructions if op == "RUN"]
+    # torch only in the export stage, only from the CPU index; the image gets the export and the
+    # torch-free requirements; no build caches left behind.
+    export_runs = [arg for op, arg in export_stage if op == "RUN"]
     assert any(
-        "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r for r in runs
+        "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r
+        for r in export_runs
     )
-    assert "PIP_NO_CACHE_DIR=1" in env and any("rm -rf /tmp/hf-download" in r for r in runs)
+    # Exported from where the torch image kept the model: that path stays the index's identity.
+    assert any(f'save "${{MODEL_ID}}" "{raw_model_path}"' in r for r in export_runs)
+    assert any(
+        f'export --model "{raw_model_path}" --output /opt/export/model' in r for r in export_runs
+    )
+    runs = [arg for op, arg in image if op == "RUN"]
+    assert not any("torch" in r or "requirements.txt" in r for r in runs)
+    assert any("pip install -r /tmp/requirements-lambda.txt" in r for r in runs)
+    assert ("COPY", f"--from=export /opt/export/model/ {raw_model_path}/") in image
+    image_env = " ".join(arg for op, arg in export_stage + image if op == "ENV")
+    assert "PIP_NO_CACHE_DIR=1" in image_env and any(
+        "rm -rf /tmp/hf-download" in r for r in export_runs
+    )
+    lines = (ROOT / "requirements-lambda.txt").read_text().splitlines()
+    packages = {re.split(r"[=<>\[ ]", line)[0] for line in lines if line and line[0] != "#"}
+    assert {"onnxruntime", "tokenizers"} <= packages
+    assert not packages & {"torch", "transformers", "torchvision"}
 
     # CMD names the search handler, and everything the image COPYs exists and is not excluded.
-    (cmd,) = [arg for op, arg in instructions if op == "CMD"]
+    (cmd,) = [arg for op, arg in image if op == "CMD"]
     assert json.loads(cmd) == ["handler.handler"]
-    copied = [arg.split()[0] for op, arg in instructions if op == "COPY"]
+    copied = [
+        path
+        for op, arg in export_stage + image
+        if op == "COPY" and not arg.startswith("--from")
+        for path in arg.split()[:-1]
+    ]
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     for path in copied:
         assert (ROOT / path).exists(), path
@@ -348,18 +507,25 @@ def test_dockerfile_invariants() -> None:
     assert "tests/" not in copied and not any(p.startswith(".venv") for p in copied)
 
 
-def test_baked_model_loads_offline_like_in_the_image(tiny_model, tmp_path, monkeypatch) -> None:
-    """infra/bake_model.py's two steps, on the tiny model instead of a hub download."""
+def test_baked_model_exports_and_loads_like_in_the_image(
+    tiny_model, tmp_path, monkeypatch, capsys
+) -> None:
+    """infra/bake_model.py save, the export, then check (tiny model instead of a hub download)."""
     import importlib.util
+
+    from image_search.cli import main
 
     spec = importlib.util.spec_from_file_location("bake_model", ROOT / "infra/bake_model.py")
     bake = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bake)
-    target = tmp_path / "opt/models/tiny/clip"
-    bake.save(str(tiny_model), target)
-    assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    bake.check(target)
+    saved = tmp_path / "opt/models/tiny/clip"
+    bake.save(str(tiny_model), saved)
+    assert (saved / "model.safetensors").is_file() and (saved / "config.json").is_file()
+    exported = tmp_path / "opt/export/model"
+    assert main(["export", "--model", str(saved), "--output", str(exported)]) == 0
+    monkeypatch.setenv("IMAGE_SEARCH_RUNTIME", "onnx")
+    bake.check(exported)
+    assert f"(OnnxEmbedder): identity {saved}, dim 16" in capsys.readouterr().out
 
 
 def test_env_json_only_sets_variables_the_template_declares() -> None:

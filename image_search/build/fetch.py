@@ -10,7 +10,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from PIL import Image
 
 from image_search.config import Settings
-from image_search.errors import ImageSearchError, StorageUnavailableError
+from image_search.errors import (
+    ImageSearchError,
+    ImageTooLargeError,
+    InvalidImageError,
+    StorageUnavailableError,
+)
 from image_search.model import images
 from image_search.storage import s3
 from image_search.storage.manifest import Skipped
@@ -44,13 +49,22 @@ def decoded_batches(
             try:
                 batch.append((obj, future.result()))
             except (ImageSearchError, OSError) as exc:
-                failures.append(Skipped(key=obj.key, reason=str(exc)))
+                failures.append(_skipped(obj, exc))
                 LOG.warning("skipping %s: %s", obj.key, exc)
             if len(batch) >= batch_size:
                 yield batch, failures
                 batch, failures = [], []
         if batch or failures:
             yield batch, failures
+
+
+def _skipped(obj: s3.S3Object, exc: Exception) -> Skipped:
+    # Bytes that are not a usable image stay so until the object changes (a new ETag); a failed
+    # download may succeed next time.
+    lasting = isinstance(exc, InvalidImageError | ImageTooLargeError)
+    return Skipped(
+        key=obj.key, reason=str(exc), etag=obj.etag, cause="image" if lasting else "download"
+    )
 
 
 def fetch_image(client: s3.S3Client, settings: Settings, obj: s3.S3Object) -> Image.Image:

@@ -1,41 +1,30 @@
-"""The index build: plan → fetch/decode (threads) → embed (batches) → FAISS → publish.
+"""The build's three stages, and the local engine that runs them all in this process.
 
-Incremental by default: objects whose key and ETag are unchanged reuse their stored vector, so a
-rebuild costs one listing plus the images that changed.
+plan (list, diff by key + ETag, shards) → embed each shard (downloads and decoding in threads,
+ahead of the model) → merge (FAISS, publish, clean up). Incremental by default: objects whose key
+and ETag are unchanged reuse their stored vector, so a rebuild costs one listing plus the images
+that changed. The Ray engine (``ray_engine``) embeds the shards elsewhere around the same plan
+and merge; on AWS each stage is a Lambda (``step_functions``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from image_search.build.fetch import decoded_batches
-from image_search.build.plan import Plan, compare, make_plan, unchanged
+from image_search.build.merge_stage import merge_build
+from image_search.build.plan_stage import PlannedBuild, plan_build
 from image_search.build.report import BuildReport
+from image_search.build.shard_stage import ImageEmbedder, embed_shard
 from image_search.config import Settings
-from image_search.errors import NoImagesError
-from image_search.index import faiss_index
-from image_search.model.vectors import Vectors
-from image_search.storage import artefacts, checkpoint, layout, s3
-from image_search.storage.manifest import Item, Metadata, Skipped, folder_ranges
+from image_search.storage import lease, s3
 
 LOG = logging.getLogger(__name__)
 
-# Stop this many seconds before a deadline (Lambda's 15 minutes): enough to save a checkpoint.
-DEADLINE_MARGIN_SECONDS = 45.0
-
-
-class ImageEmbedder(Protocol):
-    source: str
-    batch_size: int
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
+__all__ = ["ImageEmbedder", "run_build", "run_stages"]
 
 
 def run_build(
@@ -45,136 +34,63 @@ def run_build(
     embedder: ImageEmbedder,
     full: bool = False,
     dry_run: bool = False,
-    time_left: Callable[[], float] | None = None,
 ) -> BuildReport:
-    """Build and publish an index of ``settings.bucket``.
+    """Build and publish an index of ``settings.bucket``, embedding here, one shard at a time.
 
-    ``full`` re-embeds every image; ``dry_run`` only counts what would change; ``time_left``
-    (seconds remaining) lets a Lambda run stop cleanly before its deadline.
+    ``full`` re-embeds every image; ``dry_run`` only counts what would change. Shards finished by
+    an interrupted run are not embedded again.
+    """
+
+    def embed_here(planned: PlannedBuild) -> None:
+        total = sum(len(shard.objects) for shard in planned.shards)
+        with tqdm(total=total, unit="img", desc="embedding", disable=None) as progress:
+            for shard in planned.shards:
+                embed_shard(
+                    settings,
+                    shard,
+                    plan_id=planned.plan.plan_id,
+                    client=client,
+                    embedder=embedder,
+                    progress=progress.update,
+                )
+
+    return run_stages(
+        settings,
+        client=client,
+        model=embedder.identity,
+        full=full,
+        dry_run=dry_run,
+        embed=embed_here,
+    )
+
+
+def run_stages(
+    settings: Settings,
+    *,
+    client: s3.S3Client,
+    model: str,
+    full: bool,
+    dry_run: bool,
+    embed: Callable[[PlannedBuild], object],
+) -> BuildReport:
+    """Plan, ``embed`` the plan's shards (wherever the engine runs them), merge and publish.
+
+    ``model`` is the embedder's identity, which the build records. A build holds the build lease
+    from start to end (``BuildRunningError`` while another build
+    holds it); a dry run takes none and writes nothing.
     """
     started = time.monotonic()
-    plan = make_plan(settings, client=client, full=full)
-    report = compare(plan)
-    if dry_run or unchanged(plan, report, settings):
-        report.build_id = plan.previous.build_id if plan.previous else None
-        report.count = len(plan.objects) - len(plan.todo)
-        report.seconds = time.monotonic() - started
-        return report
-
-    vectors, skipped, complete, embedded = _embed_missing(
-        settings, plan, client=client, embedder=embedder, time_left=time_left
-    )
-    report.embedded = embedded
-    report.skipped = skipped
-    report.complete = complete
-    if complete:
-        _publish(settings, plan, vectors, report, client=client)
+    if dry_run:
+        report = plan_build(settings, client=client, model=model, full=full, dry_run=True).report
+    else:
+        where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+        with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
+            planned = plan_build(settings, client=client, model=model, full=full)
+            if planned.has_work:
+                embed(planned)
+                report = merge_build(settings, planned.plan, client=client, held=held)
+            else:
+                report = planned.report
     report.seconds = time.monotonic() - started
     LOG.info(report.line())
     return report
-
-
-def _embed_missing(
-    settings: Settings,
-    plan: Plan,
-    *,
-    client: s3.S3Client,
-    embedder: ImageEmbedder,
-    time_left: Callable[[], float] | None,
-) -> tuple[dict[str, Vectors], list[Skipped], bool, int]:
-    """Vectors for every object (reused or new), the skipped objects, whether all were done, and
-    how many were embedded by this run."""
-    vectors = {
-        obj.key: plan.known[(obj.key, obj.etag)]
-        for obj in plan.objects
-        if (obj.key, obj.etag) in plan.known
-    }
-    skipped: list[Skipped] = []
-    new: dict[s3.S3Object, Vectors] = {}
-    last_save = time.monotonic()
-    progress = tqdm(total=len(plan.todo), unit="img", desc="embedding", disable=None)
-    with progress:
-        for batch, failures in decoded_batches(
-            settings, plan.todo, client=client, batch_size=embedder.batch_size
-        ):
-            skipped.extend(failures)
-            if batch:
-                embedded = embedder.embed_images([image for _, image in batch])
-                for (obj, _), row in zip(batch, embedded, strict=True):
-                    new[obj] = row
-                    vectors[obj.key] = row
-            progress.update(len(batch) + len(failures))
-            out_of_time = time_left is not None and time_left() < DEADLINE_MARGIN_SECONDS
-            if out_of_time or time.monotonic() - last_save > settings.checkpoint_seconds:
-                _save_checkpoint(settings, new, client=client)
-                last_save = time.monotonic()
-            if out_of_time:
-                LOG.warning(
-                    "stopping before the deadline: %d of %d embedded", len(new), len(plan.todo)
-                )
-                return vectors, skipped, False, len(new)
-    return vectors, skipped, True, len(new)
-
-
-def _save_checkpoint(
-    settings: Settings, new: dict[s3.S3Object, Vectors], *, client: s3.S3Client
-) -> None:
-    if not new:
-        return
-    objs = list(new)
-    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-    fresh = checkpoint.Checkpoint(
-        model=settings.model,
-        keys=[obj.key for obj in objs],
-        etags=[obj.etag for obj in objs],
-        vectors=np.stack([new[obj] for obj in objs]),
-    )
-    # Keep what an earlier interrupted run had checkpointed too.
-    merged = fresh.merged_with(checkpoint.load(client, **where))
-    checkpoint.save(client, checkpoint=merged, **where)
-    LOG.info("checkpoint saved: %d vectors", len(merged.keys))
-
-
-def _publish(
-    settings: Settings,
-    plan: Plan,
-    vectors: dict[str, Vectors],
-    report: BuildReport,
-    *,
-    client: s3.S3Client,
-) -> None:
-    items = [
-        Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
-        for obj in plan.objects
-        if obj.key in vectors
-    ]
-    if not items:
-        raise NoImagesError(f"none of the {len(plan.objects)} images could be decoded")
-    matrix = np.stack([vectors[item.key] for item in items]).astype(np.float32)
-    index_type = faiss_index.choose_type(settings.index_type, len(items))
-    index = faiss_index.build(matrix, index_type=index_type)
-    metadata = Metadata(
-        build_id=layout.new_build_id(),
-        model=settings.model,
-        dim=matrix.shape[1],
-        index_type=index_type,
-        count=len(items),
-        bucket=settings.bucket,
-        folders=folder_ranges(items),
-        items=items,
-        skipped=report.skipped,
-    )
-    artefacts.publish(
-        client,
-        bucket=settings.bucket,
-        index_prefix=settings.index_prefix,
-        metadata=metadata,
-        index=index,
-        vectors=matrix,
-        keep_builds=settings.keep_builds,
-    )
-    checkpoint.delete(client, bucket=settings.bucket, index_prefix=settings.index_prefix)
-    report.build_id = metadata.build_id
-    report.count = len(items)
-    report.index_type = index_type
-    report.published = True

@@ -1,17 +1,16 @@
-"""What a build has to do: list the bucket, diff it against the last build (key + ETag) and any
-checkpoint, and count what was added, updated, reused and removed."""
+"""What a build has to do: the listing diffed against the last build (key + ETag), and the
+exact counts of what changed once the build knows which images it holds."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
+from image_search.build.previous import Previous
 from image_search.build.report import BuildReport
 from image_search.config import Settings, canonical_index_type
-from image_search.errors import NoImagesError
-from image_search.model.vectors import Vectors
-from image_search.storage import artefacts, checkpoint, s3
-from image_search.storage.manifest import Metadata
+from image_search.storage import s3
+from image_search.storage.manifest import Item, Metadata, Pointer, Skipped
 
 LOG = logging.getLogger(__name__)
 
@@ -19,59 +18,96 @@ LOG = logging.getLogger(__name__)
 @dataclass
 class Plan:
     objects: list[s3.S3Object]
-    known: dict[tuple[str, str], Vectors]  # (key, etag) → vector from the last build/checkpoint
-    previous: Metadata | None
+    previous: Metadata | None = None
+    pointer: Pointer | None = None  # the build ``previous`` comes from
+    pointer_etag: str | None = None  # current.json as this build found it, for the publish
+    rows: dict[tuple[str, str], int] = field(default_factory=dict)  # reusable: row in previous
+    # Objects the last build found undecodable and that have not changed since: not fetched again.
+    still_broken: list[Skipped] = field(default_factory=list)
     todo: list[s3.S3Object] = field(default_factory=list)
 
+    @property
+    def reused(self) -> list[s3.S3Object]:
+        return [obj for obj in self.objects if (obj.key, obj.etag) in self.rows]
 
-def make_plan(settings: Settings, *, client: s3.S3Client, full: bool) -> Plan:
-    bucket, prefix = settings.bucket, settings.index_prefix
-    objects = s3.list_images(client, bucket=bucket, folders=settings.folders, exclude_prefix=prefix)
-    if not objects:
-        where = ", ".join(settings.folders) or "any folder"
-        raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
-    known: dict[tuple[str, str], Vectors] = {}
-    previous: Metadata | None = None
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix=prefix)
-    if pointer is not None:
-        previous, old_vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
-        if previous.model != settings.model:
-            LOG.info(
-                "model changed (%s → %s): embedding everything", previous.model, settings.model
-            )
-        elif not full:
-            known.update(
-                {
-                    (item.key, item.etag): old_vectors[row]
-                    for row, item in enumerate(previous.items)
-                    if row < len(old_vectors)
-                }
-            )
-    saved = None if full else checkpoint.load(client, bucket=bucket, index_prefix=prefix)
-    if saved is not None and saved.model == settings.model:
-        known.update(zip(zip(saved.keys, saved.etags, strict=True), saved.vectors, strict=True))
-    plan = Plan(objects=objects, known=known, previous=previous)
-    plan.todo = [obj for obj in objects if (obj.key, obj.etag) not in known]
+    @property
+    def items(self) -> list[Item]:
+        """What the index would hold if every object to embed decoded, in its order (by key)."""
+        broken = {s.key for s in self.still_broken}
+        kept = [item_of(obj) for obj in self.objects if obj.key not in broken]
+        return sorted(kept, key=lambda item: item.key)
+
+
+def diff(objects: list[s3.S3Object], last: Previous, *, model: str, full: bool) -> Plan:
+    """Which listed objects reuse a vector of the last build, which stay skipped, which to embed.
+
+    ``model`` is the embedder's identity: vectors of another model are never reused.
+    """
+    previous = last.metadata
+    plan = Plan(objects, previous=previous, pointer=last.pointer, pointer_etag=last.pointer_etag)
+    if previous is not None and previous.model != model:
+        LOG.info("model changed (%s → %s): embedding everything", previous.model, model)
+    elif previous is not None and not full and len(last.vectors) == len(previous.items):
+        plan.rows = {(item.key, item.etag): row for row, item in enumerate(previous.items)}
+    if previous is not None and not full:
+        listed = {(obj.key, obj.etag) for obj in objects}
+        plan.still_broken = [
+            s for s in previous.skipped if s.cause == "image" and (s.key, s.etag) in listed
+        ]
+    broken = {s.key for s in plan.still_broken}
+    plan.todo = [o for o in objects if (o.key, o.etag) not in plan.rows and o.key not in broken]
     return plan
 
 
-def compare(plan: Plan) -> BuildReport:
-    old = {item.key: item.etag for item in plan.previous.items} if plan.previous else {}
-    current = {obj.key for obj in plan.objects}
-    todo = {obj.key for obj in plan.todo}
+def item_of(obj: s3.S3Object) -> Item:
+    return Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
+
+
+def tally(
+    previous: Metadata | None,
+    items: list[Item],
+    *,
+    skipped: list[Skipped],
+    embedded: int,
+    complete: bool = True,
+) -> BuildReport:
+    """The counts for a build holding ``items``: added, updated and removed against the last
+    build; every item either reused or embedded; every listed object indexed or skipped."""
+    old = {item.key: item.etag for item in previous.items} if previous else {}
+    new = {item.key for item in items}
     return BuildReport(
-        complete=True,
-        added=sum(1 for obj in plan.objects if obj.key not in old),
-        updated=sum(1 for obj in plan.objects if obj.key in old and old[obj.key] != obj.etag),
-        reused=len(current - todo),
-        removed=len(old.keys() - current),
+        complete=complete,
+        count=len(items),
+        added=sum(1 for item in items if item.key not in old),
+        updated=sum(1 for item in items if item.key in old and old[item.key] != item.etag),
+        removed=len(old.keys() - new),
+        reused=len(items) - embedded,
+        embedded=embedded,
+        skipped=sorted(skipped, key=lambda s: s.key),
     )
 
 
-def unchanged(plan: Plan, report: BuildReport, settings: Settings) -> bool:
-    """Nothing to embed and the last build already holds exactly these objects."""
-    if plan.previous is None or plan.todo or report.removed or report.added or report.updated:
+def same_as_previous(
+    previous: Metadata | None,
+    items: list[Item],
+    *,
+    model: str,
+    index_type: str,
+    settings: Settings,
+) -> bool:
+    """The last build already holds exactly these items, built the same way.
+
+    A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
+    another score) is published again, so prefixes become single ranges and groups appear.
+    """
+    if previous is None or previous.model != model:
         return False
-    previous_type = canonical_index_type(plan.previous.index_type)
-    same_type = settings.index_type in ("auto", previous_type)
-    return same_type and plan.previous.model == settings.model and not plan.previous.skipped
+    same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
+    groups = previous.duplicates
+    current_layout = (
+        previous.sorted_by == "key"
+        and groups is not None
+        and groups.min_score == settings.duplicate_score
+    )
+    same_index = canonical_index_type(previous.index_type) == index_type
+    return same_items and current_layout and same_index

@@ -22,8 +22,11 @@ class BuildReport:
     reused: int = 0
     removed: int = 0
     embedded: int = 0
+    # Vectors taken from shards an earlier, interrupted run of this build had finished.
+    resumed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     index_type: str | None = None
+    duplicate_groups: int | None = None  # None: not computed (nothing published, or it failed)
     seconds: float = 0.0
 
     @property
@@ -43,9 +46,11 @@ class BuildReport:
             "reused": self.reused,
             "removed": self.removed,
             "embedded": self.embedded,
+            "resumed": self.resumed,
             "skipped": len(self.skipped),
             "skipped_examples": [s.model_dump() for s in self.skipped[:SUMMARY_SKIPPED]],
             "index_type": self.index_type,
+            "duplicate_groups": self.duplicate_groups,
             "seconds": round(self.seconds, 1),
         }
 
@@ -53,6 +58,12 @@ class BuildReport:
         """The summary on one line: ``published build=… count=… …``."""
         fields = self.summary()
         state = fields.pop("state")
-        for detail in ("complete", "published", "skipped_examples", "index_type"):
+        for detail in (
+            "complete",
+            "published",
+            "skipped_examples",
+            "index_type",
+            "duplicate_groups",
+        ):
             fields.pop(detail)
         return " ".join([state, *(f"{name}={value}" for name, value in fields.items())])

@@ -31,7 +31,7 @@ from image_search.errors import ImageSearchError, ModelLoadError
 from image_search.messages import fail, settings_problem
 
 if TYPE_CHECKING:
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.cache import Embedder
 
 LOG = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     host, port = listener.getsockname()[:2]
     print(f"search page and API: http://{host}:{port}{service.settings.api_prefix}/", flush=True)
     print("press Ctrl-C to stop", flush=True)
-    config = uvicorn.Config(create_app(), log_level="warning", lifespan="off")
+    # The lifespan starts the timer that picks up builds published while the demo runs.
+    config = uvicorn.Config(create_app(), log_level="warning", lifespan="on")
     try:
         uvicorn.Server(config).run(sockets=[listener])
     except KeyboardInterrupt:
@@ -99,7 +100,7 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     return 0
 
 
-def _load_model(embedder: ClipEmbedder, model: str) -> str | None:
+def _load_model(embedder: Embedder, model: str) -> str | None:
     """Load the model now, before any S3 work; what went wrong, in one line, if it fails."""
     print(f"loading model {model} …", flush=True)
     looks_like_a_path = model.startswith((".", "~")) or Path(model).is_absolute()

@@ -196,6 +196,13 @@ def read(path: Path) -> faiss.Index:
 _DIRECT_MAP_LOCK = threading.Lock()
 
 
+def coarse_quantizer(index: Index) -> faiss.Index | None:
+    """The IVF index's coarse quantiser (ivf-sq8, ivf-pq), or None for flat and hnsw."""
+    base = index.base if isinstance(index, Reranked) else index
+    ivf = faiss.try_extract_index_ivf(base)
+    return None if ivf is None else ivf.quantizer
+
+
 def _reconstructible(index: faiss.Index) -> faiss.Index:
     """``index``, able to ``reconstruct`` by id. IVF indexes need a direct map for that (8 bytes
     a vector, not stored in the file): built on the first call that needs one, not at load."""

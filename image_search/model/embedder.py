@@ -69,6 +69,11 @@ class ClipEmbedder:
         return model, processor
 
     @property
+    def identity(self) -> str:
+        """The model's name as configured; an ONNX export of it reports the same name."""
+        return self.source
+
+    @property
     def dim(self) -> int:
         return _dim(self.load()._model)
 

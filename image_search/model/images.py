@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
+from image_search.model import reduced
 
-# Pillow format names we accept, recognised from the bytes, never from a filename.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+# Pillow format names we accept, recognised from the bytes, never from a filename. Pillow calls
+# a JPEG with a multi-picture block (what phone cameras write) MPO; it opens on its primary
+# picture, which is the photo.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")
 ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP"
 # CLIP's processor scales the shorter side up to the model's input (224 px) and only then keeps
 # the centre square, so a 1 x 100,000 strip (a 375-byte PNG) would become 224 x 22 million pixels,
 # gigabytes, first. Longer strips are cut to this ratio around the centre, which the model sees
 # unchanged.
 MAX_ASPECT_RATIO = 20
+# What Pillow raises on corrupt or malformed files. Beyond OSError/SyntaxError (its own "broken
+# file" errors), a tag of the wrong type or count in a TIFF or EXIF block surfaces as a struct,
+# type or attribute error deep in a plugin or in ImageOps.exif_transpose (tests/test_images.py
+# fuzzes for these). Every one of them is that file's problem, never the caller's.
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    TypeError,
+    AttributeError,
+    LookupError,
+    ArithmeticError,
+)
 
 
-def decode(data: bytes, *, max_pixels: int) -> Image.Image:
+def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
     """Decode ``data`` to an RGB image with its EXIF orientation applied.
 
     The pixel limit is checked on the header, before any pixel is decoded, so a small file that
-    claims huge dimensions (a decompression bomb) costs nothing.
+    claims huge dimensions (a decompression bomb) costs nothing. With ``min_side``, a large image
+    comes out reduced, its shorter side still at least ``min_side`` (``model/reduced.py``).
     """
     if not data:
         raise InvalidImageError("the file is empty")
@@ -41,14 +61,19 @@ def decode(data: bytes, *, max_pixels: int) -> Image.Image:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} pixels; the limit is {max_pixels} pixels"
                 )
+            if min_side:
+                reduced.draft(image, min_side=min_side)
             image.load()
-            return _centre_band(to_rgb(ImageOps.exif_transpose(image)))
+            ImageOps.exif_transpose(image, in_place=True)  # no copy of a large image
+            picture = to_rgb(image)
+            if min_side:
+                picture = reduced.shrink(picture, min_side=min_side)
+            return _centre_band(picture)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image exceeds the pixel limit: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError(f"not a recognised image; accepted: {ACCEPTED_TEXT}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Truncated or corrupt files fail inside Pillow's decoders with these.
+    except DECODE_ERRORS as exc:
         raise InvalidImageError(f"the image could not be decoded ({exc})") from exc
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from image_search.errors import ModelLoadError
 from image_search.files import atomic_path
+from image_search.model.onnx_manifest import MANIFEST
 from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
     target = cache_dir / bucket / prefix
-    if (target / "config.json").is_file():
+    # A transformers model has a config.json, an ONNX export its manifest.
+    if (target / "config.json").is_file() or (target / MANIFEST).is_file():
         return target
     client = client or s3.make_client()
     keys = [obj["Key"] for obj in s3.list_objects(client, bucket=bucket, prefix=prefix)]

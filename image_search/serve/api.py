@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -9,17 +11,23 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Response, Up
 from fastapi.middleware.cors import CORSMiddleware
 
 from image_search import __version__
-from image_search.config import get_settings
+from image_search.config import LogSettings, get_settings
+from image_search.observe.logs import json_lines
+from image_search.observe.requests import RequestLog, note_search
 from image_search.serve import page
 from image_search.serve.auth import ApiKey
 from image_search.serve.http_errors import add_error_handlers
 from image_search.serve.limits import BodyLimit
 from image_search.serve.schemas import (
+    MAX_GROUPS,
+    DuplicatesPage,
     ErrorBody,
+    Folder,
     FolderCount,
     Health,
     K,
     MinScore,
+    Prefix,
     SearchHit,
     SearchRequest,
     SimilarRequest,
@@ -27,7 +35,15 @@ from image_search.serve.schemas import (
 from image_search.serve.service import SearchResult, SearchService, get_service
 
 ServiceDep = Annotated[SearchService, Depends(get_service)]
-HEADERS = ["X-Image-Search-Folders", "X-Image-Search-Detected", "Server-Timing"]
+ParentFolder = Annotated[
+    str, Query(max_length=1024, description='list the sub-folders of this one ("animals/")')
+]
+HEADERS = [
+    "X-Image-Search-Folders",
+    "X-Image-Search-Prefix",
+    "X-Image-Search-Detected",
+    "Server-Timing",
+]
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -40,9 +56,17 @@ def _send(result: SearchResult, response: Response) -> list[SearchHit]:
         "*" if result.folders is None else ",".join(quote(f, safe=" -_.") for f in result.folders)
     )
     response.headers["X-Image-Search-Folders"] = folders
+    if result.prefix:
+        response.headers["X-Image-Search-Prefix"] = quote(result.prefix, safe=" -_./")
     response.headers["X-Image-Search-Detected"] = "true" if result.detected else "false"
     response.headers["Server-Timing"] = ", ".join(
         f"{n};dur={ms}" for n, ms in result.timings.items()
+    )
+    note_search(
+        results=len(result.hits),
+        timings=result.timings,
+        cached=result.cached if result.kind == "text" else None,
+        build=result.metadata,
     )
     return result.hits
 
@@ -59,7 +83,7 @@ def _routes() -> APIRouter:
     def search(body: SearchRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
         """Search by text; folders named in the query are detected when `folder` is empty."""
         result = service.search_text(
-            body.query, k=body.k, folder=body.folder, min_score=body.min_score
+            body.query, k=body.k, folder=body.folder, prefix=body.prefix, min_score=body.min_score
         )
         return _send(result, response)
 
@@ -76,13 +100,15 @@ def _routes() -> APIRouter:
         k_form: Annotated[K | None, Form(alias="k")] = None,
         k_query: Annotated[K | None, Query(alias="k")] = None,
         folder: Annotated[str, Form(max_length=256)] = "",
+        prefix: Annotated[Prefix, Form()] = "",
         min_score: Annotated[MinScore, Form()] = None,
     ) -> list[SearchHit]:
         """Search by an uploaded example image."""
         # One byte past the limit is enough for the service to refuse it.
         data = file.file.read(service.settings.max_upload_bytes + 1)
         k = k_form or k_query or 5
-        return _send(service.search_image(data, k=k, folder=folder, min_score=min_score), response)
+        result = service.search_image(data, k=k, folder=folder, prefix=prefix, min_score=min_score)
+        return _send(result, response)
 
     @router.post(
         "/image_search/similar",
@@ -93,18 +119,41 @@ def _routes() -> APIRouter:
     def similar(body: SimilarRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
         """Images similar to an indexed one, by its key or s3:// path."""
         key = body.key if body.key is not None else service.key_from_s3_path(body.s3_path or "")
-        result = service.similar(key, k=body.k, folder=body.folder, min_score=body.min_score)
+        result = service.similar(
+            key, k=body.k, folder=body.folder, prefix=body.prefix, min_score=body.min_score
+        )
         return _send(result, response)
 
     @router.get(
         "/image_search/folders",
         dependencies=ApiKey,
         response_model=list[FolderCount],
-        responses=errors(401, 503),
+        responses=errors(401, 404, 503),
     )
-    def folders(service: ServiceDep) -> list[FolderCount]:
-        """The indexed folders and how many images each holds."""
-        return [FolderCount(folder=name, count=count) for name, count in service.folders()]
+    def folders(service: ServiceDep, parent: ParentFolder = "") -> list[FolderCount]:
+        """The indexed top-level folders, or the sub-folders directly under `parent`, with
+        how many images each holds."""
+        return [FolderCount(folder=name, count=count) for name, count in service.folders(parent)]
+
+    @router.get(
+        "/image_search/duplicates",
+        dependencies=ApiKey,
+        response_model=DuplicatesPage,
+        responses=errors(401, 404, 503),
+    )
+    def duplicates(
+        service: ServiceDep,
+        min_score: Annotated[MinScore, Query()] = None,
+        folder: Annotated[Folder, Query()] = "",
+        prefix: Annotated[Prefix, Query()] = "",
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_GROUPS)] = 20,
+    ) -> DuplicatesPage:
+        """Groups of near-identical images found by the build (cosine ≥ `min_score`, never below
+        the build's own score), each with an image in `folder`/`prefix`; largest first."""
+        return service.duplicates(
+            min_score=min_score, folder=folder, prefix=prefix, offset=offset, limit=limit
+        )
 
     @router.get("/health", response_model=Health, responses=errors(503))
     def health(service: ServiceDep) -> Health:
@@ -117,15 +166,31 @@ def _routes() -> APIRouter:
     return router
 
 
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), check for
+    new builds from a timer thread too, so an idle server stays current."""
+    stop = get_service().index.keep_fresh()
+    try:
+        yield
+    finally:
+        stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
-        title="image-search", version=__version__, summary="Text and image search over an S3 bucket"
+        title="image-search",
+        version=__version__,
+        summary="Text and image search over an S3 bucket",
+        lifespan=_lifespan,
     )
     add_error_handlers(app)
     app.include_router(_routes(), prefix=settings.api_prefix)
     app.include_router(page.router(), prefix=settings.api_prefix)  # open: no API key
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)
+    # Outermost: its line and metrics cover every answer, the limits' 413s included.
+    app.add_middleware(RequestLog, structured=json_lines(LogSettings().log_format))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from image_search.errors import (
+    DuplicatesUnavailableError,
     ImageSearchError,
     ImageTooLargeError,
     IndexMismatchError,
@@ -29,6 +30,7 @@ STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
     UnauthorizedError: 401,
     UnknownFolderError: 404,
     UnknownKeyError: 404,
+    DuplicatesUnavailableError: 404,
     ImageTooLargeError: 413,
     IndexNotReadyError: 503,
     IndexMismatchError: 503,

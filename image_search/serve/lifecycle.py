@@ -1,7 +1,15 @@
-"""The index being served: loaded on first use, refreshed when a new build is published.
+"""The index being served: loaded once, then refreshed off the request path.
 
-One request refreshes while the others keep answering from the index they have; while none is
-loaded, every request waits for the one load under way rather than failing beside it.
+Requests never wait for a refresh. A check of ``current.json`` (and the load of a new build, when
+there is one) runs in one background thread at a time, started by the first request after the
+refresh interval or, on a long-lived server, by a timer; requests keep answering from the build
+they have, and the new build replaces it in one assignment. So at most two builds are held: the
+one serving and the one loading. Only while no build is loaded yet does a request wait for the
+load under way, for at most ``FIRST_LOAD_WAIT_SECONDS``, and then answers 503.
+
+On Lambda the thread runs only while an invocation does (the environment is frozen between
+them): a load spans as many invocations as it needs while they answer from the old build, and a
+download cut off by a long freeze fails, is logged, and is tried again at the next check.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
@@ -20,12 +29,16 @@ from image_search.errors import ImageSearchError, IndexNotReadyError
 from image_search.storage import artefacts, s3
 from image_search.storage.artefacts import LoadedBuild
 from image_search.storage.catalog import Catalog
+from image_search.storage.layout import is_build_id
 
 LOG = logging.getLogger(__name__)
 
 # While no index is loaded, look for one at most this often, so a missing index or an S3 outage
 # does not turn every request into a slow round of retries.
 RETRY_SECONDS = 5.0
+# How long a request waits for the first load before answering 503: well inside the search
+# function's 28 s timeout, leaving time to embed and answer.
+FIRST_LOAD_WAIT_SECONDS = 20.0
 
 
 class ServedIndex:
@@ -40,34 +53,99 @@ class ServedIndex:
         self._client = client
         self._check = check  # raises when a build does not fit the running model
         self._current: LoadedBuild | None = None
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()  # starting the worker
+        self._worker: threading.Thread | None = None
         self._checked_at = -math.inf
         self._last_error: str | None = None
 
-    def current(self) -> LoadedBuild:
-        """The build to serve, loading or refreshing it when due; raises when there is none."""
-        if self._current is None:
-            with self._lock:
-                if self._current is None and self._due():
-                    self._refresh()
-        elif self._due() and self._lock.acquire(blocking=False):
-            try:
-                if self._due():
-                    self._refresh()
-            finally:
-                self._lock.release()
-        if self._current is None:
-            raise IndexNotReadyError(self._last_error or "no index has been published yet")
+    @property
+    def loaded(self) -> LoadedBuild | None:
+        """The build being served, if any, without starting a check."""
         return self._current
 
-    def _due(self) -> bool:
-        interval = RETRY_SECONDS if self._current is None else self.settings.refresh_seconds
-        if self._current is not None and interval == 0:
-            return False
-        return time.monotonic() - self._checked_at >= interval
+    def current(self) -> LoadedBuild:
+        """The build to serve; starts a background check when one is due. Raises when none."""
+        loaded = self._current
+        if loaded is not None:
+            self._start_if_due()
+            return loaded
+        worker = self._start_if_due()
+        if worker is not None:
+            worker.join(FIRST_LOAD_WAIT_SECONDS)
+        loaded = self._current
+        if loaded is not None:
+            return loaded
+        if worker is not None and worker.is_alive():
+            raise IndexNotReadyError("the index is still loading; try again in a few seconds")
+        raise IndexNotReadyError(self._last_error or "no index has been published yet")
 
-    def _refresh(self) -> None:
-        self._checked_at = time.monotonic()
+    def refresh(self) -> None:
+        """Check ``current.json`` now and load the build it names if new; returns when done."""
+        asked = time.monotonic()
+        while True:
+            worker = self._start(force=True)
+            assert worker is not None  # forced: one runs
+            worker.join()
+            if self._checked_at >= asked:  # that check began after this call
+                return
+
+    def keep_fresh(self) -> Callable[[], None]:
+        """Check from a timer thread as well, with or without traffic (long-lived servers).
+
+        Returns the function that stops it.
+        """
+        stop = threading.Event()
+
+        def run() -> None:
+            while True:
+                worker = self._start_if_due()
+                if worker is not None:
+                    worker.join()
+                if stop.wait(self._seconds_to_next_check()):
+                    return
+
+        threading.Thread(target=run, name="image-search-refresh-timer", daemon=True).start()
+        return stop.set
+
+    # ---- the background check ----------------------------------------------------------
+
+    def _interval(self) -> float:
+        return RETRY_SECONDS if self._current is None else self.settings.refresh_seconds
+
+    def _due(self) -> bool:
+        if self._current is not None and self.settings.refresh_seconds == 0:
+            return False
+        return time.monotonic() - self._checked_at >= self._interval()
+
+    def _seconds_to_next_check(self) -> float | None:
+        if self._current is not None and self.settings.refresh_seconds == 0:
+            return None  # never: wait until stopped
+        return max(0.05, self._interval() - (time.monotonic() - self._checked_at))
+
+    def _start_if_due(self) -> threading.Thread | None:
+        """The check under way, or a new one if due; None when neither."""
+        return self._start(force=False)
+
+    def _start(self, *, force: bool) -> threading.Thread | None:
+        with self._guard:
+            if self._worker is not None and self._worker.is_alive():
+                return self._worker
+            if not (force or self._due()):
+                return None
+            self._checked_at = time.monotonic()
+            self._worker = threading.Thread(
+                target=self._run_check, name="image-search-refresh", daemon=True
+            )
+            self._worker.start()
+            return self._worker
+
+    def _run_check(self) -> None:
+        try:
+            self._check_pointer()
+        except Exception:  # a bug here must not end refreshing for good
+            LOG.exception("index refresh failed")
+
+    def _check_pointer(self) -> None:
         s = self.settings
         build = "current.json"
         pointer = None
@@ -93,6 +171,7 @@ class ServedIndex:
         self._current = loaded
         self._last_error = None
         LOG.info("serving build %s (%d images)", pointer.build_id, loaded.metadata.count)
+        remove_older_copies(s.index_cache_dir, serving=pointer.build_id)
 
     def _failed(self, reason: str, *, pointer_build: str | None) -> None:
         self._last_error = reason
@@ -103,3 +182,17 @@ class ServedIndex:
             LOG.error("%s; still serving the previous index", reason)
         else:
             LOG.warning("%s", reason)
+
+
+def remove_older_copies(cache_dir: Path, *, serving: str) -> None:
+    """Delete the local copies of builds older than ``serving``, so the disk (Lambda's /tmp)
+    holds one build. Newer ones stay: another process sharing the folder may be fetching one.
+    """
+    try:
+        folders = [p for p in cache_dir.iterdir() if p.is_dir() and is_build_id(p.name)]
+    except OSError:
+        return
+    for folder in folders:
+        if folder.name < serving:
+            shutil.rmtree(folder, ignore_errors=True)
+            LOG.info("removed the local copy of build %s", folder.name)

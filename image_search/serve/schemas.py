@@ -9,9 +9,17 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 MAX_K = 100
 MAX_QUERY_CHARS = 500
+MAX_GROUPS = 50  # near-duplicate groups per page
 
 K = Annotated[int, Field(ge=1, le=MAX_K, description="number of results")]
 Folder = Annotated[str, Field(max_length=256, description="search only this folder")]
+Prefix = Annotated[
+    str,
+    Field(
+        max_length=1024,
+        description='search only keys starting with this, at any depth ("animals/cats/")',
+    ),
+]
 MinScore = Annotated[float | None, Field(ge=-1.0, le=1.0, description="drop weaker results")]
 
 
@@ -23,6 +31,7 @@ class SearchRequest(BaseModel):
     folder: Folder = Field(
         default="", description='empty: detect folders from the query; "*": every folder'
     )
+    prefix: Prefix = ""
     min_score: MinScore = None
 
 
@@ -31,6 +40,7 @@ class SimilarRequest(BaseModel):
     s3_path: str | None = Field(default=None, min_length=1, max_length=1100)
     k: K = 5
     folder: Folder = ""
+    prefix: Prefix = ""
     min_score: MinScore = None
 
     @model_validator(mode="after")
@@ -51,8 +61,33 @@ class SearchHit(BaseModel):
 
 
 class FolderCount(BaseModel):
+    folder: str = Field(
+        description='"animals", or "animals/cats" below it; with "/" added, a search `prefix`'
+    )
+    count: int = Field(description="indexed images under it, at any depth")
+
+
+class DuplicateImage(BaseModel):
+    key: str
     folder: str
-    count: int
+    s3_path: str
+    image_url: str = Field(description="presigned GET URL (or public URL)")
+    score: float = Field(description="its best cosine similarity to another image of the group")
+
+
+class DuplicateGroup(BaseModel):
+    size: int = Field(description="images in the group (at most 50 are listed)")
+    score: float = Field(description="the best cosine similarity between two of its images")
+    images: list[DuplicateImage] = Field(description="best matched first")
+
+
+class DuplicatesPage(BaseModel):
+    build_id: str
+    min_score: float = Field(description="the score the groups were formed at")
+    total: int = Field(description="groups matching, over every page")
+    offset: int
+    limit: int
+    groups: list[DuplicateGroup] = Field(description="largest first, then best score")
 
 
 class Health(BaseModel):

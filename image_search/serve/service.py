@@ -8,45 +8,50 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from image_search.config import Settings, get_settings
 from image_search.errors import (
     ImageSearchError,
     ImageTooLargeError,
     IndexMismatchError,
-    UnknownFolderError,
     UnknownKeyError,
 )
 from image_search.index import faiss_index
 from image_search.model import images
-from image_search.model.cache import embedder_for
+from image_search.model.cache import Embedder, embedder_for
 from image_search.model.vectors import Vectors
+from image_search.serve import scope
+from image_search.serve.duplicates import DuplicateGroups
 from image_search.serve.folders import detect
 from image_search.serve.lifecycle import ServedIndex
-from image_search.serve.schemas import SearchHit
+from image_search.serve.schemas import DuplicatesPage, SearchHit
+from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
 from image_search.storage.catalog import Catalog
 
-if TYPE_CHECKING:
-    from image_search.model.embedder import ClipEmbedder
-
 LOG = logging.getLogger(__name__)
 
-# An explicit "every folder": a text query then skips folder detection.
-ALL_FOLDERS = "*"
+ALL_FOLDERS = scope.ALL_FOLDERS
+# Uploads are decoded no larger than needed for this shorter side: 4 × CLIP's usual 224 px input,
+# so the model's own resize still starts from every detail it can use.
+UPLOAD_MIN_SIDE = 896
 
 
 @dataclass
 class SearchResult:
     hits: list[SearchHit]
     folders: list[str] | None  # None = every folder
+    prefix: str = ""
     detected: bool = False
+    kind: str = ""  # text, image or similar
+    cached: bool = False  # text: the vector came from the cache
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
+    metadata: Catalog | None = None  # the build that answered
 
 
 class SearchService:
@@ -57,6 +62,13 @@ class SearchService:
         self._urls = ImageUrls(
             lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
         )
+        # Uploads are decoded and embedded by this many threads; the others wait their turn. The
+        # same few threads every time also keep the freed pixels in few allocator arenas.
+        self._image_workers = ThreadPoolExecutor(
+            settings.max_concurrent_images, thread_name_prefix="image-search-upload"
+        )
+        self._texts = TextVectors(size=settings.text_cache_size)
+        self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
 
     @property
     def client(self) -> s3.S3Client:
@@ -65,7 +77,7 @@ class SearchService:
         return self._client
 
     @property
-    def embedder(self) -> ClipEmbedder:
+    def embedder(self) -> Embedder:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
@@ -80,10 +92,12 @@ class SearchService:
         return self.index.current()
 
     def _check_model(self, metadata: Catalog) -> None:
-        if metadata.model != self.settings.model:
+        # The identity, not IMAGE_SEARCH_MODEL: an export of the build's model serves it too.
+        served = self.embedder.identity
+        if metadata.model != served:
             raise IndexMismatchError(
                 f"build {metadata.build_id} was made with model {metadata.model!r} but the service "
-                f"runs {self.settings.model!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
+                f"runs {served!r}: rebuild the index or set IMAGE_SEARCH_MODEL"
             )
         if metadata.dim != self.embedder.dim:
             raise IndexMismatchError(
@@ -93,37 +107,51 @@ class SearchService:
     # ---- queries ---------------------------------------------------------------------------
 
     def search_text(
-        self, query: str, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        query: str,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         loaded = self.current()
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         detected = False
-        chosen = self._chosen(loaded, folder)
-        if not folder:
-            chosen = detect(query, loaded.metadata.folders) or None
-            detected = chosen is not None
+        if not where.chosen and folder != scope.ALL_FOLDERS:
+            found = detect(query, loaded.metadata.folders)
+            if found:
+                where = scope.of_folders(loaded.metadata, found)
+                detected = True
         started = time.perf_counter()
-        vector = self.embedder.embed_texts([query])
+        vector, cached = self._texts(self.embedder, query)
         embedded = time.perf_counter()
-        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         result.detected = detected
+        result.kind, result.cached = "text", cached
         result.timings = {"embed": _ms(started, embedded), **result.timings}
         return result
 
     def search_image(
-        self, data: bytes, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        data: bytes,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         if len(data) > self.settings.max_upload_bytes:
             raise ImageTooLargeError(
                 f"upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
             )
         loaded = self.current()
-        chosen = self._chosen(loaded, folder)
-        started = time.perf_counter()
-        picture = images.decode(data, max_pixels=self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        vector = self.embedder.embed_images([picture])
-        embedded = time.perf_counter()
-        result = self._search(loaded, vector, k=k, folders=chosen, min_score=min_score)
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
+        vector, (started, decoded, embedded) = self._image_workers.submit(
+            self._embed_upload, data
+        ).result()
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        result.kind = "image"
         result.timings = {
             "decode": _ms(started, decoded),
             "embed": _ms(decoded, embedded),
@@ -131,17 +159,34 @@ class SearchService:
         }
         return result
 
+    def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
+        started = time.perf_counter()
+        picture = images.decode(
+            data, max_pixels=self.settings.max_image_pixels, min_side=UPLOAD_MIN_SIDE
+        )
+        decoded = time.perf_counter()
+        vector = self.embedder.embed_images([picture])
+        return vector, (started, decoded, time.perf_counter())
+
     def similar(
-        self, key: str, *, k: int, folder: str = "", min_score: float | None = None
+        self,
+        key: str,
+        *,
+        k: int,
+        folder: str = "",
+        prefix: str = "",
+        min_score: float | None = None,
     ) -> SearchResult:
         """Neighbours of an indexed image from its stored vector (no re-embedding), not itself."""
         loaded = self.current()
-        chosen = self._chosen(loaded, folder)
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         row = loaded.rows.get(key)
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = faiss_index.vector(loaded.index, row)
-        return self._search(loaded, vector, k=k, folders=chosen, min_score=min_score, exclude=row)
+        result = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
+        result.kind = "similar"
+        return result
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -149,22 +194,25 @@ class SearchService:
             raise UnknownKeyError(f"{s3_path!r} is not in bucket {self.settings.bucket!r}")
         return s3_path[len(prefix) :]
 
-    def folders(self) -> list[tuple[str, int]]:
-        return [
-            (name, end - start) for name, (start, end) in self.current().metadata.folders.items()
-        ]
+    def folders(self, parent: str = "") -> list[tuple[str, int]]:
+        """The top-level folders, or the sub-folders directly under ``parent``, with counts."""
+        return scope.sub_folders(self.current().metadata, parent)
 
-    def _chosen(self, loaded: LoadedBuild, folder: str) -> list[str] | None:
-        """The folder to search, or None for all of them ("" or "*")."""
-        if folder in ("", ALL_FOLDERS):
-            return None
-        name = folder.strip("/")
-        if name not in loaded.metadata.folders:
-            known = ", ".join(loaded.metadata.folders) or "none"
-            raise UnknownFolderError(
-                f"folder {folder!r} is not in the index; known folders: {known}"
-            )
-        return [name]
+    def duplicates(
+        self,
+        *,
+        min_score: float | None = None,
+        folder: str = "",
+        prefix: str = "",
+        offset: int = 0,
+        limit: int = 20,
+    ) -> DuplicatesPage:
+        """A page of the build's near-duplicate groups with an image in the folder or prefix."""
+        loaded = self.current()
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
+        return self._duplicates.page(
+            loaded, where=where, min_score=min_score, offset=offset, limit=limit
+        )
 
     def _search(
         self,
@@ -172,15 +220,14 @@ class SearchService:
         vector: Vectors,
         *,
         k: int,
-        folders: list[str] | None,
+        where: scope.Scope,
         min_score: float | None,
         exclude: int | None = None,
     ) -> SearchResult:
-        ranges = [loaded.metadata.folders[name] for name in folders] if folders else None
         started = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
-        found = faiss_index.search(loaded.index, vector, k=wanted, ranges=ranges)
+        found = faiss_index.search(loaded.index, vector, k=wanted, ranges=where.ranges)
         searched = time.perf_counter()
         pairs = [
             (row, score)
@@ -191,7 +238,13 @@ class SearchService:
             pairs = [(row, score) for row, score in pairs if score >= min_score]
         hits = [self._hit(loaded, rank, row, score) for rank, (row, score) in enumerate(pairs, 1)]
         timings = {"search": _ms(started, searched), "urls": _ms(searched, time.perf_counter())}
-        return SearchResult(hits=hits, folders=folders, timings=timings)
+        return SearchResult(
+            hits=hits,
+            folders=where.folders,
+            prefix=where.prefix,
+            timings=timings,
+            metadata=loaded.metadata,
+        )
 
     def _hit(self, loaded: LoadedBuild, rank: int, row: int, score: float) -> SearchHit:
         item = loaded.metadata.items[row]

@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from image_search.errors import IndexMismatchError, PublishConflictError
 from image_search.index import faiss_index, rerank
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
@@ -62,10 +63,14 @@ def publish(
     index: faiss_index.Index,
     vectors: Vectors,
     keep_builds: int,
+    pointer_etag: str | None,
 ) -> Pointer:
     """Upload a build's files, then switch ``current.json`` to it, then prune old builds.
 
     If any upload fails the pointer still names the previous build, which stays intact.
+    ``pointer_etag`` is the ETag of ``current.json`` when the build read it (None: there was
+    none). The pointer is only replaced if it is still that one, so a slower builder can never
+    replace a newer build with an older one: it gets ``PublishConflictError`` and prunes nothing.
     """
     pointer = pointer_for(index_prefix, metadata.build_id)
     folder = pointer.index_key.rpartition("/")[0] + "/"
@@ -83,6 +88,10 @@ def publish(
             part_bytes=UPLOAD_PART_BYTES,
         )
 
+    files = [pointer.embeddings_key, pointer.index_key, pointer.metadata_key]
+    files += [folder + name for name in CATALOG_FILES]
+    if metadata.duplicates is not None:  # uploaded by the build beforehand
+        files.append(metadata.duplicates.key)
     put(pointer.embeddings_key, _npy_parts(np.ascontiguousarray(vectors, dtype=np.float32)))
     put(pointer.index_key, [faiss_index.serialised(index).data])
     if isinstance(index, faiss_index.Reranked):
@@ -90,17 +99,39 @@ def publish(
         codes = _npy_parts(index.rerank.codes)
         buffer = io.BytesIO()
         rerank.save_layout(index.rerank.layout, buffer, codes_offset=len(codes[0]))
+        files += [folder + RERANK_CODES_FILE, folder + RERANK_FILE]
         put(folder + RERANK_CODES_FILE, codes)
         put(folder + RERANK_FILE, [buffer.getvalue()])
     for name, data in catalog.files().items():
         put(folder + name, [data], "application/json" if name == CATALOG_FILE else BINARY)
     put(pointer.metadata_key, [metadata.model_dump_json().encode()], "application/json")
-    put(pointer_key(index_prefix), [pointer.model_dump_json().encode()], "application/json")
+    replaced = s3.put_if(
+        client,
+        bucket=bucket,
+        key=pointer_key(index_prefix),
+        data=pointer.model_dump_json().encode(),
+        content_type="application/json",
+        etag=pointer_etag,
+    )
+    if replaced is None and _named(client, bucket=bucket, index_prefix=index_prefix) != pointer:
+        s3.delete_keys(client, bucket=bucket, keys=files)  # ours, never published
+        raise PublishConflictError(
+            f"{pointer_key(index_prefix)} changed while this build ran (another build published); "
+            f"build {metadata.build_id} was not published: run the build again"
+        )
     LOG.info("published build %s (%d vectors)", metadata.build_id, metadata.count)
     prune(
         client, bucket=bucket, index_prefix=index_prefix, keep=keep_builds, current=pointer.build_id
     )
     return pointer
+
+
+def _named(client: s3.S3Client, *, bucket: str, index_prefix: str) -> Pointer | None:
+    """The pointer now in S3, or None when it is absent or unreadable."""
+    try:
+        return read_pointer(client, bucket=bucket, index_prefix=index_prefix)
+    except ValueError:
+        return None
 
 
 def read_pointer(client: s3.S3Client, *, bucket: str, index_prefix: str) -> Pointer | None:
@@ -132,9 +163,11 @@ def load(client: s3.S3Client, *, bucket: str, pointer: Pointer, cache_dir: Path)
     if pointer.catalog_key is not None:
         catalog = Catalog.open(local)
     else:
-        catalog = Catalog.from_metadata(
-            Metadata.model_validate_json((local / METADATA_FILE).read_bytes())
-        )
+        metadata = Metadata.model_validate_json((local / METADATA_FILE).read_bytes())
+        # The per-item objects are made anyway here, so keys listed twice are checked too; the
+        # compact catalog skips that check, which would cost what it exists to avoid.
+        metadata.check(index_count=metadata.count, index_dim=metadata.dim)
+        catalog = Catalog.from_metadata(metadata)
     stored = faiss_index.read(local / INDEX_FILE)
     index: faiss_index.Index = stored
     if pointer.rerank_key is not None:
@@ -169,7 +202,8 @@ def _with_rerank(
 
 
 def load_vectors(client: s3.S3Client, *, bucket: str, pointer: Pointer) -> tuple[Metadata, Vectors]:
-    """A build's metadata and raw vectors, for an incremental build to reuse."""
+    """A build's metadata and raw vectors, for an incremental build to reuse; vectors that do
+    not match the metadata raise ``IndexMismatchError``."""
     metadata = Metadata.model_validate_json(
         s3.get_bytes(client, bucket=bucket, key=pointer.metadata_key)
     )
@@ -177,9 +211,11 @@ def load_vectors(client: s3.S3Client, *, bucket: str, pointer: Pointer) -> tuple
         return metadata, EMPTY_VECTORS
     data = s3.get_bytes(client, bucket=bucket, key=pointer.embeddings_key)
     vectors = np.load(io.BytesIO(data), allow_pickle=False)
-    if vectors.shape[0] != metadata.count:
-        LOG.warning("build %s: embeddings do not match metadata; not reusing", metadata.build_id)
-        return metadata, EMPTY_VECTORS
+    if vectors.shape != (metadata.count, metadata.dim) or not np.isfinite(vectors).all():
+        raise IndexMismatchError(
+            f"build {metadata.build_id}: embeddings of shape {vectors.shape} do not match "
+            f"{metadata.count} x {metadata.dim}"
+        )
     return metadata, vectors.astype(np.float32, copy=False)
 
 

@@ -32,6 +32,7 @@ from image_search.storage.manifest import (
     KEY_ORDER_FILE,
     KEYS_FILE,
     BuildHeader,
+    DuplicatesRef,
     Metadata,
 )
 
@@ -66,6 +67,7 @@ class Catalog:
         self._starts = [start for start, _, _ in spans]
         self._spans = spans
         self.items = _Items(self)
+        self.keys = _Keys(self)
         self.rows = _Rows(self)
 
     # The header's fields, as the service and the API read them.
@@ -100,6 +102,14 @@ class Catalog:
     @property
     def folders(self) -> dict[str, tuple[int, int]]:
         return self.header.folders
+
+    @property
+    def sorted_by(self) -> str:
+        return self.header.sorted_by
+
+    @property
+    def duplicates(self) -> DuplicatesRef | None:
+        return self.header.duplicates
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -185,6 +195,25 @@ class _Items(Sequence[Entry]):
         if not 0 <= row < len(self):
             raise IndexError(row)
         return Entry(self._catalog.key(row), self._catalog.folder(row))
+
+
+class _Keys(Sequence[str]):
+    """``catalog.keys[row]``: the keys in row order, decoded when asked for."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    @overload
+    def __getitem__(self, row: int) -> str: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[str]: ...
+    def __getitem__(self, row: int | slice) -> str | Sequence[str]:
+        if isinstance(row, slice):
+            return [self._catalog.key(i) for i in range(*row.indices(len(self)))]
+        return self._catalog.key(row)
 
 
 class _Rows(Mapping[str, int]):

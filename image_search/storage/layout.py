@@ -6,11 +6,14 @@
                               catalog.json, keys.bin, key_offsets.npy, key_order.npy,
                               rerank.npz, rerank_codes.npy (ivf-pq)
     <prefix>current.json          the pointer, written last so readers never see half a build
-    <prefix>work/checkpoint.npz   vectors embedded by a build that has not published yet
+    <prefix>work/build/…          an unfinished build's plan and shards (build/work.py)
+    <prefix>work/checkpoint.npz   left by earlier versions; the next merge deletes it
+    <prefix>work/build-lease.json held by the one build running (storage/lease.py)
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 
@@ -22,10 +25,17 @@ from image_search.storage.manifest import (
     Pointer,
 )
 
+# What new_build_id makes; pruning deletes nothing under builds/ that does not look like it.
+BUILD_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}")
+
 
 def new_build_id() -> str:
     # Sortable by time, unique across concurrent builders.
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def is_build_id(name: str) -> bool:
+    return BUILD_ID.fullmatch(name) is not None
 
 
 def builds_prefix(index_prefix: str) -> str:
@@ -37,7 +47,12 @@ def pointer_key(index_prefix: str) -> str:
 
 
 def checkpoint_key(index_prefix: str) -> str:
+    """Where earlier versions saved an unfinished build's vectors (finished shards replace it)."""
     return f"{index_prefix}work/checkpoint.npz"
+
+
+def lease_key(index_prefix: str) -> str:
+    return f"{index_prefix}work/build-lease.json"
 
 
 def pointer_for(index_prefix: str, build_id: str) -> Pointer:

@@ -32,8 +32,22 @@ class Item(BaseModel):
 
 
 class Skipped(BaseModel):
+    """An object left out of the build. ``cause`` "image": these bytes (this ``etag``) are not a
+    usable image, so later builds skip them until the object changes; "download": the object
+    could not be fetched, so the next build tries again."""
+
     key: str
     reason: str
+    etag: str | None = None
+    cause: Literal["image", "download"] = "download"
+
+
+class DuplicatesRef(BaseModel):
+    """Where a build's near-duplicate groups are, and the score they were found at."""
+
+    key: str
+    min_score: float
+    groups: int
 
 
 class BuildHeader(BaseModel):
@@ -49,6 +63,10 @@ class BuildHeader(BaseModel):
     count: int
     bucket: str
     folders: dict[str, tuple[int, int]]
+    # "key": items sorted by key, so every key prefix is one id range. Builds without the field
+    # were sorted by (folder, key): each folder's range is sorted by key.
+    sorted_by: Literal["key", "folder"] = "folder"
+    duplicates: DuplicatesRef | None = None  # None: made before duplicates were computed
 
     def check(self, *, rows: int, index_count: int, index_dim: int) -> None:
         """Refuse artefacts that disagree with each other or come from newer code."""
@@ -66,6 +84,24 @@ class BuildHeader(BaseModel):
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
             )
+        self._check_folders()
+
+    def _check_folders(self) -> None:
+        """Folder ranges that lie inside the index without overlapping: a range past the end
+        would reach FAISS as an id it does not have."""
+        end, before = 0, ""
+        for name, (start, stop) in sorted(self.folders.items(), key=lambda pair: pair[1]):
+            if start < end:
+                raise IndexMismatchError(
+                    f"build {self.build_id}: folder {name!r} range [{start}, {stop}) overlaps "
+                    f"folder {before!r}: rebuild with --full"
+                )
+            if not (start < stop <= self.count):
+                raise IndexMismatchError(
+                    f"build {self.build_id}: folder {name!r} range [{start}, {stop}) is not "
+                    f"inside the index of {self.count} vectors: rebuild with --full"
+                )
+            end, before = stop, name
 
 
 class Metadata(BuildHeader):
@@ -80,6 +116,10 @@ class Metadata(BuildHeader):
     def check(self, *, rows: int | None = None, index_count: int, index_dim: int) -> None:
         rows = len(self.items) if rows is None else rows
         super().check(rows=rows, index_count=index_count, index_dim=index_dim)
+        if len({item.key for item in self.items}) != len(self.items):
+            raise IndexMismatchError(
+                f"build {self.build_id}: metadata lists a key more than once: rebuild with --full"
+            )
 
 
 class Pointer(BaseModel):

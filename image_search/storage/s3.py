@@ -19,7 +19,15 @@ LOG = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 # Codes that mean "the object or bucket is not there", as opposed to S3 being unavailable.
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# A conditional write or delete that lost: the ETag changed, the object appeared (412), another
+# conditional request on the key was in flight (409), or an If-Match object is gone (404).
+_CONDITION_CODES = _MISSING_CODES | {
+    "PreconditionFailed",
+    "412",
+    "ConditionalRequestConflict",
+    "409",
+}
 
 S3Client = Any  # boto3 clients are generated at run time and have no static type.
 
@@ -73,29 +81,31 @@ def is_image_key(key: str) -> bool:
 
 
 @contextmanager
-def translate_errors(bucket: str) -> Iterator[None]:
-    """Turn botocore failures into this package's errors, keeping NoSuchKey as it is."""
+def translate_errors(bucket: str, *, keep: frozenset[str] = _MISSING_CODES) -> Iterator[None]:
+    """Turn botocore failures into this package's errors, keeping the codes in ``keep`` (by
+    default NoSuchKey) as they are."""
     try:
         yield
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = _code(exc)
         if code == "NoSuchBucket":
             raise BucketNotFoundError(f"bucket {bucket!r} does not exist") from exc
         if code in {"AccessDenied", "403"}:
             raise BucketNotFoundError(f"access denied to bucket {bucket!r}") from exc
-        if code in _MISSING_CODES:
+        if code in keep:
             raise
         raise StorageUnavailableError(f"S3 error {code or 'unknown'} on bucket {bucket!r}") from exc
     except BotoCoreError as exc:
         raise StorageUnavailableError(f"S3 unreachable: {type(exc).__name__}") from exc
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def is_missing(exc: BaseException) -> bool:
     """True when ``exc`` is S3 saying the key does not exist."""
-    return (
-        isinstance(exc, ClientError)
-        and exc.response.get("Error", {}).get("Code", "") in _MISSING_CODES
-    )
+    return isinstance(exc, ClientError) and _code(exc) in _MISSING_CODES
 
 
 def list_objects(client: S3Client, *, bucket: str, prefix: str = "") -> Iterator[dict[str, Any]]:
@@ -109,10 +119,15 @@ def list_objects(client: S3Client, *, bucket: str, prefix: str = "") -> Iterator
 def list_images(
     client: S3Client, *, bucket: str, folders: list[str], exclude_prefix: str
 ) -> list[S3Object]:
-    """Image objects in ``folders`` (all top-level folders when empty), sorted by folder, key."""
+    """Image objects in ``folders`` (all top-level folders when empty), sorted by folder, key.
+
+    Each key comes once, even when folders overlap (``animals`` and ``animals/deep``).
+    """
     prefixes = [f"{folder}/" for folder in folders] or [""]
-    found: list[S3Object] = []
-    for prefix in prefixes:
+    # A folder inside another listed one adds nothing; listing it would only repeat keys.
+    prefixes = [p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)]
+    found: dict[str, S3Object] = {}
+    for prefix in dict.fromkeys(prefixes):
         for item in list_objects(client, bucket=bucket, prefix=prefix):
             key = item["Key"]
             if (exclude_prefix and key.startswith(exclude_prefix)) or not is_image_key(key):
@@ -120,8 +135,8 @@ def list_images(
             folder = folder_of(key)
             if not folder:
                 continue  # root-level objects belong to no folder; documented in the README
-            found.append(S3Object(key, folder, item["ETag"].strip('"'), int(item["Size"])))
-    return sorted(found, key=lambda obj: (obj.folder, obj.key))
+            found[key] = S3Object(key, folder, item["ETag"].strip('"'), int(item["Size"]))
+    return sorted(found.values(), key=lambda obj: (obj.folder, obj.key))
 
 
 def get_bytes(client: S3Client, *, bucket: str, key: str) -> bytes:
@@ -151,6 +166,18 @@ def get_bytes_if_present(client: S3Client, *, bucket: str, key: str) -> bytes | 
     try:
         return get_bytes(client, bucket=bucket, key=key)
     except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def get_tagged(client: S3Client, *, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """The object's bytes and ETag (for a later conditional write), or None when absent."""
+    try:
+        with translate_errors(bucket):
+            answer = client.get_object(Bucket=bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
+    except ClientError as exc:
         if is_missing(exc):
             return None
         raise
@@ -212,6 +239,35 @@ class _Concatenation(io.RawIOBase):
                 self._parts.pop(0)
                 self._at = 0
         return filled
+
+
+def put_if(
+    client: S3Client, *, bucket: str, key: str, data: bytes, content_type: str, etag: str | None
+) -> str | None:
+    """Write only if the object still has ``etag`` (``None``: only if there is no object yet).
+
+    S3 checks the condition atomically (If-Match / If-None-Match), so of two writers racing on
+    one key exactly one wins. Returns the new ETag, or None when the condition did not hold.
+    """
+    condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+    try:
+        with translate_errors(bucket, keep=_CONDITION_CODES):
+            answer = client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type, **condition
+            )
+    except ClientError:
+        return None
+    return str(answer["ETag"])
+
+
+def delete_if(client: S3Client, *, bucket: str, key: str, etag: str) -> bool:
+    """Delete the object only if it still has ``etag``; False when it changed or is gone."""
+    try:
+        with translate_errors(bucket, keep=_CONDITION_CODES):
+            client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError:
+        return False
+    return True
 
 
 def delete_keys(client: S3Client, *, bucket: str, keys: list[str]) -> None:

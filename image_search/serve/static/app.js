@@ -10,7 +10,8 @@
     form: $("search-form"), query: $("query"), folder: $("folder"), k: $("k"),
     file: $("file"), drop: $("drop-zone"), error: $("error"), summary: $("summary"),
     timings: $("timings"), grid: $("grid"), results: $("results"), info: $("index-info"),
-    queryImage: $("query-image"),
+    queryImage: $("query-image"), subfolders: $("subfolders"), groups: $("groups"),
+    more: $("more-groups"),
     keyPanel: $("key-panel"), keyForm: $("key-form"), key: $("api-key"), forget: $("forget-key"),
   };
 
@@ -93,6 +94,8 @@
   // ---- results -----------------------------------------------------------------------------
 
   function searchedFolders(headers) {
+    const prefix = headers.get("X-Image-Search-Prefix");
+    if (prefix) return decodeURIComponent(prefix);
     const raw = headers.get("X-Image-Search-Folders");
     if (raw === null || raw === "*") return "all folders";
     const names = raw.split(",").filter(Boolean).map((n) => decodeURIComponent(n));
@@ -139,7 +142,9 @@
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
-    score.title = `cosine similarity (rank ${hit.rank})`;
+    score.title = hit.rank
+      ? `cosine similarity (rank ${hit.rank})`
+      : "best cosine similarity to another image of the group";
     const folder = document.createElement("span");
     folder.className = "folder";
     folder.textContent = hit.folder;
@@ -163,6 +168,16 @@
     el.grid.replaceChildren(...hits.map(card));
   }
 
+  // Search results and near-duplicate groups share the results area: one shows at a time.
+  let view = "search";
+
+  function show(which) {
+    view = which;
+    el.grid.hidden = which !== "search";
+    el.groups.hidden = which !== "duplicates";
+    if (which !== "duplicates") el.more.hidden = true;
+  }
+
   let previewUrl = "";  // object URL of an uploaded file, revoked when replaced
 
   function showQueryImage(src, alt) {
@@ -182,6 +197,7 @@
     const mine = ++latest;
     inFlight = new AbortController();
     clearError();
+    show("search");
     showQueryImage(preview && preview.src, preview && preview.alt);
     el.results.setAttribute("aria-busy", "true");
     el.summary.textContent = `Searching ${what}…`;
@@ -202,11 +218,17 @@
 
   const k = () => Number(el.k.value);
 
+  // The deepest sub-folder chosen ("animals/cats/"), or "" for the whole folder.
+  function prefix() {
+    const chosen = [...el.subfolders.querySelectorAll("select")].map((s) => s.value);
+    return chosen.filter(Boolean).pop() || "";
+  }
+
   function runText() {
     const query = el.query.value.trim();
     if (!query) return;
     run(`for “${query}”`, "image_search/search", {
-      json: { query, k: k(), folder: el.folder.value },
+      json: { query, k: k(), folder: el.folder.value, prefix: prefix() },
     });
   }
 
@@ -215,13 +237,14 @@
     form.append("file", file, file.name);
     form.append("k", String(k()));
     form.append("folder", el.folder.value);
+    form.append("prefix", prefix());
     const preview = { src: URL.createObjectURL(file), alt: `your image ${file.name}` };
     run(`like ${file.name}`, "image_search/search_by_image", { form }, preview);
   }
 
   function runSimilar(hit) {
     run(`similar to ${hit.key}`, "image_search/similar", {
-      json: { key: hit.key, k: k(), folder: el.folder.value },
+      json: { key: hit.key, k: k(), folder: el.folder.value, prefix: prefix() },
     }, { src: hit.image_url, alt: describe(hit.key) });
     el.results.focus();
   }
@@ -240,6 +263,59 @@
     } catch (err) {
       showError(err);
     }
+  }
+
+  // One list per level under the chosen folder: choosing a sub-folder adds the next level.
+  let levels = 0;  // bumped when the folder changes, so a late answer adds nothing
+
+  async function addSubfolders(parent, depth) {
+    const asked = levels;
+    let data;
+    try {
+      ({ data } = await call(`image_search/folders?parent=${encodeURIComponent(parent)}`));
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    if (asked !== levels || !data.length) return;
+    const field = document.createElement("div");
+    field.className = "field";
+    field.dataset.depth = String(depth);
+    const label = document.createElement("label");
+    label.htmlFor = `subfolder-${depth}`;
+    label.textContent = `Inside ${parent}`;
+    const select = document.createElement("select");
+    select.id = label.htmlFor;
+    select.append(new Option(`All of ${parent}`, ""), ...data.map(({ folder, count }) =>
+      new Option(`${folder.slice(parent.length)} (${count})`, `${folder}/`)));
+    select.addEventListener("change", async () => {
+      dropBelow(depth);
+      if (select.value) await addSubfolders(select.value, depth + 1);
+      scopeChanged();
+    });
+    field.append(label, select);
+    el.subfolders.append(field);
+  }
+
+  function dropBelow(depth) {
+    for (const field of [...el.subfolders.children]) {
+      if (Number(field.dataset.depth) > depth) field.remove();
+    }
+  }
+
+  async function folderChanged() {
+    levels += 1;
+    el.subfolders.replaceChildren();
+    const folder = el.folder.value;
+    if (folder && folder !== "*") await addSubfolders(`${folder}/`, 1);
+    scopeChanged();
+  }
+
+  const scopeListeners = [];
+
+  function scopeChanged() {
+    if (view === "duplicates") scopeListeners.forEach((listener) => listener());
+    else if (el.query.value.trim()) runText();
   }
 
   async function loadInfo() {
@@ -263,9 +339,8 @@
     clearTimeout(timer);
     runText();
   });
-  for (const control of [el.folder, el.k]) {
-    control.addEventListener("change", () => el.query.value.trim() && runText());
-  }
+  el.folder.addEventListener("change", folderChanged);
+  el.k.addEventListener("change", () => view === "search" && el.query.value.trim() && runText());
 
   el.file.addEventListener("change", () => {
     if (el.file.files.length) runImage(el.file.files[0]);
@@ -302,6 +377,13 @@
     try { localStorage.removeItem(KEY_STORAGE); } catch { /* private mode */ }
     el.key.value = "";
   });
+
+  // For duplicates.js: what it needs from this page, nothing more.
+  window.imageSearch = {
+    call, card, clearError, showError, show, showQueryImage,
+    scope: () => ({ folder: el.folder.value, prefix: prefix() }),
+    onScopeChange: (listener) => scopeListeners.push(listener),
+  };
 
   loadInfo();
   loadFolders();

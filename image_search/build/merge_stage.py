@@ -1,0 +1,228 @@
+"""Stage 3: the reused vectors and the shards' results → one FAISS index → publish → clean up.
+
+Items are ordered by key, so every key prefix (a folder at any depth) is one contiguous id
+range, and every engine publishes the same index for the same bucket. A shard without a result
+(Step Functions tolerates a few failed shards) leaves its images out of this build, listed as
+skipped; the next build embeds them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from image_search.build import work
+from image_search.build.duplicates import publish_groups
+from image_search.build.plan import same_as_previous, tally
+from image_search.build.report import BuildReport
+from image_search.config import Settings
+from image_search.errors import NoImagesError, PublishConflictError
+from image_search.index import faiss_index
+from image_search.model.vectors import Vectors
+from image_search.storage import artefacts, layout, lease, s3
+from image_search.storage.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
+
+LOG = logging.getLogger(__name__)
+
+# Rows copied at once from the previous build's vectors: bounds the temporary copy.
+COPY_ROWS = 65_536
+
+
+def merge_build(
+    settings: Settings,
+    plan: work.BuildPlan,
+    *,
+    client: s3.S3Client,
+    held: lease.Lease | None = None,
+) -> BuildReport:
+    """Publish the build ``plan`` describes and delete its work files.
+
+    Nothing is published when the images indexed are exactly the last build's, when ``held``
+    (the build lease) was taken over by another build, or when ``current.json`` changed since
+    the plan read it (``PublishConflictError``).
+    """
+    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+    shards = _collect(client, settings, plan)
+    found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
+    if not found:
+        raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
+    order = sorted(range(len(found)), key=lambda i: found[i].key)
+    items = [found[i] for i in order]
+    previous = _previous_metadata(client, settings, plan)
+    done = shards.embedded + shards.resumed
+    report = tally(previous, items, skipped=shards.skipped, embedded=done)
+    report.embedded, report.resumed = shards.embedded, shards.resumed
+    report.index_type = faiss_index.choose_type(settings.index_type, len(items))
+    if not plan.full and same_as_previous(
+        previous, items, model=plan.model, index_type=report.index_type, settings=settings
+    ):
+        assert previous is not None
+        report.build_id = previous.build_id
+        work.clean(client, plan=plan, **where)
+        return report
+
+    position = np.empty(len(found), dtype=np.int64)
+    position[order] = np.arange(len(found))
+    matrix = _gather(client, settings, plan, shards.finished, position)
+    index = faiss_index.build(matrix, index_type=report.index_type)
+    build_id = layout.new_build_id()
+    if held is not None:
+        held.ensure_held()
+    groups = publish_groups(
+        settings, client=client, build_id=build_id, items=items, vectors=matrix, index=index
+    )
+    metadata = Metadata(
+        build_id=build_id,
+        model=plan.model,
+        dim=matrix.shape[1],
+        index_type=report.index_type,
+        count=len(items),
+        bucket=settings.bucket,
+        folders=folder_ranges(items),
+        items=items,
+        skipped=report.skipped,
+        sorted_by="key",
+        duplicates=groups,
+    )
+    if held is not None:
+        held.ensure_held()
+    artefacts.publish(
+        client,
+        metadata=metadata,
+        index=index,
+        vectors=matrix,
+        keep_builds=settings.keep_builds,
+        pointer_etag=plan.pointer_etag,
+        **where,
+    )
+    deleted = work.clean(client, plan=plan, **where)
+    LOG.info("build %s published; %d work file(s) deleted", metadata.build_id, deleted)
+    report.build_id = metadata.build_id
+    report.duplicate_groups = groups.groups if groups else None
+    report.published = True
+    return report
+
+
+@dataclass
+class _Shards:
+    finished: list[work.ShardResult] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    embedded: int = 0  # vectors the shards of this plan's run embedded
+    resumed: int = 0  # vectors from shards an earlier, interrupted run finished
+
+
+def _collect(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> _Shards:
+    """Every shard's result, in plan order; a shard without one has its images skipped."""
+    results = work.in_parallel(
+        lambda ref: work.load_result(
+            client,
+            bucket=settings.bucket,
+            index_prefix=settings.index_prefix,
+            shard_id=ref.shard_id,
+        ),
+        plan.shards,
+    )
+    shards = _Shards(skipped=list(plan.still_broken))
+    for ref, result in zip(plan.shards, results, strict=True):
+        if result is None or result.model != plan.model:
+            shards.skipped.extend(_unfinished(client, settings, ref.shard_id))
+            continue
+        shards.finished.append(result)
+        shards.skipped.extend(result.skipped)
+        if result.plan_id == plan.plan_id:
+            shards.embedded += len(result.rows)
+        else:
+            shards.resumed += len(result.rows)
+    return shards
+
+
+def _previous_metadata(
+    client: s3.S3Client, settings: Settings, plan: work.BuildPlan
+) -> Metadata | None:
+    if plan.previous is None:
+        return None
+    with _still_there(plan.previous):
+        data = s3.get_bytes(client, bucket=settings.bucket, key=plan.previous.metadata_key)
+    return Metadata.model_validate_json(data)
+
+
+@contextmanager
+def _still_there(previous: Pointer) -> Iterator[None]:
+    """The build the plan started from is gone only if another build published since (and
+    pruned it): this one must not publish, as the conditional pointer write would refuse."""
+    try:
+        yield
+    except Exception as exc:
+        if not s3.is_missing(exc):
+            raise
+        raise PublishConflictError(
+            f"current.json changed while this build ran (build {previous.build_id}, which it "
+            "started from, is gone): run the build again"
+        ) from exc
+
+
+def _gather(
+    client: s3.S3Client,
+    settings: Settings,
+    plan: work.BuildPlan,
+    finished: list[work.ShardResult],
+    position: np.ndarray,
+) -> Vectors:
+    """One matrix, row ``position[i]`` holding item i's vector (reused items first, then each
+    shard's), filled in place so no second full-size copy is ever made."""
+    parts = work.in_parallel(
+        lambda r: work.load_vectors(client, bucket=settings.bucket, key=r.vectors_key),
+        [r for r in finished if len(r.rows)],
+    )
+    previous = _previous_vectors(client, settings, plan)
+    dim = previous.shape[1] if len(plan.reused) else parts[0].shape[1]
+    matrix = np.empty((len(position), dim), dtype=np.float32)
+    start = 0
+    for begin in range(0, len(plan.reused_rows), COPY_ROWS):
+        rows = plan.reused_rows[begin : begin + COPY_ROWS]
+        matrix[position[start : start + len(rows)]] = previous[rows]
+        start += len(rows)
+    del previous
+    for part in parts:
+        matrix[position[start : start + len(part)]] = part
+        start += len(part)
+    return matrix
+
+
+def _previous_vectors(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> Vectors:
+    if not len(plan.reused):
+        return np.zeros((0, 0), dtype=np.float32)
+    assert plan.previous is not None, "a plan that reuses rows names their build"
+    # Raises IndexMismatchError if the build was damaged since the plan checked it; the next
+    # plan then finds it damaged and embeds everything.
+    with _still_there(plan.previous):
+        _, vectors = artefacts.load_vectors(client, bucket=settings.bucket, pointer=plan.previous)
+    return vectors
+
+
+def _unfinished(client: s3.S3Client, settings: Settings, shard_id: str) -> list[Skipped]:
+    shard = work.load_shard(
+        client, bucket=settings.bucket, index_prefix=settings.index_prefix, shard_id=shard_id
+    )
+    LOG.warning(
+        "shard %s did not finish: its %d image(s) wait for the next build",
+        shard_id,
+        len(shard.objects),
+    )
+    reason = f"shard {shard_id} did not finish; the next build embeds it"
+    return [Skipped(key=obj.key, reason=reason) for obj in shard.objects]
+
+
+def _items(rows: work.Rows) -> list[Item]:
+    return [
+        Item(key=key, folder=s3.folder_of(key), etag=etag, size=size)
+        for key, etag, size in zip(rows.keys, rows.etags, rows.sizes, strict=True)
+    ]
+
+
+def _todo(plan: work.BuildPlan) -> int:
+    return sum(ref.count for ref in plan.shards)

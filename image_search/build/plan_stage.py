@@ -1,0 +1,116 @@
+"""Stage 1: list the bucket, diff it against the published build (key + ETag), cut what is left
+to embed into shards and save the plan under ``<prefix>work/build/``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from image_search.build import work
+from image_search.build.plan import Plan, diff, same_as_previous, tally
+from image_search.build.previous import read_previous
+from image_search.build.report import BuildReport
+from image_search.build.shards import Shard, cut
+from image_search.config import Settings
+from image_search.errors import NoImagesError
+from image_search.index import faiss_index
+from image_search.storage import s3
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedBuild:
+    plan: work.BuildPlan
+    report: BuildReport  # what the build would give if every image to embed decodes
+    shards: list[Shard] = field(default_factory=list)
+    # False for a dry run and when nothing changed: no shard to embed, nothing to publish.
+    has_work: bool = True
+
+
+def plan_build(
+    settings: Settings,
+    *,
+    client: s3.S3Client,
+    model: str,
+    full: bool = False,
+    dry_run: bool = False,
+    lease: work.HeldLease | None = None,
+) -> PlannedBuild:
+    """The plan for one build; saved (with its shard inputs) unless there is nothing to do.
+
+    ``model`` is the embedder's identity (``Embedder.identity``), which builds record: an ONNX
+    export and its source model under torch continue each other's builds.
+    """
+    objects = s3.list_images(
+        client,
+        bucket=settings.bucket,
+        folders=settings.folders,
+        exclude_prefix=settings.index_prefix,
+    )
+    return plan_listing(
+        settings, objects, client=client, model=model, full=full, dry_run=dry_run, lease=lease
+    )
+
+
+def plan_listing(
+    settings: Settings,
+    objects: list[s3.S3Object],
+    *,
+    client: s3.S3Client,
+    model: str,
+    full: bool = False,
+    dry_run: bool = False,
+    lease: work.HeldLease | None = None,
+) -> PlannedBuild:
+    """The plan for ``objects``, the bucket's images sorted by (folder, key) as listed."""
+    bucket, prefix = settings.bucket, settings.index_prefix
+    if not objects:
+        where = ", ".join(settings.folders) or "any folder"
+        raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
+    last = read_previous(client, bucket=bucket, index_prefix=prefix)
+    plan = diff(objects, last, model=model, full=full)
+    reused = plan.reused
+    saved = work.BuildPlan(
+        plan_id=work.new_plan_id(),
+        model=model,
+        full=full,
+        previous=plan.pointer if plan.previous is not None else None,
+        pointer_etag=plan.pointer_etag,
+        reused=work.Rows.of(reused),
+        reused_rows=[plan.rows[(obj.key, obj.etag)] for obj in reused],
+        still_broken=plan.still_broken,
+        lease=lease,
+    )
+    report = _forecast(plan)
+    if dry_run or _unchanged(settings, plan, model=model, full=full, report=report):
+        return PlannedBuild(plan=saved, report=report, has_work=False)
+    shards = cut(plan.todo, size=settings.shard_size, model=model)
+    saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
+    work.save_plan(client, bucket=bucket, index_prefix=prefix, plan=saved, shards=shards)
+    return PlannedBuild(plan=saved, report=report, shards=shards)
+
+
+def _forecast(plan: Plan) -> BuildReport:
+    """The counts supposing every object to embed decodes (what a dry run reports)."""
+    items = plan.items
+    report = tally(plan.previous, items, skipped=plan.still_broken, embedded=0)
+    report.reused = len(items) - len(plan.todo)
+    report.build_id = plan.previous.build_id if plan.previous else None
+    return report
+
+
+def _unchanged(
+    settings: Settings, plan: Plan, *, model: str, full: bool, report: BuildReport
+) -> bool:
+    """Nothing to embed and the last build holds exactly these images, built the same way."""
+    if full or plan.todo or not report.count:
+        return False
+    index_type = faiss_index.choose_type(settings.index_type, report.count)
+    same = same_as_previous(
+        plan.previous, plan.items, model=model, index_type=index_type, settings=settings
+    )
+    if not same:
+        return False
+    report.index_type = index_type
+    return True

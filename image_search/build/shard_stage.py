@@ -1,0 +1,110 @@
+"""Stage 2, one shard: download, decode and embed its images, save the vectors and a report.
+
+Idempotent: a shard whose result is already saved is not embedded again, so an interrupted
+build resumes from its finished shards, whichever engine runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from image_search.build import work
+from image_search.build.fetch import decoded_batches
+from image_search.build.shards import Shard
+from image_search.config import Settings
+from image_search.model.vectors import Vectors
+from image_search.storage import s3
+from image_search.storage.manifest import Skipped
+
+LOG = logging.getLogger(__name__)
+
+
+class ImageEmbedder(Protocol):
+    source: str
+    batch_size: int
+
+    @property
+    def identity(self) -> str:
+        """The model the vectors come from, whatever the runtime: shards and builds record it."""
+        ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOutcome:
+    result: work.ShardResult
+    embedded: int  # images this call embedded
+    resumed: bool  # the result was already saved: nothing was embedded again
+
+    def summary(self) -> dict[str, object]:
+        """What a Lambda shard returns: small, since Step Functions gathers one per shard."""
+        return {
+            "shard_id": self.result.shard_id,
+            "embedded": self.embedded,
+            "skipped": len(self.result.skipped),
+            "resumed": self.resumed,
+        }
+
+
+def embed_shard(
+    settings: Settings,
+    shard: Shard,
+    *,
+    plan_id: str,
+    client: s3.S3Client,
+    embedder: ImageEmbedder,
+    progress: Callable[[int], None] | None = None,
+) -> ShardOutcome:
+    """Embed ``shard`` unless its result exists; either way, return its result."""
+    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+    done = work.load_result(client, shard_id=shard.shard_id, **where)
+    if done is not None and done.model == embedder.identity:
+        if progress is not None:
+            progress(len(shard.objects))
+        return ShardOutcome(result=done, embedded=0, resumed=True)
+
+    started = time.monotonic()
+    embedded: list[s3.S3Object] = []
+    parts: list[Vectors] = []
+    skipped: list[Skipped] = []
+    batches = decoded_batches(
+        settings, shard.objects, client=client, batch_size=embedder.batch_size
+    )
+    for batch, failures in batches:
+        skipped.extend(failures)
+        if batch:
+            parts.append(embedder.embed_images([image for _, image in batch]))
+            embedded.extend(obj for obj, _ in batch)
+        if progress is not None:
+            progress(len(batch) + len(failures))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    result = work.save_result(
+        client,
+        result=work.ShardResult(
+            shard_id=shard.shard_id,
+            model=embedder.identity,
+            plan_id=plan_id,
+            vectors_key="",
+            rows=work.Rows.of(embedded),
+            skipped=skipped,
+            seconds=round(time.monotonic() - started, 3),
+        ),
+        vectors=vectors.astype(np.float32, copy=False),
+        **where,
+    )
+    LOG.info(
+        "shard %s: %d embedded, %d skipped in %.1f s",
+        shard.shard_id,
+        len(embedded),
+        len(skipped),
+        result.seconds,
+    )
+    return ShardOutcome(result=result, embedded=len(embedded), resumed=False)

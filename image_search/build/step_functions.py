@@ -1,0 +1,174 @@
+"""The build on AWS Lambda: one handler per state of the state machine in template.yaml.
+
+    Plan (plan_handler) → Map, DISTRIBUTED, one child per shard (embed_shard_handler) → Merge
+
+Each state's input and output is small JSON; the work itself (the plan, the shard inputs and
+results) lives in S3 under ``<prefix>work/build/``, so a failed execution loses no finished
+shard: the next one plans again and finds them. The plan takes the build lease for the whole
+execution (no process lives between the states to renew it); the merge releases it, and so does
+the state machine's ``Abandon`` state when the shards or the merge fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from image_search.build import work
+from image_search.build.merge_stage import merge_build
+from image_search.build.plan_stage import plan_build
+from image_search.build.shard_stage import embed_shard
+from image_search.config import Settings, get_settings
+from image_search.errors import BuildRunningError, ConfigError
+from image_search.messages import settings_problem
+from image_search.model.cache import embedder_for
+from image_search.storage import lease, s3
+from image_search.storage.layout import lease_key
+
+LOG = logging.getLogger(__name__)
+
+
+class StartEvent(BaseModel):
+    """The execution's input: the schedule's EventBridge event (no options) or a hand-made one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    full: bool = False
+    dry_run: bool = False
+
+
+class ShardEvent(BaseModel):
+    """One Map item after the ItemSelector: the plan and one of its shards."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    plan_id: str
+    shard_id: str
+
+
+class MergeEvent(BaseModel):
+    """The plan's id; ``abandon`` when the shards or the merge failed: only give the lease back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    plan_id: str
+    abandon: bool = False
+
+
+def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any]:
+    """List, diff and save the plan; tell the state machine whether there is work and where."""
+    request = StartEvent.model_validate(event or {})
+    settings = _settings()
+    client = _s3_client()
+    if request.dry_run:
+        model = embedder_for(settings).identity
+        planned = plan_build(settings, client=client, model=model, full=request.full, dry_run=True)
+        return _planned(settings, planned.plan.plan_id, planned.has_work, planned.report.summary())
+    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+    try:
+        taken = lease.acquire(client, seconds=settings.build_lease_seconds, **where)
+    except BuildRunningError as exc:
+        # Not a failure: the build holding the lease does the work, and its shards stay reusable.
+        LOG.warning("not building: %s", exc)
+        return {"has_work": False, "state": "busy", "detail": str(exc)}
+    try:
+        held = work.HeldLease(record=taken.record, etag=taken.etag)
+        # The model's identity (an ONNX export names the model it came from), without loading it.
+        model = embedder_for(settings).identity
+        planned = plan_build(settings, client=client, model=model, full=request.full, lease=held)
+    except BaseException:
+        taken.release()
+        raise
+    if not planned.has_work:
+        taken.release()
+    output = _planned(settings, planned.plan.plan_id, planned.has_work, planned.report.summary())
+    output["shards"] = len(planned.shards)
+    output["images"] = sum(len(shard.objects) for shard in planned.shards)
+    LOG.info(
+        "index build planned: %s", json.dumps({k: v for k, v in output.items() if k != "summary"})
+    )
+    return output
+
+
+def embed_shard_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Embed one shard (or find it done); a small summary, as Step Functions keeps each one."""
+    request = ShardEvent.model_validate(event)
+    settings = _settings()
+    client = _s3_client(settings.download_workers + 2)
+    shard = work.load_shard(
+        client,
+        bucket=settings.bucket,
+        index_prefix=settings.index_prefix,
+        shard_id=request.shard_id,
+    )
+    outcome = embed_shard(
+        settings, shard, plan_id=request.plan_id, client=client, embedder=embedder_for(settings)
+    )
+    return outcome.summary()
+
+
+def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+    """Publish the plan's build from the shards' results and give the lease back; the summary
+    is the execution's output."""
+    request = MergeEvent.model_validate(event)
+    settings = _settings()
+    client = _s3_client()
+    plan = work.load_plan(
+        client, bucket=settings.bucket, index_prefix=settings.index_prefix, plan_id=request.plan_id
+    )
+    held = _lease(client, settings, plan)
+    try:
+        if request.abandon:
+            LOG.error(
+                "index build %s abandoned; its finished shards wait for the next", plan.plan_id
+            )
+            return {"state": "abandoned", "plan_id": plan.plan_id}
+        report = merge_build(settings, plan, client=client, held=held)
+        # The build's time is the execution's, from the plan to now.
+        report.seconds = (datetime.now(UTC) - plan.created_at).total_seconds()
+        summary = report.summary()
+    finally:
+        if held is not None:
+            held.release()
+    LOG.info("index build finished: %s", json.dumps(summary))
+    return summary
+
+
+def _planned(
+    settings: Settings, plan_id: str, has_work: bool, summary: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "plan_id": plan_id,
+        "has_work": has_work,
+        "items_key": work.items_key(settings.index_prefix, plan_id),
+        "summary": summary,
+    }
+
+
+def _lease(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> lease.Lease | None:
+    if plan.lease is None:
+        return None
+    return lease.Lease(
+        client,
+        bucket=settings.bucket,
+        key=lease_key(settings.index_prefix),
+        record=plan.lease.record,
+        etag=plan.lease.etag,
+    )
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise ConfigError(settings_problem(exc, flags=False)) from None
+
+
+@lru_cache(maxsize=2)
+def _s3_client(max_connections: int = 10) -> s3.S3Client:
+    return s3.make_client(max_connections=max_connections)

@@ -1,0 +1,179 @@
+"""CLIP embeddings from an ONNX export (``python -m image_search export``), without torch.
+
+Same interface and outputs as ``ClipEmbedder``: float32, L2-normalised, shape (n, dim). Only
+onnxruntime, tokenizers, numpy and PIL are imported, which is what keeps torch out of the Lambda
+image and a second or more off every cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from image_search.errors import ModelLoadError
+from image_search.model import source as model_source
+from image_search.model.onnx_manifest import ExportManifest, find_export, read_manifest
+from image_search.model.preprocess import ImageSpec
+from image_search.model.vectors import Vectors, normalise
+
+LOG = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (a container's or Lambda's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class OnnxEmbedder:
+    """An exported CLIP model in two ONNX Runtime sessions, loaded once."""
+
+    def __init__(
+        self, *, source: str, batch_size: int = 32, cache_dir: Path, threads: int = 0
+    ) -> None:
+        self.source = source
+        self.batch_size = batch_size
+        self._cache_dir = cache_dir
+        # Each call gets ``threads`` (0 = one per core) and only as many calls run at once as
+        # leave no core shared: more would oversubscribe the cores, as the torch embedder's lock
+        # also prevents. A Lambda instance serves one request at a time, so latency decides:
+        # every core on each call gave a 62 ms image p50 against 105 ms with one thread (ViT-B/32,
+        # 2 cores); with 4 callers on 2 busy cores (bench.runtimes) it also gave the most
+        # images/s (5.7 against 4.9 for one thread per call, two calls at once).
+        self.threads = threads or usable_cores()
+        self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
+        # Reentrant: load() holds it while _find() takes it too.
+        self._lock = threading.RLock()
+        self._export: tuple[Path, ExportManifest] | None = None
+        self._loaded: _Loaded | None = None
+
+    def load(self) -> OnnxEmbedder:
+        """Open the export (idempotent, thread-safe); ``ModelLoadError`` says how to fix it."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+        return self
+
+    def _find(self) -> tuple[Path, ExportManifest]:
+        """The export's directory and manifest: cheap, no session is opened (see ``identity``)."""
+        with self._lock:
+            if self._export is None:
+                path = Path(model_source.resolve(self.source, cache_dir=self._cache_dir))
+                directory = find_export(path) if path.is_dir() else None
+                if directory is None:
+                    raise ModelLoadError(
+                        f"{self.source!r} is not an ONNX export (no export.json in it or in "
+                        "onnx/): create one with `python -m image_search export --model M "
+                        "--output DIR`"
+                    )
+                self._export = directory, read_manifest(directory)
+            return self._export
+
+    def _load(self) -> _Loaded:
+        directory, manifest = self._find()
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            # A spinning pool keeps cores busy after each run: it starved the image decoding and
+            # FAISS work beside it in measurement, and in Lambda it is billed idle time.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = ["CPUExecutionProvider"]
+            text = ort.InferenceSession(
+                str(directory / manifest.files.text), options, providers=providers
+            )
+            vision = ort.InferenceSession(
+                str(directory / manifest.files.vision), options, providers=providers
+            )
+            tokenizer = Tokenizer.from_file(str(directory / manifest.files.tokenizer))
+            spec = ImageSpec.from_file(directory / manifest.files.preprocessor)
+        except ImportError as exc:
+            raise ModelLoadError(f"the ONNX runtime is not installed: {exc}") from exc
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"cannot load the ONNX export in {directory}: {exc}") from exc
+        if spec.output_size != (manifest.image_size, manifest.image_size):
+            raise ModelLoadError(
+                f"the export in {directory} preprocesses to {spec.output_size} pixels "
+                f"but its vision model takes {manifest.image_size}"
+            )
+        # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder does.
+        tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
+        tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
+        LOG.info(
+            "loaded ONNX export of %s from %s (dim %d, %d threads)",
+            manifest.source,
+            directory,
+            manifest.dim,
+            self.threads,
+        )
+        return _Loaded(text, vision, tokenizer, spec)
+
+    @property
+    def _model(self) -> _Loaded:
+        loaded = self.load()._loaded
+        assert loaded is not None
+        return loaded
+
+    @property
+    def identity(self) -> str:
+        """The model the export was made from: what builds record and the service compares."""
+        return self._find()[1].source
+
+    @property
+    def dim(self) -> int:
+        return self._find()[1].dim
+
+    @property
+    def max_text_tokens(self) -> int:
+        return self._find()[1].max_text_tokens
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        model = self._model
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            encodings = model.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
+            feeds = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            }
+            parts.append(self._run(model.text, feeds))
+        return self._stack(parts)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        model = self._model
+        parts = []
+        for start in range(0, len(images), self.batch_size):
+            pixels = model.spec.pixels(images[start : start + self.batch_size])
+            parts.append(self._run(model.vision, {"pixel_values": pixels}))
+        return self._stack(parts)
+
+    def _run(self, session: Any, feeds: dict[str, np.ndarray]) -> Vectors:
+        with self._runs:
+            (features,) = session.run(None, feeds)
+        return normalise(features)
+
+    def _stack(self, parts: list[Vectors]) -> Vectors:
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+
+class _Loaded:
+    """Everything ``load`` opens, replaced as one so readers never see half of it."""
+
+    def __init__(self, text: Any, vision: Any, tokenizer: Any, spec: ImageSpec) -> None:
+        self.text = text
+        self.vision = vision
+        self.tokenizer = tokenizer
+        self.spec = spec

@@ -1,0 +1,81 @@
+"""The ONNX export directory: its manifest, and where one is found (shared by export and runtime).
+
+An export is self-contained: ``text.onnx`` and ``vision.onnx`` (projected features, not yet
+L2-normalised; their weights beside them in ``*.onnx.data``), ``tokenizer.json``,
+``preprocessor_config.json`` and ``export.json`` (this manifest), which names the model it came
+from. That name is the model's identity: vectors from the export and from the source model under
+torch are interchangeable, so an index built by either is served by the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from image_search.errors import ModelLoadError
+
+MANIFEST = "export.json"
+# Where ``auto`` also looks for an export "beside" a model: the hub's convention for ONNX files.
+SUBDIRECTORY = "onnx"
+# Bumped when a new runtime cannot read older exports (or the other way round).
+FORMAT = 1
+
+
+class ExportFiles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = "text.onnx"
+    text_weights: str = "text.onnx.data"  # external data, named inside text.onnx
+    vision: str = "vision.onnx"
+    vision_weights: str = "vision.onnx.data"
+    tokenizer: str = "tokenizer.json"
+    preprocessor: str = "preprocessor_config.json"
+
+
+class ExportManifest(BaseModel):
+    # Unknown keys are ignored so later exports with extra facts still load here.
+    model_config = ConfigDict(extra="ignore")
+
+    format: int = FORMAT
+    source: str  # the model exported, as it was named: the identity recorded by builds
+    dim: int
+    opset: int
+    max_text_tokens: int
+    pad_token: str
+    pad_id: int
+    image_size: int
+    files: ExportFiles = ExportFiles()
+    # Largest absolute difference from torch seen on a sample at export time.
+    max_abs_error: float | None = None
+    exported_with: dict[str, str] = {}
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def find_export(directory: Path) -> Path | None:
+    """The export in ``directory`` itself or in its ``onnx/`` subdirectory, if there is one."""
+    for candidate in (directory, directory / SUBDIRECTORY):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    return None
+
+
+def read_manifest(directory: Path) -> ExportManifest:
+    """The manifest of the export in ``directory``, with every file it names present."""
+    path = directory / MANIFEST
+    try:
+        manifest = ExportManifest.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read the ONNX export manifest {path}: {exc}") from exc
+    if manifest.format != FORMAT:
+        raise ModelLoadError(
+            f"{path} is export format {manifest.format}; this version reads format {FORMAT}: "
+            "export the model again with `python -m image_search export`"
+        )
+    names = manifest.files.model_dump().values()
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"the ONNX export in {directory} is incomplete: missing {missing}")
+    return manifest

@@ -1,0 +1,121 @@
+"""The served build's near-duplicate groups: read on first use, split at the asked score,
+narrowed to a folder or prefix, one page at a time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from botocore.exceptions import ClientError
+from cachetools import LRUCache
+
+from image_search.config import Settings
+from image_search.errors import DuplicatesUnavailableError, IndexNotReadyError
+from image_search.index.duplicates import Group, split
+from image_search.serve.schemas import DuplicateGroup, DuplicateImage, DuplicatesPage
+from image_search.serve.scope import Scope
+from image_search.serve.urls import ImageUrls
+from image_search.storage import duplicates, s3
+from image_search.storage.artefacts import LoadedBuild
+
+LOG = logging.getLogger(__name__)
+
+# Images listed per group; ``size`` still counts them all. A page of groups is at most
+# ``MAX_LIMIT`` × this many presigned URLs.
+MAX_GROUP_IMAGES = 50
+SPLITS_KEPT = 8  # min_score values whose groups stay computed
+
+
+class DuplicateGroups:
+    def __init__(
+        self, settings: Settings, *, client: Callable[[], s3.S3Client], urls: ImageUrls
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._urls = urls
+        self._lock = threading.Lock()
+        self._groups: tuple[str, float, list[Group]] | None = None  # build id, score, groups
+        self._splits: LRUCache[tuple[str, float], list[Group]] = LRUCache(maxsize=SPLITS_KEPT)
+
+    def page(
+        self,
+        loaded: LoadedBuild,
+        *,
+        where: Scope,
+        min_score: float | None,
+        offset: int,
+        limit: int,
+    ) -> DuplicatesPage:
+        """Groups with an image inside ``where``, largest first; scores below the build's are
+        raised to it (the build recorded no weaker pairs)."""
+        found_at, groups = self._at(loaded, min_score)
+        if where.ranges is not None:
+            ranges = where.ranges
+            groups = [g for g in groups if any(a <= row < b for row in g.rows for a, b in ranges)]
+        chosen = groups[offset : offset + limit]
+        return DuplicatesPage(
+            build_id=loaded.metadata.build_id,
+            min_score=found_at,
+            total=len(groups),
+            offset=offset,
+            limit=limit,
+            groups=[self._group(loaded, group) for group in chosen],
+        )
+
+    def _at(self, loaded: LoadedBuild, min_score: float | None) -> tuple[float, list[Group]]:
+        build_id = loaded.metadata.build_id
+        with self._lock:
+            if self._groups is None or self._groups[0] != build_id:
+                self._groups = (build_id, *self._read(loaded))
+            _, recorded, groups = self._groups
+            score = recorded if min_score is None else max(min_score, recorded)
+            parts = self._splits.get((build_id, score))
+            if parts is None:
+                parts = [part for group in groups for part in split(group, min_score=score)]
+                parts.sort(key=lambda g: (-len(g.rows), -g.score, g.rows[0]))
+                self._splits[(build_id, score)] = parts
+        return score, parts
+
+    def _read(self, loaded: LoadedBuild) -> tuple[float, list[Group]]:
+        ref = loaded.metadata.duplicates
+        if ref is None:
+            raise DuplicatesUnavailableError(
+                f"build {loaded.metadata.build_id} has no near-duplicate groups: it was made "
+                "before they were computed, or computing them failed; the next build adds them"
+            )
+        try:
+            doc = duplicates.read(
+                self._client(),
+                bucket=self.settings.bucket,
+                key=ref.key,
+                cache_dir=self.settings.index_cache_dir,
+            )
+        except (ValueError, ClientError) as exc:
+            raise IndexNotReadyError(f"the near-duplicate groups could not be read: {exc}") from exc
+        rows = loaded.rows
+        groups = [
+            Group(rows=[rows[key] for key in group.keys], edges=group.edges) for group in doc.groups
+        ]
+        return doc.min_score, groups
+
+    def _group(self, loaded: LoadedBuild, group: Group) -> DuplicateGroup:
+        items = loaded.metadata.items
+        bucket = loaded.metadata.bucket
+        best = group.best()
+        order = sorted(
+            range(len(group.rows)), key=lambda at: (-best[at], items[group.rows[at]].key)
+        )
+        images = []
+        for at in order[:MAX_GROUP_IMAGES]:
+            item = items[group.rows[at]]
+            images.append(
+                DuplicateImage(
+                    key=item.key,
+                    folder=item.folder,
+                    s3_path=f"s3://{bucket}/{item.key}",
+                    image_url=self._urls(bucket=bucket, key=item.key),
+                    score=best[at],
+                )
+            )
+        return DuplicateGroup(size=len(group.rows), score=group.score, images=images)

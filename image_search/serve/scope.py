@@ -1,0 +1,72 @@
+"""Where a query searches: the whole index, some folders, a key prefix, or both, as id ranges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from image_search.errors import UnknownFolderError, UnknownPrefixError
+from image_search.index.faiss_index import Ranges
+from image_search.index.prefixes import KeyOrder, intersect
+from image_search.storage.catalog import Catalog
+
+# An explicit "every folder": a text query then skips folder detection.
+ALL_FOLDERS = "*"
+
+
+@dataclass(frozen=True)
+class Scope:
+    folders: list[str] | None = None  # None: every folder
+    prefix: str = ""
+    ranges: Ranges | None = None  # None: the whole index
+
+    @property
+    def chosen(self) -> bool:
+        """True when the caller named the place to search (no folder detection then)."""
+        return self.folders is not None or bool(self.prefix)
+
+
+def resolve(metadata: Catalog, *, folder: str = "", prefix: str = "") -> Scope:
+    """The scope for a ``folder`` ("" or "*" for all) and a key ``prefix`` ("" for any).
+
+    Raises ``UnknownFolderError`` for a folder the index does not hold and
+    ``UnknownPrefixError`` for a prefix no indexed key starts with (or none inside the folder).
+    """
+    folders = _folders(metadata, folder)
+    if folders is None and not prefix:
+        return Scope()
+    ranges = [metadata.folders[name] for name in folders] if folders else None
+    if prefix:
+        found = KeyOrder.of(metadata).ranges(prefix)
+        ranges = found if ranges is None else intersect(sorted(ranges), found)
+        if not ranges:
+            where = f" in folder {folder!r}" if folders else ""
+            raise UnknownPrefixError(f"no indexed image key starts with {prefix!r}{where}")
+    return Scope(folders=folders, prefix=prefix, ranges=ranges)
+
+
+def of_folders(metadata: Catalog, folders: list[str]) -> Scope:
+    """The scope of folders detected from a query."""
+    return Scope(folders=folders, ranges=[metadata.folders[name] for name in folders])
+
+
+def sub_folders(metadata: Catalog, parent: str) -> list[tuple[str, int]]:
+    """The top-level folders (``parent`` empty) or those directly under ``parent``, with how
+    many images each holds at any depth."""
+    parent = parent.strip("/")
+    if not parent:
+        return [(name, end - start) for name, (start, end) in metadata.folders.items()]
+    order = KeyOrder.of(metadata)
+    children = order.children(parent + "/")
+    if not children and not order.ranges(parent + "/"):
+        raise UnknownPrefixError(f"no indexed image is under {parent + '/'!r}")
+    return [(child.rstrip("/"), count) for child, count in children]
+
+
+def _folders(metadata: Catalog, folder: str) -> list[str] | None:
+    if folder in ("", ALL_FOLDERS):
+        return None
+    name = folder.strip("/")
+    if name not in metadata.folders:
+        known = ", ".join(metadata.folders) or "none"
+        raise UnknownFolderError(f"folder {folder!r} is not in the index; known folders: {known}")
+    return [name]

@@ -1,0 +1,187 @@
+"""One builder at a time: a lease object under the index prefix, taken with a conditional write.
+
+``<prefix>work/build-lease.json`` is created with ``If-None-Match: *``, so of two builders
+starting together exactly one gets it; the other stops with ``BuildRunningError``. The object
+holds its expiry. A running build renews it in a background thread every third of its duration
+(``If-Match`` on its ETag), so a long command-line build keeps it while a killed one lets it
+lapse; the next builder then takes an expired lease over with ``If-Match`` on the ETag it read,
+which again only one of several can win. The lease is released (deleted with ``If-Match``) when
+the build ends, also on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ValidationError
+
+from image_search.errors import BuildRunningError, ImageSearchError
+from image_search.storage import s3
+from image_search.storage.layout import lease_key
+
+LOG = logging.getLogger(__name__)
+
+
+class LeaseRecord(BaseModel):
+    """The lease object's content: who holds it and until when."""
+
+    owner: str
+    host: str
+    pid: int
+    acquired_at: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        return (
+            f"started {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC on {self.host} (pid {self.pid}); "
+            f"its lease runs until {self.expires_at:%H:%M:%S} UTC"
+        )
+
+
+class Lease:
+    """A held build lease; ``renew`` keeps it, ``release`` gives it back."""
+
+    def __init__(
+        self, client: s3.S3Client, *, bucket: str, key: str, record: LeaseRecord, etag: str
+    ) -> None:
+        self._client, self._bucket, self._key = client, bucket, key
+        self.record = record
+        self._etag = etag
+        self._seconds = (record.expires_at - record.acquired_at).total_seconds()
+        self._lock = threading.Lock()
+        self._released = False
+        self.lost = False
+
+    def renew(self) -> bool:
+        """Push the expiry out by one duration; False (and ``lost``) if someone took it over."""
+        with self._lock:
+            if self.lost or self._released:
+                return False
+            record = self.record.model_copy(update={"expires_at": _now() + self._duration})
+            where = {"bucket": self._bucket, "key": self._key}
+            etag = _write(self._client, record=record, etag=self._etag, **where)
+            if etag is None:
+                self.lost = True
+                LOG.error("the build lease was taken over by another builder")
+                return False
+            self.record, self._etag = record, etag
+            return True
+
+    def ensure_held(self) -> None:
+        """Renew now, and stop a build whose lease another builder took over (after it lapsed)
+        before it writes anything shared: a checkpoint or the pointer."""
+        if not self.renew():
+            raise BuildRunningError(
+                "this build's lease lapsed and another build took it over; nothing was published"
+            )
+
+    def release(self) -> None:
+        with self._lock:
+            if self.lost or self._released:
+                return
+            self._released = True
+            if not s3.delete_if(self._client, bucket=self._bucket, key=self._key, etag=self._etag):
+                LOG.warning("the build lease was no longer ours when released")
+
+    @property
+    def etag(self) -> str:
+        """The lease object's ETag while held: what a process taking over the lease needs."""
+        return self._etag
+
+    @property
+    def _duration(self) -> timedelta:
+        return timedelta(seconds=self._seconds)
+
+
+def acquire(client: s3.S3Client, *, bucket: str, index_prefix: str, seconds: float) -> Lease:
+    """Take the build lease, or raise ``BuildRunningError`` naming the build that holds it."""
+    key = lease_key(index_prefix)
+    now = _now()
+    record = LeaseRecord(
+        owner=uuid.uuid4().hex,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        acquired_at=now,
+        expires_at=now + timedelta(seconds=seconds),
+    )
+    for _ in range(2):  # a second try when the lease was released between our two requests
+        etag = _write(client, bucket=bucket, key=key, record=record, etag=None)
+        if etag is not None:
+            return Lease(client, bucket=bucket, key=key, record=record, etag=etag)
+        found = s3.get_tagged(client, bucket=bucket, key=key)
+        if found is None:
+            continue
+        data, found_etag = found
+        holder = _parse(data)
+        if holder is not None and holder.owner == record.owner:
+            # botocore retried our create after S3 had already stored it.
+            return Lease(client, bucket=bucket, key=key, record=record, etag=found_etag)
+        if holder is not None and holder.expires_at > _now():
+            raise BuildRunningError(f"another build is running: {holder.describe()}")
+        what = holder.describe() if holder is not None else "unreadable"
+        LOG.warning("taking over an expired build lease (%s)", what)
+        etag = _write(client, bucket=bucket, key=key, record=record, etag=found_etag)
+        if etag is not None:
+            return Lease(client, bucket=bucket, key=key, record=record, etag=etag)
+        raise BuildRunningError("another build took over the expired build lease first")
+    raise BuildRunningError("the build lease keeps changing hands; try again")
+
+
+@contextmanager
+def held(client: s3.S3Client, *, bucket: str, index_prefix: str, seconds: float) -> Iterator[Lease]:
+    """The lease for the duration of the block, renewed in the background, released at the end."""
+    lease = acquire(client, bucket=bucket, index_prefix=index_prefix, seconds=seconds)
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_keep_renewed, args=(lease, stop, seconds / 3), name="lease", daemon=True
+    )
+    renewer.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            lease.release()
+        except ImageSearchError as exc:  # it expires on its own; don't hide the build's outcome
+            LOG.warning("could not release the build lease: %s", exc)
+
+
+def _keep_renewed(lease: Lease, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        try:
+            if not lease.renew():
+                return
+        except ImageSearchError as exc:  # S3 hiccup: the lease has two more periods to go
+            LOG.warning("could not renew the build lease: %s", exc)
+
+
+def _write(
+    client: s3.S3Client, *, bucket: str, key: str, record: LeaseRecord, etag: str | None
+) -> str | None:
+    return s3.put_if(
+        client,
+        bucket=bucket,
+        key=key,
+        data=record.model_dump_json().encode(),
+        content_type="application/json",
+        etag=etag,
+    )
+
+
+def _parse(data: bytes) -> LeaseRecord | None:
+    try:
+        return LeaseRecord.model_validate_json(data)
+    except ValidationError:
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
