@@ -60,7 +60,10 @@ def main() -> None:
     _, megabytes, fetch_s, open_s = load_times.values
     steps["pointer_read_s"] = round(steps["index_s"] - fetch_s - open_s, 3)
     steps["fetch_s"], steps["open_s"] = round(fetch_s, 3), round(open_s, 3)
-    print(json.dumps(_queries(loaded, cold_start=cold_start, steps=steps, fetched_mb=megabytes)))
+    figures = _queries(loaded, cold_start=cold_start, steps=steps, fetched_mb=megabytes)
+    # The runtime the service chose for the text query (OnnxEmbedder or ClipEmbedder).
+    figures["embedder"] = type(service.embedder).__name__
+    print(json.dumps(figures))
 
 
 def _queries(

@@ -55,6 +55,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="tiny: a 2-layer CLIP with a 512-d projection (tests/factories.py); vit-b32: the "
         "ViT-B/32 architecture with random weights (bench/model.py)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("onnx", "torch"),
+        default="onnx",
+        help="onnx: the service loads the model's ONNX export, as the Lambda image does",
+    )
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     return parser.parse_args(argv)
 
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace, *, work: Path) -> dict[str, Any]:
     from image_search.index import faiss_index
 
     model = _model(args.model, work)
+    # Builds record the source model; an export of it serves them (its manifest names the source).
+    served = model if args.runtime == "torch" else _exported(model)
     started = time.perf_counter()
     vectors = data.clustered_file(args.count, work / "vectors.npy")
     probes = data.queries(args.count, args.queries)
@@ -93,13 +101,14 @@ def run(args: argparse.Namespace, *, work: Path) -> dict[str, Any]:
         bucket = _publish(args.count, vectors=vectors, index=built, model=str(model))
         del built, vectors
         (work / "vectors.npy").unlink()
-        child = _cold_child(bucket=bucket, model=str(model), work=work)
+        child = _cold_child(bucket=bucket, model=str(served), work=work)
     found = np.array(child.pop("ids"))
     recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
     return {
         "count": args.count,
         "index_type": index_type,
         "model": args.model,
+        "runtime": args.runtime,
         **child,
         "recall_at_10": round(recall, 4),
         "build_s": round(build_s, 1),
@@ -123,16 +132,16 @@ def exact_top_k(vectors: np.ndarray, probes: np.ndarray, *, chunk: int = 500_000
 
 
 def keys(count: int) -> tuple[list[str], list[str]]:
-    """Keys of about 60 characters in FOLDERS folders, in folder order, and their folders."""
+    """Keys of about 60 characters in FOLDERS folders, sorted as builds sort them, and their
+    folders."""
     folders = [f"{2014 + n % 10}-{WORDS[n % len(WORDS)]}-trip-{n:03d}" for n in range(FOLDERS)]
     per = -(-count // FOLDERS)
-    out_keys, out_folders = [], []
-    for row in range(count):
-        folder = folders[row // per]
-        month = 1 + row % 12
-        out_keys.append(f"{folder}/{month:02d}/IMG_{row:08d}_{WORDS[row % 7]}-{WORDS[row % 5]}.jpg")
-        out_folders.append(folder)
-    return out_keys, out_folders
+    out_keys = sorted(
+        f"{folders[row // per]}/{1 + row % 12:02d}/IMG_{row:08d}_{WORDS[row % 7]}-{WORDS[row % 5]}"
+        ".jpg"
+        for row in range(count)
+    )
+    return out_keys, [key.partition("/")[0] for key in out_keys]
 
 
 def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
@@ -159,6 +168,7 @@ def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
         bucket=bucket,
         folders=folder_ranges(items),
         items=[],
+        sorted_by="key",
     )
     metadata.items = items
     started = time.perf_counter()
@@ -170,6 +180,7 @@ def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
         index=index,
         vectors=vectors,
         keep_builds=1,
+        pointer_etag=None,
     )
     LOG.info("scale: published in %.1f s", time.perf_counter() - started)
     return bucket
@@ -200,6 +211,12 @@ def _model(kind: str, work: Path) -> Path:
     from tests.factories import save_tiny_clip
 
     return save_tiny_clip(work / "tiny-clip", projection_dim=data.DIM)
+
+
+def _exported(model: Path) -> Path:
+    from bench.runtimes import exported
+
+    return exported(model)
 
 
 def summary(figures: dict[str, Any]) -> str:
