@@ -32,7 +32,7 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 def test_scale_section_writes_table_json_and_summary(tmp_path: Path) -> None:
     done, document = run_bench(tmp_path, "--only", "scale", "--check")
     names = [row["name"] for row in document["rows"]]
-    for kind in ("flat (auto)", "hnsw", "ivf-sq8"):
+    for kind in ("flat (auto)", "hnsw", "ivf-sq8", "ivf-pq"):
         assert f"{kind} recall@10" in names and f"{kind} search p50" in names
     checked = [row for row in document["rows"] if row["ok"] is not None]
     assert {row["name"] for row in checked} == {
