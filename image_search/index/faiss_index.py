@@ -35,8 +35,10 @@ IVF_NPROBE = 32
 IVF_TRAINING_PER_LIST = 50
 # Older "ivfpq" builds can hold IVF-PQ with a refine stage: searched with these parameters.
 REFINE_K_FACTOR = 16
-# Past this many vectors ``auto`` picks ivf-pq: a cold start then downloads 72 bytes a vector
-# instead of ivf-sq8's 530, for recall@10 0.97 instead of 0.99 (docs/scale.md).
+# Past this many vectors ``auto`` picks ivf-pq. Measured at 1M (bench scale, docs/scale.md): a
+# cold start fetches 138 bytes an image before its first answer instead of ivf-sq8's 563, for
+# recall@10 0.95 instead of 0.98. At 500k ivf-sq8's download (~280 MB) is the most of a 3 s cold
+# start worth spending on that recall.
 PQ_MIN = 500_000
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
 # are re-ranked with 8-bit codes (index/rerank.py). 20 gives recall@10 0.975 where 10 gives 0.96.
