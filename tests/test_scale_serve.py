@@ -21,8 +21,8 @@ from tests.test_index import clustered
 DIM = 16  # the tiny CLIP's
 # Rows per folder, in key order; the IVF types need IVF_MIN vectors to train.
 FOLDERS = {"alpha": 60, "beta": 3000, "delta": 250, "gamma": faiss_index.IVF_MIN}
-# "ivf-sq8 (json)": an ivf-sq8 build as published before the compact catalog existed.
-KINDS = ["flat", "hnsw", "ivf-sq8", "ivf-pq", "ivf-sq8 (json)"]
+# "… (json)": builds as published before the compact catalog existed.
+KINDS = ["flat", "hnsw", "ivf-sq8", "ivf-pq", "flat (json)", "ivf-sq8 (json)"]
 
 
 def items() -> list[Item]:
