@@ -166,7 +166,7 @@ def load(client: s3.S3Client, *, bucket: str, pointer: Pointer, cache_dir: Path)
         metadata = Metadata.model_validate_json((local / METADATA_FILE).read_bytes())
         # The per-item objects are made anyway here, so keys listed twice are checked too; the
         # compact catalog skips that check, which would cost what it exists to avoid.
-        metadata.check(index_count=metadata.count, index_dim=metadata.dim)
+        metadata.check_keys()
         catalog = Catalog.from_metadata(metadata)
     stored = faiss_index.read(local / INDEX_FILE)
     index: faiss_index.Index = stored

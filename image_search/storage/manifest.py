@@ -116,6 +116,10 @@ class Metadata(BuildHeader):
     def check(self, *, rows: int | None = None, index_count: int, index_dim: int) -> None:
         rows = len(self.items) if rows is None else rows
         super().check(rows=rows, index_count=index_count, index_dim=index_dim)
+        self.check_keys()
+
+    def check_keys(self) -> None:
+        """Each key once: the compact catalog made from these items relies on it."""
         if len({item.key for item in self.items}) != len(self.items):
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata lists a key more than once: rebuild with --full"
