@@ -121,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     report = Report(mode if args.only == ",".join(SECTIONS) else f"{mode}-{'+'.join(sections)}")
     report.machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="image-search-bench-") as work:
-        run_sections(report, sections=sections, sizes=SIZES[mode], work=Path(work))
+    try:
+        with tempfile.TemporaryDirectory(prefix="image-search-bench-") as work:
+            run_sections(report, sections=sections, sizes=SIZES[mode], work=Path(work))
+    except BaseException:
+        # What was measured before the failure is kept, saved as mode "…-incomplete".
+        report.mode += "-incomplete"
+        print(f"\npartial results: {table.save(report)}", file=sys.stderr)
+        raise
     report.machine["load_average_at_end"] = os.getloadavg()
     print()
     print(table.plain(report))

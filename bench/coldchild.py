@@ -24,11 +24,17 @@ def main() -> None:
         steps[name] = now - mark
         mark = now
 
-    # transformers imports CLIP's classes lazily, inside from_pretrained; importing them here puts
-    # that cost under "imports", where the floor (bench.coldstart.IMPORTS) counts it too.
-    from transformers import CLIPModel, CLIPProcessor  # noqa: F401
+    if os.environ.get("IMAGE_SEARCH_RUNTIME") == "torch":
+        # transformers imports CLIP's classes lazily, inside from_pretrained; importing them here
+        # puts that cost under "imports", where the floor (bench.coldstart.IMPORTS) counts it too.
+        from transformers import CLIPModel, CLIPProcessor  # noqa: F401
 
-    import image_search.model.embedder  # noqa: F401  (torch, transformers)
+        import image_search.model.embedder  # noqa: F401  (torch, transformers)
+    else:
+        import onnxruntime  # noqa: F401
+        import tokenizers  # noqa: F401
+
+        import image_search.model.onnx_embedder  # noqa: F401
     from image_search.serve.api import create_app
     from image_search.serve.service import get_service
     from image_search.storage import s3

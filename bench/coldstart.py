@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +25,37 @@ import numpy as np
 
 from bench.serving import ROOT, Published, free_port, service_env
 from bench.stats import Report, Rounds, Row, timed
+from image_search.index import faiss_index
 from image_search.storage import artefacts, s3
 from image_search.storage.manifest import Metadata
 
 LOG = logging.getLogger(__name__)
 
 RATIO_TARGET = 1.2
-ABSOLUTE_TARGET_S = 10.0
+# Lambda's init phase is capped at 10 s; without torch's imports the issue asks for 2 s.
+ABSOLUTE_TARGET_S = {"torch": 10.0, "onnx": 2.0}
 QUERY = "a red car in the city"
-# What start-up must import at the least: transformers' CLIP classes load lazily on first use.
-IMPORTS = (
-    "import torch, faiss, fastapi, boto3, PIL, uvicorn; "
-    "from transformers import CLIPModel, CLIPProcessor, AutoModel, AutoProcessor"
-)
+# What start-up must import at the least, per runtime: transformers' CLIP classes load lazily on
+# first use, so they are named.
+IMPORTS = {
+    "torch": (
+        "import torch, faiss, fastapi, boto3, PIL, uvicorn; "
+        "from transformers import CLIPModel, CLIPProcessor, AutoModel, AutoProcessor"
+    ),
+    "onnx": "import onnxruntime, tokenizers, faiss, fastapi, boto3, PIL, uvicorn",
+}
 
 
-def run(report: Report, *, embedder: Any, published: Published, rounds: int) -> None:
-    group = f"cold start, {published.count // 1000}k index"
-    totals, steps = [], []
+def run(report: Report, *, embedder: Any, published: Published, rounds: int, runtime: str) -> None:
+    group = f"cold start, {published.count // 1000}k {published.index_type} index, {runtime}"
+    totals: list[float] = []
+    steps: list[dict[str, float]] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
-            env = service_env(bucket=published.bucket, model=embedder.source, cache=Path(cache))
-            totals.append(_first_answer(env))
+            totals.append(_first_answer(_env(embedder, published, Path(cache), runtime)))
         with tempfile.TemporaryDirectory() as cache:
-            env = service_env(bucket=published.bucket, model=embedder.source, cache=Path(cache))
-            steps.append(_steps(env))
-    floors = _floors(embedder, published, rounds=rounds)
+            steps.append(_steps(_env(embedder, published, Path(cache), runtime)))
+    floors = _floors(embedder, published, rounds=rounds, runtime=runtime)
     for name, floor in floors.items():
         measured = Rounds([step[name] for step in steps])
         report.add(
@@ -58,6 +64,7 @@ def run(report: Report, *, embedder: Any, published: Published, rounds: int) -> 
     total = Rounds(totals)
     floor = sum(floors.values())
     ratio = total.median / floor
+    limit = ABSOLUTE_TARGET_S[runtime]
     report.add(
         Row.of(
             group,
@@ -66,10 +73,17 @@ def run(report: Report, *, embedder: Any, published: Published, rounds: int) -> 
             "s",
             floor=floor,
             ratio=ratio,
-            target=f"ratio ≤ {RATIO_TARGET}, < {ABSOLUTE_TARGET_S:g} s",
-            ok=ratio <= RATIO_TARGET and total.median < ABSOLUTE_TARGET_S,
+            target=f"ratio ≤ {RATIO_TARGET}, ≤ {limit:g} s",
+            ok=ratio <= RATIO_TARGET and total.median <= limit,
         )
     )
+
+
+def _env(embedder: Any, published: Published, cache: Path, runtime: str) -> dict[str, str]:
+    """The server's environment with an empty cache, as a new Lambda has."""
+    env = service_env(bucket=published.bucket, model=embedder.source, cache=cache)
+    env["IMAGE_SEARCH_RUNTIME"] = runtime
+    return env
 
 
 def _first_answer(env: dict[str, str]) -> float:
@@ -111,9 +125,7 @@ def _steps(env: dict[str, str]) -> dict[str, float]:
     return steps
 
 
-def _floors(embedder: Any, published: Published, *, rounds: int) -> dict[str, float]:
-    from transformers import AutoModel, AutoProcessor
-
+def _floors(embedder: Any, published: Published, *, rounds: int, runtime: str) -> dict[str, float]:
     client = s3.make_client()
     pointer = artefacts.read_pointer(client, bucket=published.bucket, index_prefix="index/")
     assert pointer is not None
@@ -128,21 +140,23 @@ def _floors(embedder: Any, published: Published, *, rounds: int) -> dict[str, fl
         faiss.deserialize_index(np.frombuffer(blobs[pointer.index_key], dtype=np.uint8))
         Metadata.model_validate_json(blobs[pointer.metadata_key])
 
-    path = embedder.source
     vector = embedder.embed_texts([QUERY])
     python = [sys.executable, "-c", "pass"]
-    imports = [sys.executable, "-c", IMPORTS]
+    imports = [sys.executable, "-c", IMPORTS[runtime]]
+    load_model = _model_load(embedder.source, runtime=runtime)
     measured = {
         "interpreter start": [timed(lambda: subprocess.run(python, check=True)) for _ in range(3)],
         "imports": [],
-        "model load": [
-            timed(lambda: (AutoModel.from_pretrained(path), AutoProcessor.from_pretrained(path)))
-            for _ in range(rounds)
-        ],
+        "model load": [timed(load_model) for _ in range(rounds)],
         "index fetch": [timed(fetch) for _ in range(rounds)],
         "index load": [timed(load) for _ in range(rounds)],
         "first query": [
-            timed(lambda: (embedder.embed_texts([QUERY]), published.index.search(vector, 10)))
+            timed(
+                lambda: (
+                    embedder.embed_texts([QUERY]),
+                    faiss_index.search(published.index, vector, k=10),
+                )
+            )
             for _ in range(5)
         ],
     }
@@ -151,3 +165,24 @@ def _floors(embedder: Any, published: Published, *, rounds: int) -> dict[str, fl
         timed(lambda: subprocess.run(imports, check=True)) - interpreter for _ in range(rounds)
     ]
     return {name: min(values) for name, values in measured.items()}
+
+
+def _model_load(source: str, *, runtime: str) -> Callable[[], object]:
+    """The libraries' own loading of the model, nothing of the product's around it."""
+    if runtime == "torch":
+        from transformers import AutoModel, AutoProcessor
+
+        return lambda: (AutoModel.from_pretrained(source), AutoProcessor.from_pretrained(source))
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from image_search.model.onnx_manifest import find_export, read_manifest
+
+    directory = find_export(Path(source))
+    assert directory is not None, source
+    files = read_manifest(directory).files
+    return lambda: (
+        ort.InferenceSession(str(directory / files.text), providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(str(directory / files.vision), providers=["CPUExecutionProvider"]),
+        Tokenizer.from_file(str(directory / files.tokenizer)),
+    )

@@ -41,21 +41,14 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
     if not rest:
         return
 
-    from bench import coldstart, latency, runtimes, throughput
+    from bench import runtimes
     from bench.model import benchmark_model
     from bench.s3server import s3_server
-    from bench.serving import publish_synthetic
     from image_search.model.embedder import ClipEmbedder
-    from image_search.storage import s3
 
     model = benchmark_model(tiny=sizes.tiny_model)
     embedder = ClipEmbedder(source=str(model), cache_dir=work / "models").load()
     with s3_server():
-        if "build" in sections:
-            LOG.info("(3) build throughput: %d JPEGs", sizes.build_images)
-            throughput.run(
-                report, embedder=embedder, count=sizes.build_images, rounds=sizes.build_rounds
-            )
         if "engines" in sections:
             from bench import engines
 
@@ -63,33 +56,22 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             engines.run(
                 report, embedder=embedder, count=sizes.engine_images, rounds=sizes.engine_rounds
             )
-        if not {"search", "coldstart", "runtimes"} & set(sections):
-            return
-        client = s3.make_client()
-        # The runtimes section alone needs one index (the smallest) for its server cold start.
-        serving = {"search", "coldstart"} & set(sections)
-        counts = sizes.search_indexes if serving else sizes.search_indexes[:1]
-        published = [
-            publish_synthetic(client, count=count, model=embedder.source) for count in counts
-        ]
-        if "search" in sections:
-            for index in published:
-                LOG.info("(1, 2) search latency: %d vectors", index.count)
-                latency.run(
-                    report,
-                    embedder=embedder,
-                    published=index,
-                    cache=work / f"serve-{index.count}",
-                    rounds=sizes.search_rounds,
-                    text_requests=sizes.text_requests,
-                    image_requests=sizes.image_requests if index is published[-1] else 0,
-                )
-        if "coldstart" in sections:
-            LOG.info("(4) cold start")
-            coldstart.run(
-                report, embedder=embedder, published=published[-1], rounds=sizes.cold_rounds
+        if {"build", "search", "coldstart"} & set(sections):
+            from bench import both_runtimes
+            from image_search.model.onnx_embedder import OnnxEmbedder
+
+            onnx = OnnxEmbedder(source=str(runtimes.exported(model)), cache_dir=work / "models")
+            both_runtimes.run(
+                report,
+                sections=sections,
+                sizes=sizes,
+                embedders={"torch": embedder, "onnx": onnx.load()},
+                work=work,
             )
         if "runtimes" in sections:
+            from bench.serving import publish_synthetic
+            from image_search.storage import s3
+
             LOG.info("(6) runtimes: torch against ONNX Runtime")
             runtimes.run(
                 report,
@@ -97,5 +79,10 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
                 work=work / "runtimes",
                 samples=sizes.runtime_samples,
                 rounds=sizes.runtime_rounds,
-                published=published[0],
+                published=publish_synthetic(
+                    s3.make_client(),
+                    count=sizes.search_indexes[0],
+                    model=embedder.source,
+                    name="runtimes",
+                ),
             )

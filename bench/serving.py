@@ -30,11 +30,15 @@ class Published:
     bucket: str
     count: int
     index: faiss.Index
+    index_type: str
 
 
-def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Published:
-    """``count`` clustered vectors published as a build of ``count`` JPEG keys in 4 folders."""
-    bucket = f"bench-search-{count}"
+def publish_synthetic(
+    client: s3.S3Client, *, count: int, model: str, index_type: str = "auto", name: str = "search"
+) -> Published:
+    """``count`` clustered vectors published as a build of ``count`` JPEG keys in 4 folders, in
+    a new bucket named after ``name``, ``count`` and ``index_type``."""
+    bucket = f"bench-{name}-{count}-{index_type}"
     client.create_bucket(Bucket=bucket)
     vectors = data.clustered(count)
     items = [
@@ -42,7 +46,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
         for folder_no, folder in enumerate(FOLDERS)
         for row in range(folder_no, count, len(FOLDERS))
     ]
-    built = faiss_index.build(vectors, index_type=faiss_index.choose_type("auto", count))
+    built = faiss_index.build(vectors, index_type=faiss_index.choose_type(index_type, count))
     metadata = Metadata(
         build_id=layout.new_build_id(),
         model=model,
@@ -63,7 +67,7 @@ def publish_synthetic(client: s3.S3Client, *, count: int, model: str) -> Publish
         keep_builds=1,
         pointer_etag=None,  # a fresh bucket
     )
-    return Published(bucket, count, built)
+    return Published(bucket, count, built, faiss_index.kind_of(built))
 
 
 def service_env(*, bucket: str, model: str, cache: Path) -> dict[str, str]:

@@ -48,7 +48,7 @@ print(json.dumps(result))
 
 def run(report: Report, *, count: int) -> None:
     client = s3.make_client()
-    bucket = publish_synthetic(client, count=_published(count), model=MODEL).bucket
+    bucket = publish_synthetic(client, count=_published(count), model=MODEL, name="stages").bucket
     plan = _stage("plan", bucket=bucket, count=count)
     shards = _fake_shard_results(client, bucket=bucket, plan_id=plan["plan_id"])
     merge = _stage("merge", bucket=bucket, count=count, plan_id=plan["plan_id"])

@@ -26,11 +26,13 @@ FOLDERS = 4
 TARGET = 0.9
 
 
-def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
+def run(report: Report, *, embedder: Any, count: int, rounds: int, runtime: str) -> float:
+    """One runtime's build rounds; returns the median end-to-end rate (img/s)."""
     client = s3.make_client(max_connections=16)
-    client.create_bucket(Bucket=BUCKET)
-    payloads = _upload(client, count)
-    settings = Settings(bucket=BUCKET, model=embedder.source, download_workers=8)
+    bucket = f"{BUCKET}-{runtime}"
+    client.create_bucket(Bucket=bucket)
+    payloads = _upload(client, count, bucket=bucket)
+    settings = Settings(bucket=bucket, model=embedder.source, download_workers=8)
     batch = [
         images.decode(payloads[i % len(payloads)], max_pixels=10**8)
         for i in range(embedder.batch_size)
@@ -51,7 +53,7 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
         LOG.info(
             "build round %d: %.2f img/s end to end, floor %.2f", round_, *end_to_end[-1:], floor[-1]
         )
-    group = f"build {count} JPEGs"
+    group = f"build {count} JPEGs, {runtime}"
     e2e, bare = Rounds(end_to_end), Rounds(floor)
     ratio = e2e.median / bare.median
     report.add(Row.of(group, "embed_images (floor)", bare, "img/s"))
@@ -76,7 +78,10 @@ def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
             ok=ratio >= TARGET,
         )
     )
-    _incremental(report, group=group, client=client, embedder=embedder, rounds=rounds)
+    _incremental(
+        report, group=group, client=client, settings=settings, embedder=embedder, rounds=rounds
+    )
+    return e2e.median
 
 
 class _TimedEmbedder:
@@ -97,12 +102,12 @@ class _TimedEmbedder:
             self.seconds += time.perf_counter() - started
 
 
-def _upload(client: s3.S3Client, count: int) -> list[bytes]:
+def _upload(client: s3.S3Client, count: int, *, bucket: str) -> list[bytes]:
     payloads = [photos.jpeg(seed) for seed in range(count)]
 
     def put(seed: int) -> None:
         key = f"folder{seed % FOLDERS}/photo-{seed:05d}.jpg"
-        client.put_object(Bucket=BUCKET, Key=key, Body=payloads[seed])
+        client.put_object(Bucket=bucket, Key=key, Body=payloads[seed])
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(put, range(count)))
@@ -120,9 +125,14 @@ def _bare_rate(embedder: Any, batch: list[Any], *, batches: int) -> float:
 
 
 def _incremental(
-    report: Report, *, group: str, client: s3.S3Client, embedder: Any, rounds: int
+    report: Report,
+    *,
+    group: str,
+    client: s3.S3Client,
+    settings: Settings,
+    embedder: Any,
+    rounds: int,
 ) -> None:
-    settings = Settings(bucket=BUCKET, model=embedder.source, download_workers=8)
     rebuild: list[float] = []
     listing: list[float] = []
     for _ in range(rounds):
@@ -131,7 +141,7 @@ def _incremental(
         rebuild.append(time.perf_counter() - started)
         assert result.embedded == 0 and not result.published, result.line()
         started = time.perf_counter()
-        s3.list_images(client, bucket=BUCKET, folders=[], exclude_prefix="index/")
+        s3.list_images(client, bucket=settings.bucket, folders=[], exclude_prefix="index/")
         listing.append(time.perf_counter() - started)
     again, listed = Rounds([s * 1000 for s in rebuild]), Rounds([s * 1000 for s in listing])
     report.add(Row.of(group, "listing alone", listed, "ms"))

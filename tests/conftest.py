@@ -40,6 +40,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CLIP's ONNX export, made once per session through the product's export."""
+    from image_search.model.export import export
+
+    target = tmp_path_factory.mktemp("exports") / "tiny-onnx"
+    export(str(tiny_model), str(target), cache_dir=tmp_path_factory.mktemp("export-cache"))
+    return target
+
+
+@pytest.fixture(scope="session")
 def embedder(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from image_search.model.embedder import ClipEmbedder
 

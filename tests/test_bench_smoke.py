@@ -62,17 +62,21 @@ def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
     real local Ray) and the build stages: every figure present."""
     _, document = run_bench(tmp_path)
     groups = {row["group"] for row in document["rows"]}
-    assert any(group.startswith("build ") for group in groups)
-    assert any(group.startswith("text search") for group in groups)
-    assert any(group.startswith("image search") for group in groups)
-    assert any(group.startswith("cold start") for group in groups)
+    for runtime in ("torch", "onnx"):  # both runtimes in the one run
+        for part in ("build 6 JPEGs", "text search, 1k", "image search", "cold start"):
+            assert any(g.startswith(part) and g.endswith(runtime) for g in groups), (part, runtime)
     assert any(group.startswith("engines") for group in groups)
     assert any(group.startswith("build stages") for group in groups)
     assert any(group.startswith("runtimes cold start") for group in groups)
     onnx = [row for row in document["rows"] if row["name"].endswith(", onnx")]
-    assert len(onnx) == 11 and all(row["ratio"] > 0 for row in onnx)
+    assert len(onnx) == 9 and all(row["ratio"] > 0 for row in onnx)  # each against torch's
+    assert any(group.startswith("runtimes: ONNX Runtime threads") for group in groups)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
-    assert len(ratios) == 5 and all(row["ratio"] > 0 for row in ratios)
+    # per runtime: text and image search, build, cold start; and the peer's exact-index search
+    assert len(ratios) == 9 and all(row["ratio"] > 0 for row in ratios)
+    (build,) = [row for row in document["rows"] if row["name"].endswith("onnx against torch")]
+    (peer,) = [row for row in document["rows"] if row["name"].startswith("ours (onnx, flat)")]
+    assert build["ratio"] > 0 and peer["ratio"] > 0
 
 
 def test_stages_section_measures_plan_and_merge(tmp_path: Path) -> None:

@@ -90,7 +90,11 @@ def demo(*args: str) -> Iterator[Demo]:
         running.kill()
 
 
-def test_demo_serves_the_sample_photos_and_reuses_its_index(tiny_model: Path, tmp_path: Path):
+def test_demo_serves_the_sample_photos_and_reuses_its_index(
+    tiny_model: Path, exported: Path, tmp_path: Path
+):
+    """The second run serves the model's ONNX export: the index built with torch is reused,
+    since an index belongs to the model, not to its runtime."""
     state = tmp_path / "state"
     with demo("--model", str(tiny_model), "--state-dir", str(state)) as first:
         built = first.wait_for(r"index: published build (\S+) with (\d+) images")
@@ -111,12 +115,15 @@ def test_demo_serves_the_sample_photos_and_reuses_its_index(tiny_model: Path, tm
         assert first.lines[-1] == "stopped"
         assert not any("Traceback" in line for line in first.lines), first.lines
 
-    with demo("--model", str(tiny_model), "--state-dir", str(state)) as second:
+    with demo("--model", str(exported), "--state-dir", str(state)) as second:
         reused = second.wait_for(r"index: (reused|published) build (\S+)")
         assert reused.groups() == ("reused", built.group(1)), second.lines
         url = second.wait_for(r"search page and API: (http://\S+)").group(1)
         assert httpx.get(url + "health", timeout=30).json()["build_id"] == built.group(1)
+        hits = httpx.post(url + "image_search/search", json={"query": "a cat", "k": 4}, timeout=30)
+        assert hits.status_code == 200 and len(hits.json()) == 4
         assert second.interrupt() == 0
+    assert any("loaded ONNX export" in line for line in second.lines), second.lines
 
 
 def test_demo_without_the_model_says_in_one_line_how_to_pass_one(tmp_path: Path):

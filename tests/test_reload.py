@@ -284,3 +284,65 @@ def test_searches_in_threads_while_builds_are_published_and_swapped(
     # Every answer holds exactly the images of one published build, never a mix.
     assert all(answer in builds.values() for answer in answers)
     assert len({frozenset(a) for a in answers}) >= 3, "the searches did not span the swaps"
+
+
+# ---- cold start ----------------------------------------------------------------------------------
+
+
+class _GatedLoad:
+    """Wraps the embedder's ``load``: called from the warming thread, it finishes only once the
+    index is served (or a bound); from other threads (the index's model check) it just loads."""
+
+    def __init__(self, load, index) -> None:  # type: ignore[no-untyped-def]
+        self._load, self._index = load, index
+        self._thread = threading.current_thread()
+        self.index_loaded_meanwhile = False
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is not self._thread:
+            return self._load()
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while self._index.loaded is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.index_loaded_meanwhile = self._index.loaded is not None
+        return self._load()
+
+
+def test_warm_loads_the_index_while_the_model_loads(bucket, client, embedder, monkeypatch):  # type: ignore[no-untyped-def]
+    """A cold start pays the longer of model load and index fetch, not their sum: the index
+    arrives while the model is still loading (a warm-up that did one after the other would
+    wait here for the bound and then find no index)."""
+    put(client, bucket, "animals/a.png", encode(random_image(1)))
+    first = build(client, embedder)
+    make_api()
+    service = get_service()
+    gate = _GatedLoad(service.embedder.load, service.index)
+    monkeypatch.setattr(service.embedder, "load", gate)
+    service.warm()
+    assert gate.index_loaded_meanwhile
+    assert service.current().metadata.build_id == first
+
+
+def test_a_long_lived_server_loads_model_and_index_as_it_starts(bucket, client, embedder):  # type: ignore[no-untyped-def]
+    """uvicorn's lifespan starts both loads before any request, so the first one finds them."""
+    from fastapi.testclient import TestClient
+
+    from image_search.serve.api import create_app
+
+    put(client, bucket, "animals/a.png", encode(random_image(1)))
+    first = build(client, embedder)
+    make_api()
+    service = get_service()
+    loads = []
+    original = service.embedder.load
+    service.embedder.load = lambda: loads.append(threading.current_thread().name) or original()  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app()):
+            deadline = time.monotonic() + ANSWER_WITHIN
+            while service.index.loaded is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert service.index.loaded is not None
+            assert service.index.loaded.metadata.build_id == first
+            assert "image-search-warm" in loads  # the model, off the request path
+    finally:
+        del service.embedder.load

@@ -51,8 +51,10 @@ class OnnxEmbedder:
         # images/s (5.7 against 4.9 for one thread per call, two calls at once).
         self.threads = threads or usable_cores()
         self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
-        # Reentrant: load() holds it while _find() takes it too.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # loading the sessions
+        # Apart from the sessions' lock: the service checks a build's model (identity, dim) from
+        # the index's thread while the sessions may still be loading.
+        self._export_lock = threading.Lock()
         self._export: tuple[Path, ExportManifest] | None = None
         self._loaded: _Loaded | None = None
 
@@ -65,7 +67,7 @@ class OnnxEmbedder:
 
     def _find(self) -> tuple[Path, ExportManifest]:
         """The export's directory and manifest: cheap, no session is opened (see ``identity``)."""
-        with self._lock:
+        with self._export_lock:
             if self._export is None:
                 path = Path(model_source.resolve(self.source, cache_dir=self._cache_dir))
                 directory = find_export(path) if path.is_dir() else None

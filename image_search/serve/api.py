@@ -34,7 +34,14 @@ from image_search.serve.schemas import (
 )
 from image_search.serve.service import SearchResult, SearchService, get_service
 
-ServiceDep = Annotated[SearchService, Depends(get_service)]
+
+async def _service() -> SearchService:
+    """The process's service. ``async`` so FastAPI calls it in the event loop: a plain function
+    would cost a hop through its thread pool on every request (as ``auth`` explains)."""
+    return get_service()
+
+
+ServiceDep = Annotated[SearchService, Depends(_service)]
 ParentFolder = Annotated[
     str, Query(max_length=1024, description='list the sub-folders of this one ("animals/")')
 ]
@@ -168,9 +175,12 @@ def _routes() -> APIRouter:
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), check for
-    new builds from a timer thread too, so an idle server stays current."""
-    stop = get_service().index.keep_fresh()
+    """On a long-lived server (uvicorn runs the lifespan; Mangum on Lambda does not), load the
+    model and the index as the port opens rather than at the first request, and check for new
+    builds from a timer thread too, so an idle server stays current."""
+    service = get_service()
+    service.warm_in_background()
+    stop = service.index.keep_fresh()
     try:
         yield
     finally:

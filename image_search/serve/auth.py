@@ -16,11 +16,15 @@ api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="a
 bearer = HTTPBearer(auto_error=False, description="an API key as a Bearer token")
 
 
-def require_api_key(
+async def require_api_key(
     header_key: Annotated[str | None, Depends(api_key_header)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as x-api-key or a Bearer token."""
+    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as x-api-key or a Bearer token.
+
+    ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in its thread
+    pool, a thread hop on every request for a few microseconds of work.
+    """
     keys = get_settings().api_keys
     if not keys:
         return

@@ -79,6 +79,10 @@ class ServedIndex:
             raise IndexNotReadyError("the index is still loading; try again in a few seconds")
         raise IndexNotReadyError(self._last_error or "no index has been published yet")
 
+    def start_loading(self) -> None:
+        """Start the first check now, in the background, unless one ran or is running."""
+        self._start_if_due()
+
     def refresh(self) -> None:
         """Check ``current.json`` now and load the build it names if new; returns when done."""
         asked = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,12 +82,24 @@ class SearchService:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
-        """Load the model and the index now (Lambda's init phase); failures are only logged."""
+        """Load the model and the index now (Lambda's init phase); failures are only logged.
+
+        The index is fetched and opened in its own thread while the model loads here: the two
+        are independent, and a cold start pays the longer of them rather than their sum.
+        """
+        self.index.start_loading()
         try:
             self.embedder.load()
             self.current()
         except ImageSearchError as exc:
             LOG.warning("warm-up incomplete: %s", exc)
+
+    def warm_in_background(self) -> threading.Thread:
+        """``warm`` in a thread, for a server whose port should open at once (uvicorn)."""
+        _ = self.embedder  # created here, so the threads share one instance
+        thread = threading.Thread(target=self.warm, name="image-search-warm", daemon=True)
+        thread.start()
+        return thread
 
     def current(self) -> LoadedBuild:
         return self.index.current()

@@ -1,4 +1,4 @@
-"""The tiny CLIP's ONNX export, made once per session through the product's export."""
+"""The ONNX embedder over the tiny CLIP's export (the ``exported`` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from image_search.model.export import export
 from image_search.model.onnx_embedder import OnnxEmbedder
-
-
-@pytest.fixture(scope="session")
-def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("exports") / "tiny-onnx"
-    export(str(tiny_model), str(target), cache_dir=tmp_path_factory.mktemp("export-cache"))
-    return target
 
 
 @pytest.fixture(scope="session")
