@@ -1,4 +1,8 @@
-"""``python -m bench [--quick | --smoke] [--check] [--only ...]``: see the README's Performance."""
+"""``python -m bench [--quick | --smoke] [--check] [--only ...]``: see the README's Performance.
+
+``python -m bench scale --count N [--index-type T] [--json PATH]``: one cold start over N images
+(bench/scalecold.py, docs/scale.md).
+"""
 
 from __future__ import annotations
 
@@ -91,6 +95,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scale"]:
+        from bench import scalecold
+
+        return scalecold.main(argv[1:])
     args = parse(argv)
     if args.threads:
         # Before torch and faiss are imported: both size their OpenMP pools from it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,8 +32,11 @@ class _Clusters:
         rotation, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
         return cls(centres, scale.astype(np.float32), rotation.astype(np.float32))
 
-    def sample(self, count: int, rng: np.random.Generator) -> Vectors:
-        out = np.empty((count, self.centres.shape[1]), dtype=np.float32)
+    def sample(
+        self, count: int, rng: np.random.Generator, *, out: Vectors | None = None
+    ) -> Vectors:
+        if out is None:
+            out = np.empty((count, self.centres.shape[1]), dtype=np.float32)
         for start in range(0, count, CHUNK):
             size = min(CHUNK, count - start)
             noise = rng.standard_normal((size, out.shape[1]), dtype=np.float32) * self.scale
@@ -44,6 +48,15 @@ class _Clusters:
 def clustered(count: int, *, dim: int = DIM) -> Vectors:
     """``count`` unit vectors around ``count / POINTS_PER_CLUSTER`` random centres."""
     return _Clusters.make(count, dim).sample(count, np.random.default_rng(1))
+
+
+def clustered_file(count: int, path: Path, *, dim: int = DIM) -> Vectors:
+    """``clustered(count)``, the same vectors, written chunk by chunk to an ``.npy`` at ``path``
+    and returned memory-mapped: 10M x 512 is 20 GB, more than the machine should hold at once."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, dim))
+    _Clusters.make(count, dim).sample(count, np.random.default_rng(1), out=out)
+    out.flush()
+    return np.load(path, mmap_mode="r")
 
 
 def queries(base_count: int, count: int, *, dim: int = DIM) -> Vectors:

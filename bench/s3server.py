@@ -24,16 +24,21 @@ CREDENTIALS = {
 
 
 @contextmanager
-def s3_server() -> Iterator[str]:
-    """Start moto on loopback, point boto3 here at it (AWS_ENDPOINT_URL_S3), yield the URL."""
+def s3_server(*, files: str | None = None) -> Iterator[str]:
+    """Start moto on loopback, point boto3 here at it (AWS_ENDPOINT_URL_S3), yield the URL.
+
+    With ``files``, the file-backed server of bench.objectstore instead, storing under that folder.
+    """
     saved = {name: os.environ.get(name) for name in [*CREDENTIALS, "AWS_ENDPOINT_URL_S3"]}
     os.environ.update(CREDENTIALS)
+    command = ["-c", CHILD] if files is None else ["-m", "bench.objectstore", files]
     process = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, *command],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": _root()},
+        cwd=_root(),
     )
     try:
         assert process.stdout is not None

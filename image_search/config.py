@@ -16,12 +16,12 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 CommaList = Annotated[list[str], NoDecode]
 Runtime = Literal["auto", "onnx", "torch"]
-IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8", "ivf-pq"]
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
-INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivfpq")
+INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf-sq8", "ivf-pq", "ivfpq")
 # "ivfpq" was the first name of the IVF type with 8-bit scalar codes; settings and published
-# builds that still say it keep working.
+# builds that still say it keep working. "ivf-pq" (with the dash) is the PQ type with re-ranking.
 INDEX_TYPE_ALIASES = {"ivfpq": "ivf-sq8"}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 
-def save_tiny_clip(directory: Path, *, seed: int = 0) -> Path:
+def save_tiny_clip(directory: Path, *, seed: int = 0, projection_dim: int = 16) -> Path:
     """A CLIP with random weights and a byte-level tokenizer, saved with ``save_pretrained``.
 
     It loads through the same ``from_pretrained`` path as openai/clip-vit-base-patch32; only the
@@ -49,7 +49,7 @@ def save_tiny_clip(directory: Path, *, seed: int = 0) -> Path:
             "image_size": 32,
             "patch_size": 8,
         },
-        projection_dim=16,
+        projection_dim=projection_dim,
     )
     torch.manual_seed(seed)
     model = CLIPModel(config).eval()

@@ -32,7 +32,7 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 def test_scale_section_writes_table_json_and_summary(tmp_path: Path) -> None:
     done, document = run_bench(tmp_path, "--only", "scale", "--check")
     names = [row["name"] for row in document["rows"]]
-    for kind in ("flat (auto)", "hnsw", "ivf-sq8"):
+    for kind in ("flat (auto)", "hnsw", "ivf-sq8", "ivf-pq"):
         assert f"{kind} recall@10" in names and f"{kind} search p50" in names
     checked = [row for row in document["rows"] if row["ok"] is not None]
     assert {row["name"] for row in checked} == {
@@ -95,3 +95,24 @@ def test_duplicates_section_reports_time_memory_and_planted_copies(tmp_path: Pat
         group = f"duplicates {size} (cosine ≥ 0.95)"
         assert rows[(group, "pass")] > 0 and rows[(group, "peak resident during the pass")] > 0
         assert rows[(group, "planted copies found")] == 1.0
+
+
+@pytest.mark.slow
+def test_scale_command_publishes_and_measures_a_cold_start(tmp_path: Path) -> None:
+    """``python -m bench scale`` end to end at the smallest size an IVF type trains at."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "scale", "--count", "25000", "--index-type", "ivf-pq"]
+        + ["--queries", "20", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["count"] == 25000 and figures["index_type"] == "ivf-pq"
+    assert figures["embedder"] == "OnnxEmbedder"
+    for name in ("cold_start_s", "rss_mb", "search_p50_ms", "recall_at_10", "index_bytes"):
+        assert figures[name] > 0, name
+    assert done.stdout.strip().splitlines()[-1].startswith("bench scale: count=25000 ")

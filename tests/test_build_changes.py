@@ -14,7 +14,7 @@ import pytest
 from image_search.config import get_settings
 from image_search.serve.service import SearchService
 from image_search.storage import artefacts, s3
-from image_search.storage.manifest import Pointer
+from image_search.storage.manifest import Metadata, Pointer
 from tests.conftest import make_api, point_at_index, put
 from tests.factories import (
     BROKEN_KEYS,
@@ -150,27 +150,37 @@ def test_overlapping_folders_index_each_image_once(
 
 
 @pytest.mark.parametrize(
-    ("bad", "message"),
+    ("bad", "message", "compact"),
     [
-        ("duplicate-key", "lists a key more than once"),
-        ("range-past-the-end", "range [0, 99) is not inside the index of 3 vectors"),
-        ("overlapping-ranges", "folder 'nature' range [1, 3) overlaps folder 'animals'"),
+        # The compact catalog carries no per-item JSON: a duplicate key is only checkable in the
+        # metadata JSON, which builds without the catalog are served from.
+        ("duplicate-key", "lists a key more than once", False),
+        ("range-past-the-end", "range [0, 99) is not inside the index of 3 vectors", False),
+        ("range-past-the-end", "range [0, 99) is not inside the index of 3 vectors", True),
+        ("overlapping-ranges", "folder 'nature' range [1, 3) overlaps folder 'animals'", False),
+        ("overlapping-ranges", "folder 'nature' range [1, 3) overlaps folder 'animals'", True),
     ],
 )
 def test_metadata_with_duplicate_keys_or_bad_ranges_is_refused_with_503(
-    client, bucket, embedder, tiny_model, tmp_path, monkeypatch, bad: str, message: str
+    client, bucket, embedder, tiny_model, tmp_path, monkeypatch, bad: str, message: str, compact
 ) -> None:
     populate(client, bucket, images(2) | images(1, "nature", start=5))
     build(client, embedder)
     pointer = pointer_of(client, bucket)
-    meta = json.loads(read(client, bucket, pointer.metadata_key))
+    assert pointer.catalog_key is not None
+    # The document the service reads: catalog.json, or for an old build the metadata JSON.
+    key = pointer.catalog_key if compact else pointer.metadata_key
+    meta = json.loads(read(client, bucket, key))
     if bad == "duplicate-key":
         meta["items"][1]["key"] = meta["items"][0]["key"]
     elif bad == "range-past-the-end":
         meta["folders"]["animals"] = [0, 99]
     else:
         meta["folders"]["nature"] = [1, 3]
-    put(client, bucket, pointer.metadata_key, json.dumps(meta).encode())
+    put(client, bucket, key, json.dumps(meta).encode())
+    if not compact:
+        old = pointer.model_copy(update={"catalog_key": None})
+        put(client, bucket, "index/current.json", old.model_dump_json().encode())
 
     point_at_index(monkeypatch, bucket=bucket, model=tiny_model, cache=tmp_path)
     api = make_api()
@@ -197,7 +207,10 @@ def test_camera_jpegs_are_indexed_and_malformed_files_skipped(
         },
     )
     report = build(client, embedder)
-    meta = current(client, bucket, tmp_path).metadata
+    # What was skipped is in the metadata JSON (the contract), not in the service's catalog.
+    meta = Metadata.model_validate_json(
+        read(client, bucket, pointer_of(client, bucket).metadata_key)
+    )
     assert report.published and [i.key for i in meta.items] == [
         "camera/IMG_0001.JPG",
         "camera/plain.png",

@@ -99,12 +99,14 @@ def test_distinct_vectors_make_no_group() -> None:
     assert duplicates.find_groups(normalise(rng.normal(size=(500, 64))), min_score=0.9) == []
 
 
-@pytest.mark.parametrize("kind", ["ivf-sq8", "flat"])
+@pytest.mark.parametrize("kind", ["ivf-sq8", "ivf-pq", "flat"])
 def test_buckets_by_coarse_centroid_find_the_same_groups(monkeypatch, kind: str) -> None:
     # Above EXACT_MAX vectors are searched within buckets of their two nearest centroids: the
     # IVF index's own, or k-means' when the index has none. Copies this close share one.
     vectors = with_copies(3000, dim=64, seed=5)
     monkeypatch.setattr(duplicates, "EXACT_MAX", 1000)
     index = faiss_index.build(vectors, index_type=kind)
+    if kind != "flat":  # both IVF types lend their coarse quantiser: no k-means of its own
+        monkeypatch.setattr(duplicates.faiss, "Kmeans", None)
     groups = duplicates.find_groups(vectors, min_score=0.97, index=index)
     assert rows(groups) == oracle(vectors, 0.97)

@@ -11,6 +11,7 @@ import pytest
 
 from image_search.index import faiss_index as index
 from image_search.index.prefixes import KeyOrder, intersect
+from image_search.storage.catalog import Catalog
 from image_search.storage.manifest import Item, Metadata, folder_ranges
 from tests.test_index import clustered
 
@@ -47,9 +48,10 @@ def test_every_prefix_is_one_range_of_a_key_sorted_build() -> None:
         assert len(ranges) <= 1
 
 
-def metadata_of(keys: list[str], *, sorted_by: str) -> Metadata:
+def metadata_of(keys: list[str], *, sorted_by: str) -> Catalog:
+    """The build as the service reads it: the compact catalog of its metadata."""
     items = [Item(key=key, folder=key.split("/")[0], etag="e", size=1) for key in keys]
-    return Metadata(
+    metadata = Metadata(
         build_id="b",
         model="m",
         dim=2,
@@ -60,6 +62,7 @@ def metadata_of(keys: list[str], *, sorted_by: str) -> Metadata:
         items=items,
         sorted_by=sorted_by,  # type: ignore[arg-type]
     )
+    return Catalog.from_metadata(metadata)
 
 
 def test_folder_ranges_still_hold_when_sorted_by_key() -> None:

@@ -179,7 +179,7 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
     assert search["Timeout"] * 1000 < API_GATEWAY_LIMIT_MS and search["Timeout"] <= 29
     assert all(function(name)["Timeout"] == LAMBDA_LIMIT_S for name in BUILD_FUNCTIONS)
     params = source()["Parameters"]
-    for name in ("SearchMemorySize", "BuildMemorySize", "ShardMemorySize"):
+    for name in ("BuildMemorySize", "ShardMemorySize"):
         assert 128 <= params[name]["Default"] <= params[name]["MaxValue"] <= 10240
     assert params["ApiKeys"]["NoEcho"] is True
     assert all(function(name)["PackageType"] == "Image" for name in FUNCTIONS)
@@ -190,6 +190,24 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
         "EmbedShardFunction": ["handler.embed_shard"],
         "BuildMergeFunction": ["handler.merge"],
     }
+
+
+def test_search_memory_and_tmp_follow_the_images_it_serves_as_documented() -> None:
+    params, sizes = source()["Parameters"], source()["Mappings"]["SearchSize"]
+    assert params["SearchImages"]["AllowedValues"] == list(sizes) == ["100k", "1M", "10M"]
+    assert params["SearchImages"]["Default"] in sizes
+    for size in sizes.values():  # Lambda's ranges
+        assert 128 <= size["Memory"] <= 10240 and 512 <= size["Tmp"] <= 10240
+    memory, tmp = ([size[field] for size in sizes.values()] for field in ("Memory", "Tmp"))
+    assert memory == sorted(memory) and tmp == sorted(tmp)
+    # docs/scale.md's table states what the template sets: "| 1M | … | 3,008 MB | 2,048 MB |…"
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in (ROOT / "docs/scale.md").read_text().splitlines()
+        if line.startswith("| ")
+    }
+    for name, size in sizes.items():
+        assert f"{size['Memory']:,} MB" in rows[name] and f"{size['Tmp']:,} MB" in rows[name]
 
 
 FUNCTION_ARNS = {

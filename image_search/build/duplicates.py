@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 import time
 
-import faiss
-
 from image_search.config import Settings
 from image_search.index.duplicates import find_groups
+from image_search.index.faiss_index import Index
 from image_search.model.vectors import Vectors
 from image_search.storage import duplicates, s3
 from image_search.storage.manifest import DuplicatesRef, Item
@@ -24,7 +23,7 @@ def publish_groups(
     build_id: str,
     items: list[Item],
     vectors: Vectors,
-    index: faiss.Index,
+    index: Index,
 ) -> DuplicatesRef | None:
     """Find the groups at ``settings.duplicate_score``, upload them; None when that failed."""
     started = time.monotonic()

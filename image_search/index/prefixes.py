@@ -14,29 +14,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from typing import overload
 
 from image_search.index.faiss_index import Ranges
-from image_search.storage.manifest import Item, Metadata
-
-
-class KeyView(Sequence[str]):
-    """The keys of a build's items in id order, without copying them."""
-
-    def __init__(self, items: Sequence[Item]) -> None:
-        self._items = items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def __getitem__(self, row: int) -> str: ...
-    @overload
-    def __getitem__(self, row: slice) -> Sequence[str]: ...
-    def __getitem__(self, row: int | slice) -> str | Sequence[str]:
-        if isinstance(row, slice):
-            return [item.key for item in self._items[row]]
-        return self._items[row].key
+from image_search.storage.catalog import Catalog
 
 
 class KeyOrder:
@@ -47,11 +27,10 @@ class KeyOrder:
         self.runs = runs
 
     @classmethod
-    def of(cls, metadata: Metadata) -> KeyOrder:
-        keys = KeyView(metadata.items)
-        if metadata.sorted_by == "key":
-            return cls(keys, [(0, len(keys))])
-        return cls(keys, sorted(metadata.folders.values()))
+    def of(cls, catalog: Catalog) -> KeyOrder:
+        if catalog.sorted_by == "key":
+            return cls(catalog.keys, [(0, len(catalog.keys))])
+        return cls(catalog.keys, sorted(catalog.folders.values()))
 
     def ranges(self, prefix: str) -> Ranges:
         """The id ranges of the keys starting with ``prefix``, adjacent ranges merged."""

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_search.observe import metrics
 from image_search.observe.logs import API
-from image_search.storage.manifest import Metadata
+from image_search.storage.catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ class Record:
     results: int | None = None  # set by a search that answered
     timings: dict[str, float] = field(default_factory=dict)
     cached: bool | None = None  # text searches: the vector came from the cache
-    build: Metadata | None = None
+    build: Catalog | None = None
 
 
 _CURRENT: ContextVar[Record | None] = ContextVar("image_search_request", default=None)
 
 
 def note_search(
-    *, results: int, timings: dict[str, float], cached: bool | None, build: Metadata | None
+    *, results: int, timings: dict[str, float], cached: bool | None, build: Catalog | None
 ) -> None:
     """What the current request's search found (a no-op outside a request)."""
     record = _CURRENT.get()

@@ -28,8 +28,8 @@ from image_search.config import Settings
 from image_search.errors import ImageSearchError, IndexNotReadyError
 from image_search.storage import artefacts, s3
 from image_search.storage.artefacts import LoadedBuild
+from image_search.storage.catalog import Catalog
 from image_search.storage.layout import is_build_id
-from image_search.storage.manifest import Metadata
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ServedIndex:
         settings: Settings,
         *,
         client: Callable[[], s3.S3Client],
-        check: Callable[[Metadata], None],
+        check: Callable[[Catalog], None],
     ) -> None:
         self.settings = settings
         self._client = client

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from image_search.errors import UnknownFolderError, UnknownPrefixError
 from image_search.index.faiss_index import Ranges
 from image_search.index.prefixes import KeyOrder, intersect
-from image_search.storage.manifest import Metadata
+from image_search.storage.catalog import Catalog
 
 # An explicit "every folder": a text query then skips folder detection.
 ALL_FOLDERS = "*"
@@ -25,7 +25,7 @@ class Scope:
         return self.folders is not None or bool(self.prefix)
 
 
-def resolve(metadata: Metadata, *, folder: str = "", prefix: str = "") -> Scope:
+def resolve(metadata: Catalog, *, folder: str = "", prefix: str = "") -> Scope:
     """The scope for a ``folder`` ("" or "*" for all) and a key ``prefix`` ("" for any).
 
     Raises ``UnknownFolderError`` for a folder the index does not hold and
@@ -44,12 +44,12 @@ def resolve(metadata: Metadata, *, folder: str = "", prefix: str = "") -> Scope:
     return Scope(folders=folders, prefix=prefix, ranges=ranges)
 
 
-def of_folders(metadata: Metadata, folders: list[str]) -> Scope:
+def of_folders(metadata: Catalog, folders: list[str]) -> Scope:
     """The scope of folders detected from a query."""
     return Scope(folders=folders, ranges=[metadata.folders[name] for name in folders])
 
 
-def sub_folders(metadata: Metadata, parent: str) -> list[tuple[str, int]]:
+def sub_folders(metadata: Catalog, parent: str) -> list[tuple[str, int]]:
     """The top-level folders (``parent`` empty) or those directly under ``parent``, with how
     many images each holds at any depth."""
     parent = parent.strip("/")
@@ -62,7 +62,7 @@ def sub_folders(metadata: Metadata, parent: str) -> list[tuple[str, int]]:
     return [(child.rstrip("/"), count) for child, count in children]
 
 
-def _folders(metadata: Metadata, folder: str) -> list[str] | None:
+def _folders(metadata: Catalog, folder: str) -> list[str] | None:
     if folder in ("", ALL_FOLDERS):
         return None
     name = folder.strip("/")

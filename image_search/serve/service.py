@@ -33,7 +33,7 @@ from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
 from image_search.storage.artefacts import LoadedBuild
-from image_search.storage.manifest import Metadata
+from image_search.storage.catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SearchResult:
     kind: str = ""  # text, image or similar
     cached: bool = False  # text: the vector came from the cache
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
-    metadata: Metadata | None = None  # the build that answered
+    metadata: Catalog | None = None  # the build that answered
 
 
 class SearchService:
@@ -104,7 +104,7 @@ class SearchService:
     def current(self) -> LoadedBuild:
         return self.index.current()
 
-    def _check_model(self, metadata: Metadata) -> None:
+    def _check_model(self, metadata: Catalog) -> None:
         # The identity, not IMAGE_SEARCH_MODEL: an export of the build's model serves it too.
         served = self.embedder.identity
         if metadata.model != served:

@@ -2,7 +2,9 @@
 
 ::
 
-    <prefix>builds/<build_id>/image_faiss_index.bin, image_metadata.json, embeddings.npy
+    <prefix>builds/<build_id>/image_faiss_index.bin, image_metadata.json, embeddings.npy,
+                              catalog.json, keys.bin, key_offsets.npy, key_order.npy,
+                              rerank.npz, rerank_codes.npy (ivf-pq)
     <prefix>current.json          the pointer, written last so readers never see half a build
     <prefix>work/build/…          an unfinished build's plan and shards (build/work.py)
     <prefix>work/checkpoint.npz   left by earlier versions; the next merge deletes it

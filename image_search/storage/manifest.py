@@ -1,4 +1,4 @@
-"""The index artefacts' JSON documents: a contract the API and other tools read."""
+"""The index artefacts' documents and file names: a contract the API and other tools read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ INDEX_FILE = "image_faiss_index.bin"
 METADATA_FILE = "image_metadata.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 POINTER_FILE = "current.json"
+# The items again, in a form read without a Python object per item (storage/catalog.py).
+CATALOG_FILE = "catalog.json"
+KEYS_FILE = "keys.bin"
+KEY_OFFSETS_FILE = "key_offsets.npy"
+KEY_ORDER_FILE = "key_order.npy"
+# ivf-pq only: the codes its candidates are re-ranked with (index/rerank.py).
+RERANK_FILE = "rerank.npz"
+RERANK_CODES_FILE = "rerank_codes.npy"
 
 
 class Item(BaseModel):
@@ -42,7 +50,9 @@ class DuplicatesRef(BaseModel):
     groups: int
 
 
-class Metadata(BaseModel):
+class BuildHeader(BaseModel):
+    """A build without its per-item lists: ``catalog.json``, and the head of the metadata."""
+
     schema_version: int = SCHEMA_VERSION
     build_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -53,38 +63,32 @@ class Metadata(BaseModel):
     count: int
     bucket: str
     folders: dict[str, tuple[int, int]]
-    items: list[Item]
-    skipped: list[Skipped] = []
     # "key": items sorted by key, so every key prefix is one id range. Builds without the field
     # were sorted by (folder, key): each folder's range is sorted by key.
     sorted_by: Literal["key", "folder"] = "folder"
     duplicates: DuplicatesRef | None = None  # None: made before duplicates were computed
 
-    def check(self, *, index_count: int, index_dim: int) -> None:
+    def check(self, *, rows: int, index_count: int, index_dim: int) -> None:
         """Refuse artefacts that disagree with each other or come from newer code."""
         if self.schema_version > SCHEMA_VERSION:
             raise IndexMismatchError(
                 f"build {self.build_id} has schema_version {self.schema_version}; this code reads "
                 f"up to {SCHEMA_VERSION}: upgrade image-search or rebuild the index"
             )
-        if not (self.count == len(self.items) == index_count):
+        if not (self.count == rows == index_count):
             raise IndexMismatchError(
-                f"build {self.build_id}: metadata count {self.count}, items {len(self.items)}, "
+                f"build {self.build_id}: metadata count {self.count}, items {rows}, "
                 f"index vectors {index_count} disagree: rebuild with --full"
             )
         if self.dim != index_dim:
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
             )
-        self._check_items()
+        self._check_folders()
 
-    def _check_items(self) -> None:
-        """Each key once, and folder ranges that lie inside the index without overlapping: a
-        range past the end would reach FAISS as an id it does not have."""
-        if len({item.key for item in self.items}) != len(self.items):
-            raise IndexMismatchError(
-                f"build {self.build_id}: metadata lists a key more than once: rebuild with --full"
-            )
+    def _check_folders(self) -> None:
+        """Folder ranges that lie inside the index without overlapping: a range past the end
+        would reach FAISS as an id it does not have."""
         end, before = 0, ""
         for name, (start, stop) in sorted(self.folders.items(), key=lambda pair: pair[1]):
             if start < end:
@@ -100,6 +104,28 @@ class Metadata(BaseModel):
             end, before = stop, name
 
 
+class Metadata(BuildHeader):
+    """``image_metadata.json``: the header, then every item in id order and what was skipped."""
+
+    items: list[Item]
+    skipped: list[Skipped] = []
+
+    def header(self) -> BuildHeader:
+        return BuildHeader.model_validate(self.model_dump(include=set(BuildHeader.model_fields)))
+
+    def check(self, *, rows: int | None = None, index_count: int, index_dim: int) -> None:
+        rows = len(self.items) if rows is None else rows
+        super().check(rows=rows, index_count=index_count, index_dim=index_dim)
+        self.check_keys()
+
+    def check_keys(self) -> None:
+        """Each key once: the compact catalog made from these items relies on it."""
+        if len({item.key for item in self.items}) != len(self.items):
+            raise IndexMismatchError(
+                f"build {self.build_id}: metadata lists a key more than once: rebuild with --full"
+            )
+
+
 class Pointer(BaseModel):
     """``current.json``: which build readers should use. Written last when publishing."""
 
@@ -107,6 +133,11 @@ class Pointer(BaseModel):
     index_key: str
     metadata_key: str
     embeddings_key: str | None = None
+    # Names catalog.json; the other compact files sit beside it. Absent in builds published before
+    # the compact files existed: readers then fall back to the metadata JSON.
+    catalog_key: str | None = None
+    # ivf-pq builds only: names rerank.npz (rerank_codes.npy sits beside it).
+    rerank_key: str | None = None
 
 
 def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:

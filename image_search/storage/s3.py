@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,6 +145,22 @@ def get_bytes(client: S3Client, *, bucket: str, key: str) -> bytes:
         return body
 
 
+def get_range(
+    client: S3Client, *, bucket: str, key: str, start: int, end: int
+) -> tuple[bytes, int]:
+    """Bytes ``[start, end)`` of the object (fewer at its end) and the object's total size."""
+    with translate_errors(bucket):
+        try:
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange" or start > 0:
+                raise
+            return b"", 0  # S3 refuses any range of an empty object
+        body: bytes = response["Body"].read()
+        total = response.get("ContentRange", "").rpartition("/")[2]
+        return body, int(total) if total.isdigit() else len(body)
+
+
 def get_bytes_if_present(client: S3Client, *, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such key."""
     try:
@@ -169,6 +186,59 @@ def get_tagged(client: S3Client, *, bucket: str, key: str) -> tuple[bytes, str] 
 def put_bytes(client: S3Client, *, bucket: str, key: str, data: bytes, content_type: str) -> None:
     with translate_errors(bucket):
         client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_buffers(
+    client: S3Client,
+    *,
+    bucket: str,
+    key: str,
+    parts: list[bytes | memoryview],
+    content_type: str,
+    part_bytes: int,
+) -> None:
+    """Upload the concatenation of ``parts`` without joining them: one PUT when small, else a
+    multipart upload read from the buffers as it goes (an object of any size, up to S3's 5 TB)."""
+    size = sum(len(part) for part in parts)
+    if size <= part_bytes:
+        put_bytes(client, bucket=bucket, key=key, data=b"".join(parts), content_type=content_type)
+        return
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes)
+    with translate_errors(bucket):
+        client.upload_fileobj(
+            _Concatenation(parts),
+            bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=config,
+        )
+
+
+class _Concatenation(io.RawIOBase):
+    """A read-only stream over several buffers, one after the other."""
+
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
+        self._parts = [memoryview(part).cast("B") for part in parts]
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(target) and self._parts:
+            head = self._parts[0]
+            size = min(len(head) - self._at, len(target) - filled)
+            target[filled : filled + size] = head[self._at : self._at + size]
+            filled += size
+            self._at += size
+            if self._at == len(head):
+                self._parts.pop(0)
+                self._at = 0
+        return filled
 
 
 def put_if(

@@ -1,0 +1,130 @@
+"""Run in a fresh process by ``bench.scalecold``: the service's cold start, then query latency.
+
+Prints one JSON object: the split of spawn → first text-search answer, peak RSS, search latency
+over the probe vectors and the ids found (the parent computes recall).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+QUERY = "a red car in the city"
+FILL_TIMEOUT_S = 600.0
+
+
+class _LoadTimes(logging.Handler):
+    """The split ``storage.artefacts.load`` logs: MB fetched, fetch seconds, open seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: tuple[Any, ...] = ()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("build ") and "fetched" in record.getMessage():
+            self.values = tuple(record.args or ())
+
+
+def main() -> None:
+    spawned = float(os.environ["BENCH_SPAWNED"])
+    steps: dict[str, float] = {"interpreter_s": time.time() - spawned}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        steps[name] = round(now - mark, 3)
+        mark = now
+
+    from image_search.serve.api import create_app
+    from image_search.serve.service import get_service
+
+    create_app()
+    lap("imports_s")
+    load_times = _LoadTimes()
+    logger = logging.getLogger("image_search.storage.artefacts")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(load_times)
+    service = get_service()
+    service.embedder.load()
+    lap("model_load_s")
+    loaded = service.current()
+    lap("index_s")
+    hits = service.search_text(QUERY, k=10).hits
+    assert len(hits) == 10
+    lap("first_query_s")
+    cold_start = time.time() - spawned
+    _, megabytes, fetch_s, open_s = load_times.values
+    steps["pointer_read_s"] = round(steps["index_s"] - fetch_s - open_s, 3)
+    steps["fetch_s"], steps["open_s"] = round(fetch_s, 3), round(open_s, 3)
+    figures = _queries(loaded, cold_start=cold_start, steps=steps, fetched_mb=megabytes)
+    # The runtime the service chose for the text query (OnnxEmbedder or ClipEmbedder).
+    figures["embedder"] = type(service.embedder).__name__
+    print(json.dumps(figures))
+
+
+def _queries(
+    loaded: Any, *, cold_start: float, steps: dict[str, float], fetched_mb: float
+) -> dict[str, Any]:
+    import numpy as np
+
+    from image_search.index import faiss_index
+    from image_search.storage.manifest import INDEX_FILE
+
+    probes = np.load(os.environ["BENCH_PROBES"])
+    cold = [_timed(loaded.index, probe)[0] for probe in probes]
+    fill_s = _wait_for_rerank(loaded.index)
+    timed = [_timed(loaded.index, probe) for probe in probes]
+    latencies = np.array([ms for ms, _ in timed])
+    cache = os.environ["IMAGE_SEARCH_INDEX_CACHE_DIR"]
+    return {
+        "cold_start_s": round(cold_start, 3),
+        **steps,
+        "fetched_mb": round(fetched_mb, 1),
+        "rss_mb": round(_peak_rss_mb(), 1),
+        "search_p50_ms": round(float(np.percentile(latencies, 50)), 3),
+        "search_p95_ms": round(float(np.percentile(latencies, 95)), 3),
+        "cold_search_p50_ms": round(float(np.percentile(cold, 50)), 3),
+        "rerank_fill_s": fill_s,
+        "index_bytes": os.path.getsize(os.path.join(cache, loaded.metadata.build_id, INDEX_FILE)),
+        "rerank_bytes": (
+            int(loaded.index.rerank.codes.nbytes)
+            if isinstance(loaded.index, faiss_index.Reranked)
+            else 0
+        ),
+        "ids": [ids for _, ids in timed],
+    }
+
+
+def _timed(index: Any, probe: Any) -> tuple[float, list[int]]:
+    from image_search.index import faiss_index
+
+    started = time.perf_counter()
+    hits = faiss_index.search(index, probe, k=10)
+    return (time.perf_counter() - started) * 1000, hits.ids + [-1] * (10 - len(hits.ids))
+
+
+def _wait_for_rerank(index: Any) -> float | None:
+    """Seconds until ivf-pq's re-rank codes are all local (None for other types)."""
+    from image_search.index import faiss_index
+
+    if not isinstance(index, faiss_index.Reranked):
+        return None
+    started = time.perf_counter()
+    index.rerank.filled.wait(FILL_TIMEOUT_S)
+    return round(time.perf_counter() - started, 2)
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""A build's items as the service reads them: no Python object per item, nothing parsed per item.
+
+Published next to ``image_metadata.json`` (which stays the complete contract) as
+
+- ``catalog.json``: the build's header (``BuildHeader``: model, dim, count, bucket, folder ranges…);
+- ``keys.bin``: every key in UTF-8, concatenated in row order;
+- ``key_offsets.npy``: int64, ``count + 1`` offsets into ``keys.bin`` (key *i* is
+  ``keys[offsets[i]:offsets[i + 1]]``);
+- ``key_order.npy``: the rows sorted by key (byte order, which for UTF-8 is code point order),
+  so a key's row is a binary search away.
+
+Loading maps the three binary files into memory: the cost does not grow with the number of items,
+and only the pages a query touches are read. A row's folder comes from the folder ranges.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from image_search.storage.manifest import (
+    CATALOG_FILE,
+    KEY_OFFSETS_FILE,
+    KEY_ORDER_FILE,
+    KEYS_FILE,
+    BuildHeader,
+    DuplicatesRef,
+    Metadata,
+)
+
+FILES = (CATALOG_FILE, KEYS_FILE, KEY_OFFSETS_FILE, KEY_ORDER_FILE)
+Blob = bytes | mmap.mmap
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One indexed image as the service shows it."""
+
+    key: str
+    folder: str
+
+
+class Catalog:
+    """Key of a row, row of a key, folder of a row; the header's fields as attributes."""
+
+    def __init__(
+        self,
+        header: BuildHeader,
+        *,
+        keys: Blob,
+        offsets: npt.NDArray[np.int64],
+        order: npt.NDArray[np.integer],
+    ) -> None:
+        self.header = header
+        self._keys = keys
+        self._offsets = offsets
+        self._order = order
+        spans = sorted((start, end, name) for name, (start, end) in header.folders.items())
+        self._starts = [start for start, _, _ in spans]
+        self._spans = spans
+        self.items = _Items(self)
+        self.keys = _Keys(self)
+        self.rows = _Rows(self)
+
+    # The header's fields, as the service and the API read them.
+    @property
+    def build_id(self) -> str:
+        return self.header.build_id
+
+    @property
+    def created_at(self) -> datetime:
+        return self.header.created_at
+
+    @property
+    def model(self) -> str:
+        return self.header.model
+
+    @property
+    def dim(self) -> int:
+        return self.header.dim
+
+    @property
+    def index_type(self) -> str:
+        return self.header.index_type
+
+    @property
+    def count(self) -> int:
+        return self.header.count
+
+    @property
+    def bucket(self) -> str:
+        return self.header.bucket
+
+    @property
+    def folders(self) -> dict[str, tuple[int, int]]:
+        return self.header.folders
+
+    @property
+    def sorted_by(self) -> str:
+        return self.header.sorted_by
+
+    @property
+    def duplicates(self) -> DuplicatesRef | None:
+        return self.header.duplicates
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def key(self, row: int) -> str:
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        return bytes(self._keys[start:end]).decode()
+
+    def folder(self, row: int) -> str:
+        at = bisect.bisect_right(self._starts, row) - 1
+        if at >= 0:
+            start, end, name = self._spans[at]
+            if start <= row < end:
+                return name
+        return ""
+
+    def row(self, key: str) -> int | None:
+        """The row holding ``key``: a binary search over the rows sorted by key."""
+        low, high = 0, len(self)
+        while low < high:
+            middle = (low + high) // 2
+            if self.key(int(self._order[middle])) < key:
+                low = middle + 1
+            else:
+                high = middle
+        if low < len(self):
+            row = int(self._order[low])
+            if self.key(row) == key:
+                return row
+        return None
+
+    def check(self, *, index_count: int, index_dim: int) -> None:
+        self.header.check(rows=len(self), index_count=index_count, index_dim=index_dim)
+
+    @classmethod
+    def from_metadata(cls, metadata: Metadata) -> Catalog:
+        """For builds published without the compact files, and for publishing them."""
+        keys = [item.key.encode() for item in metadata.items]
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(key) for key in keys], out=offsets[1:])
+        order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=_order_dtype(keys))
+        return cls(metadata.header(), keys=b"".join(keys), offsets=offsets, order=order)
+
+    def files(self) -> dict[str, bytes]:
+        """File name → content, as published."""
+        return {
+            CATALOG_FILE: self.header.model_dump_json().encode(),
+            KEYS_FILE: bytes(self._keys),
+            KEY_OFFSETS_FILE: _npy(self._offsets),
+            KEY_ORDER_FILE: _npy(self._order),
+        }
+
+    @classmethod
+    def open(cls, folder: Path) -> Catalog:
+        """The catalog in ``folder`` (the files ``files()`` names), its arrays memory-mapped."""
+        header = BuildHeader.model_validate_json((folder / CATALOG_FILE).read_bytes())
+        return cls(
+            header,
+            keys=_map(folder / KEYS_FILE),
+            offsets=np.load(folder / KEY_OFFSETS_FILE, mmap_mode="r"),
+            order=np.load(folder / KEY_ORDER_FILE, mmap_mode="r"),
+        )
+
+
+class _Items(Sequence[Entry]):
+    """``catalog.items[row]``: an entry made when asked for, never stored."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    @overload
+    def __getitem__(self, row: int) -> Entry: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Entry]: ...
+    def __getitem__(self, row: int | slice) -> Entry | Sequence[Entry]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return Entry(self._catalog.key(row), self._catalog.folder(row))
+
+
+class _Keys(Sequence[str]):
+    """``catalog.keys[row]``: the keys in row order, decoded when asked for."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    @overload
+    def __getitem__(self, row: int) -> str: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[str]: ...
+    def __getitem__(self, row: int | slice) -> str | Sequence[str]:
+        if isinstance(row, slice):
+            return [self._catalog.key(i) for i in range(*row.indices(len(self)))]
+        return self._catalog.key(row)
+
+
+class _Rows(Mapping[str, int]):
+    """``catalog.rows[key]``: key → row by binary search, without a dict of every key."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def __getitem__(self, key: str) -> int:
+        row = self._catalog.row(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._catalog.key(row) for row in range(len(self._catalog)))
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+
+def _order_dtype(keys: Sequence[bytes]) -> type[np.integer]:
+    return np.uint32 if len(keys) < 2**32 else np.int64
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _map(path: Path) -> Blob:
+    with path.open("rb") as file:
+        if path.stat().st_size == 0:
+            return b""
+        # The mapping outlives the file object: mmap keeps its own descriptor.
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
