@@ -28,7 +28,7 @@ import numpy as np
 
 from bench import data
 from bench.s3server import s3_server
-from bench.serving import ROOT, service_env
+from bench.serving import ROOT, publish_build, service_env
 
 LOG = logging.getLogger(__name__)
 
@@ -145,9 +145,8 @@ def keys(count: int) -> tuple[list[str], list[str]]:
 
 
 def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
-    from image_search.index import faiss_index
-    from image_search.storage import artefacts, layout, s3
-    from image_search.storage.manifest import Item, Metadata, folder_ranges
+    from image_search.storage import s3
+    from image_search.storage.manifest import Item
 
     client = s3.make_client()
     bucket = f"bench-scale-{count}"
@@ -159,28 +158,15 @@ def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
         for row, (key, folder) in enumerate(zip(names, folders, strict=True))
     ]
     del names, folders
-    metadata = Metadata(
-        build_id=layout.new_build_id(),
-        model=model,
-        dim=vectors.shape[1],
-        index_type=faiss_index.kind_of(index),
-        count=count,
-        bucket=bucket,
-        folders=folder_ranges(items),
-        items=[],
-        sorted_by="key",
-    )
-    metadata.items = items
     started = time.perf_counter()
-    artefacts.publish(
+    publish_build(
         client,
         bucket=bucket,
-        index_prefix="index/",
-        metadata=metadata,
+        model=model,
         index=index,
         vectors=vectors,
-        keep_builds=1,
-        pointer_etag=None,
+        items=items,
+        sorted_by="key",
     )
     LOG.info("scale: published in %.1f s", time.perf_counter() - started)
     return bucket

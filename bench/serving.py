@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import faiss
 import httpx
 
 from bench import data
@@ -29,7 +29,7 @@ INDEX_PREFIX = "index/"
 class Published:
     bucket: str
     count: int
-    index: faiss.Index
+    index: faiss_index.Index
     index_type: str
 
 
@@ -47,27 +47,44 @@ def publish_synthetic(
         for row in range(folder_no, count, len(FOLDERS))
     ]
     built = faiss_index.build(vectors, index_type=faiss_index.choose_type(index_type, count))
+    publish_build(client, bucket=bucket, model=model, index=built, vectors=vectors, items=items)
+    return Published(bucket, count, built, faiss_index.kind_of(built))
+
+
+def publish_build(
+    client: s3.S3Client,
+    *,
+    bucket: str,
+    model: str,
+    index: Any,  # faiss_index.Index: a FAISS index, or ivf-pq's with its re-rank codes
+    vectors: Any,
+    items: list[Item],
+    sorted_by: Literal["key", "folder"] = "folder",
+) -> None:
+    """``index`` over ``vectors`` published as a fresh bucket's first build of ``items``."""
     metadata = Metadata(
         build_id=layout.new_build_id(),
         model=model,
         dim=vectors.shape[1],
-        index_type=faiss_index.kind_of(built),
-        count=count,
+        index_type=faiss_index.kind_of(index),
+        count=len(items),
         bucket=bucket,
         folders=folder_ranges(items),
-        items=items,
+        items=[],
+        sorted_by=sorted_by,
     )
+    # Assigned, not validated: the items are ours, and validating 10M of them costs minutes.
+    metadata.items = items
     artefacts.publish(
         client,
         bucket=bucket,
         index_prefix=INDEX_PREFIX,
         metadata=metadata,
-        index=built,
+        index=index,
         vectors=vectors,
         keep_builds=1,
         pointer_etag=None,  # a fresh bucket
     )
-    return Published(bucket, count, built, faiss_index.kind_of(built))
 
 
 def service_env(*, bucket: str, model: str, cache: Path) -> dict[str, str]:

@@ -72,8 +72,9 @@ def test_every_section_runs_end_to_end(tmp_path: Path) -> None:
     assert len(onnx) == 9 and all(row["ratio"] > 0 for row in onnx)  # each against torch's
     assert any(group.startswith("runtimes: ONNX Runtime threads") for group in groups)
     ratios = [row for row in document["rows"] if row["target"].startswith("ratio")]
-    # per runtime: text and image search, build, cold start; and the peer's exact-index search
-    assert len(ratios) == 9 and all(row["ratio"] > 0 for row in ratios)
+    # per runtime: text and image search, build, cold start; the peer's exact-index search; and
+    # Ray against the local engine
+    assert len(ratios) == 10 and all(row["ratio"] > 0 for row in ratios)
     (build,) = [row for row in document["rows"] if row["name"].endswith("onnx against torch")]
     (peer,) = [row for row in document["rows"] if row["name"].startswith("ours (onnx, flat)")]
     assert build["ratio"] > 0 and peer["ratio"] > 0
