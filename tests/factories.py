@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from image_search.storage.manifest import Item, Metadata, folder_ranges
+
 
 def save_tiny_clip(directory: Path, *, seed: int = 0, projection_dim: int = 16) -> Path:
     """A CLIP with random weights and a byte-level tokenizer, saved with ``save_pretrained``.
@@ -206,3 +208,21 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 900_000
+
+
+def metadata_for(keys: list[str], *, sorted_by: str = "folder") -> Metadata:
+    """A build's metadata listing ``keys`` (each in its top-level folder), in the given order."""
+    items = [
+        Item(key=key, folder=key.split("/")[0], etag=f"e{i}", size=i) for i, key in enumerate(keys)
+    ]
+    return Metadata(
+        build_id="b1",
+        model="m",
+        dim=4,
+        index_type="flat",
+        count=len(items),
+        bucket="bucket",
+        folders=folder_ranges(items),
+        items=items,
+        sorted_by=sorted_by,  # type: ignore[arg-type]
+    )

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from image_search.storage.catalog import Catalog, Entry
-from image_search.storage.manifest import KEY_ORDER_FILE, Item, Metadata, folder_ranges
+from image_search.storage.manifest import KEY_ORDER_FILE
+from tests.factories import metadata_for
 
 # Row order is folder order, which is not key order: "a-b/…" sorts before "a/…" as a key ('-' <
 # '/') but after it as a folder ("a" < "a-b"). Non-ASCII keys sort by code point.
@@ -23,24 +24,8 @@ KEYS = [
 ]
 
 
-def metadata(keys: list[str]) -> Metadata:
-    items = [
-        Item(key=key, folder=key.split("/")[0], etag=f"e{i}", size=i) for i, key in enumerate(keys)
-    ]
-    return Metadata(
-        build_id="b1",
-        model="m",
-        dim=4,
-        index_type="flat",
-        count=len(items),
-        bucket="bucket",
-        folders=folder_ranges(items),
-        items=items,
-    )
-
-
 def published(tmp_path: Path, keys: list[str]) -> Catalog:
-    for name, data in Catalog.from_metadata(metadata(keys)).files().items():
+    for name, data in Catalog.from_metadata(metadata_for(keys)).files().items():
         (tmp_path / name).write_bytes(data)
     return Catalog.open(tmp_path)
 
@@ -77,7 +62,7 @@ def test_the_opened_catalog_answers_like_the_json_one_at_scale(tmp_path: Path) -
         {f"{folder}/{rng.integers(0, 10**9)}.jpg" for folder in folders for _ in range(60)},
         key=lambda key: (key.split("/")[0], key),
     )
-    opened, parsed = published(tmp_path, keys), Catalog.from_metadata(metadata(keys))
+    opened, parsed = published(tmp_path, keys), Catalog.from_metadata(metadata_for(keys))
     for row in range(0, len(keys), 7):
         assert opened.items[row] == parsed.items[row] == Entry(keys[row], keys[row].split("/")[0])
         assert opened.row(keys[row]) == row

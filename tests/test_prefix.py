@@ -12,7 +12,7 @@ import pytest
 from image_search.index import faiss_index as index
 from image_search.index.prefixes import KeyOrder, intersect
 from image_search.storage.catalog import Catalog
-from image_search.storage.manifest import Item, Metadata, folder_ranges
+from tests.factories import metadata_for
 from tests.test_index import clustered
 
 # Depth 1 to 3, a prefix cut inside a name, and names that sort around "animals/" in byte order
@@ -50,19 +50,7 @@ def test_every_prefix_is_one_range_of_a_key_sorted_build() -> None:
 
 def metadata_of(keys: list[str], *, sorted_by: str) -> Catalog:
     """The build as the service reads it: the compact catalog of its metadata."""
-    items = [Item(key=key, folder=key.split("/")[0], etag="e", size=1) for key in keys]
-    metadata = Metadata(
-        build_id="b",
-        model="m",
-        dim=2,
-        index_type="flat",
-        count=len(items),
-        bucket="bucket",
-        folders=folder_ranges(items),
-        items=items,
-        sorted_by=sorted_by,  # type: ignore[arg-type]
-    )
-    return Catalog.from_metadata(metadata)
+    return Catalog.from_metadata(metadata_for(keys, sorted_by=sorted_by))
 
 
 def test_folder_ranges_still_hold_when_sorted_by_key() -> None:
