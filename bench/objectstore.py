@@ -3,9 +3,13 @@
 moto (the demo's and the tests' S3) reads a whole object into memory for every GET, ranged or
 not, and builds multipart uploads in memory: a 500 MB index fetched in 8 MB ranges costs it 60
 full reads, and a 10M-image build's 20 GB of embeddings would not fit at all. This server keeps
-each object in a file and answers a range with sendfile, so the benchmark measures the product's
+each object as files and answers a range with sendfile, so the benchmark measures the product's
 fetch path rather than the emulator. It speaks path-style S3 over HTTP/1.1: create bucket,
 put (with If-None-Match / If-Match), get (with Range), head, list v2, delete objects, multipart.
+
+A multipart object stays as its part files, served in order, so completing an upload is instant
+whatever its size (assembling 20 GB took longer than the client's read timeout). Completing is
+idempotent, as on S3: a client that retries a complete gets the same answer, not NoSuchUpload.
 
 Run: ``python -m bench.objectstore DIR`` prints its URL and serves until stdin closes.
 """
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 import threading
 import uuid
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.etree import ElementTree
 
@@ -31,10 +35,18 @@ COPY_BYTES = 4 * 2**20
 
 @dataclass
 class Stored:
-    path: Path
-    size: int
+    parts: list[Path]  # the object is these files, in order
+    sizes: list[int]
     etag: str
     modified: float
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    def remove(self) -> None:
+        for part in self.parts:
+            part.unlink(missing_ok=True)
 
 
 class Store:
@@ -43,6 +55,7 @@ class Store:
         self.objects: dict[tuple[str, str], Stored] = {}
         self.buckets: set[str] = set()
         self.uploads: dict[str, list[Path]] = {}
+        self.completed: dict[str, str] = {}  # upload id -> ETag, for a retried complete
         self.lock = threading.Lock()
 
     def scratch(self) -> Path:
@@ -73,14 +86,20 @@ class Handler(BaseHTTPRequestHandler):
             part = self.server.store.scratch()
             self._read_body(part)
             with self.server.store.lock:
-                parts = self.server.store.uploads[query["uploadId"][0]]
-                number = int(query["partNumber"][0])
-                parts.extend([part] * (number - len(parts)))
-                parts[number - 1] = part
+                parts = self.server.store.uploads.get(query["uploadId"][0])
+                if parts is not None:
+                    number = int(query["partNumber"][0])
+                    parts.extend([part] * (number - len(parts)))
+                    replaced, parts[number - 1] = parts[number - 1], part
+            if parts is None:
+                part.unlink()
+                return self._error(404, "NoSuchUpload")
+            if replaced not in parts:  # a retried part: its first copy is not part of the object
+                replaced.unlink()
             return self._reply(200, headers={"ETag": f'"{uuid.uuid4().hex}"'})
         scratch = self.server.store.scratch()
         etag = self._read_body(scratch)
-        self._commit(bucket, key, scratch, etag)
+        self._commit(bucket, key, [scratch], str(etag))
 
     def do_POST(self) -> None:
         bucket, key, query = self._target()
@@ -93,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
                     if node.tag.endswith("Key") and node.text:
                         gone = store.objects.pop((bucket, node.text), None)
                         if gone:
-                            gone.path.unlink(missing_ok=True)
+                            gone.remove()
             return self._xml(200, f'<DeleteResult xmlns="{XMLNS}"></DeleteResult>')
         if "uploads" in query:
             self._read_body(None)
@@ -107,22 +126,24 @@ class Handler(BaseHTTPRequestHandler):
             )
         if "uploadId" in query:
             self._read_body(None)
-            parts = store.uploads.pop(query["uploadId"][0])
-            target = store.scratch()
-            with target.open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as source:
-                        shutil.copyfileobj(source, out, COPY_BYTES)
-                    part.unlink()
-            etag = f"{uuid.uuid4().hex}-{len(parts)}"
-            if self._commit(bucket, key, target, etag, reply=False):
-                self._xml(
-                    200,
-                    f'<CompleteMultipartUploadResult xmlns="{XMLNS}"><Bucket>{bucket}</Bucket>'
-                    f'<Key>{_escape(key)}</Key><ETag>"{etag}"</ETag>'
-                    "</CompleteMultipartUploadResult>",
-                )
-            return None
+            upload = query["uploadId"][0]
+            with store.lock:
+                etag = store.completed.get(upload)
+                parts = store.uploads.pop(upload, None)
+            if etag is None:
+                if parts is None:
+                    return self._error(404, "NoSuchUpload")
+                etag = f"{uuid.uuid4().hex}-{len(parts)}"
+                if not self._commit(bucket, key, parts, etag, reply=False):
+                    return None
+                with store.lock:
+                    store.completed[upload] = etag
+            return self._xml(
+                200,
+                f'<CompleteMultipartUploadResult xmlns="{XMLNS}"><Bucket>{bucket}</Bucket>'
+                f'<Key>{_escape(key)}</Key><ETag>"{etag}"</ETag>'
+                "</CompleteMultipartUploadResult>",
+            )
         return self._error(400, "InvalidRequest")
 
     def do_HEAD(self) -> None:
@@ -138,37 +159,41 @@ class Handler(BaseHTTPRequestHandler):
         bucket, key, query = self._target()
         self._read_body(None)
         if "uploadId" in query:
-            self.server.store.uploads.pop(query["uploadId"][0], None)
+            with self.server.store.lock:
+                parts = self.server.store.uploads.pop(query["uploadId"][0], [])
+            for part in parts:
+                part.unlink(missing_ok=True)
         else:
             with self.server.store.lock:
                 gone = self.server.store.objects.pop((bucket, key), None)
             if gone:
-                gone.path.unlink(missing_ok=True)
+                gone.remove()
         self._reply(204)
 
     # ---- operations -------------------------------------------------------------------------
 
     def _commit(
-        self, bucket: str, key: str, scratch: Path, etag: str, *, reply: bool = True
+        self, bucket: str, key: str, parts: list[Path], etag: str, *, reply: bool = True
     ) -> bool:
         store = self.server.store
         with store.lock:
             existing = store.objects.get((bucket, key))
+            refused = None
             if self.headers.get("If-None-Match") == "*" and existing is not None:
-                scratch.unlink()
-                self._error(412, "PreconditionFailed")
-                return False
+                refused = (412, "PreconditionFailed")
             wanted = self.headers.get("If-Match")
             if wanted is not None and (existing is None or wanted.strip('"') != existing.etag):
-                scratch.unlink()
-                self._error(
-                    404 if existing is None else 412,
-                    "NoSuchKey" if existing is None else "PreconditionFailed",
-                )
-                return False
-            path = store.root / hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
-            os.replace(scratch, path)
-            store.objects[(bucket, key)] = Stored(path, path.stat().st_size, etag, _now())
+                refused = (404, "NoSuchKey") if existing is None else (412, "PreconditionFailed")
+            if refused is None:
+                sizes = [part.stat().st_size for part in parts]
+                store.objects[(bucket, key)] = Stored(parts, sizes, etag, _now())
+        if refused is not None:
+            for part in parts:
+                part.unlink()
+            self._error(*refused)
+            return False
+        if existing is not None:
+            existing.remove()
         if reply:
             self._reply(200, headers={"ETag": f'"{etag}"'})
         return True
@@ -177,30 +202,33 @@ class Handler(BaseHTTPRequestHandler):
         bucket, key, _ = self._target()
         with self.server.store.lock:
             found = self.server.store.objects.get((bucket, key))
-        if found is None:
-            return self._error(404, "NoSuchKey", head=head)
-        start, end, status = 0, found.size, 200
-        headers = {
-            "ETag": f'"{found.etag}"',
-            "Last-Modified": formatdate(found.modified, usegmt=True),
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/octet-stream",
-        }
-        wanted = self.headers.get("Range")
-        if wanted and wanted.startswith("bytes="):
-            first, _, last = wanted[6:].partition("-")
-            start = int(first)
-            end = min(found.size, int(last) + 1) if last else found.size
-            if start >= found.size:
-                return self._error(416, "InvalidRange", head=head)
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{found.size}"
+            if found is None:
+                return self._error(404, "NoSuchKey", head=head)
+            start, end, status = 0, found.size, 200
+            headers = {
+                "ETag": f'"{found.etag}"',
+                "Last-Modified": formatdate(found.modified, usegmt=True),
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+            }
+            wanted = self.headers.get("Range")
+            if wanted and wanted.startswith("bytes="):
+                first, _, last = wanted[6:].partition("-")
+                start = int(first)
+                end = min(found.size, int(last) + 1) if last else found.size
+                if start >= found.size:
+                    return self._error(416, "InvalidRange", head=head)
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{found.size}"
+            # Opened under the lock, so a concurrent overwrite cannot unlink them before we read.
+            pieces = [] if head else _open_range(found, start, end)
         self._reply(status, headers=headers, length=end - start)
-        if not head and end > start:
-            with found.path.open("rb") as file:
-                sent = start
-                while sent < end:
-                    sent += os.sendfile(self.connection.fileno(), file.fileno(), sent, end - sent)
+        for file, begin, stop in pieces:
+            with file:
+                while begin < stop:
+                    begin += os.sendfile(
+                        self.connection.fileno(), file.fileno(), begin, stop - begin
+                    )
 
     def _list(self, bucket: str, query: dict[str, list[str]]) -> None:
         prefix = query.get("prefix", [""])[0]
@@ -297,6 +325,18 @@ def _aws_chunks(stream):  # type: ignore[no-untyped-def]
             return
         yield from _chunks(stream, size)
         stream.readline()
+
+
+def _open_range(found: Stored, start: int, end: int) -> list[tuple[BinaryIO, int, int]]:
+    """The part files holding bytes [start, end) of an object, each open, with its own span."""
+    pieces: list[tuple[BinaryIO, int, int]] = []
+    offset = 0  # where the current part begins in the object
+    for part, size in zip(found.parts, found.sizes, strict=True):
+        first, last = max(start, offset) - offset, min(end, offset + size) - offset
+        if first < last:
+            pieces.append((part.open("rb"), first, last))
+        offset += size
+    return pieces
 
 
 def _escape(text: str) -> str:
