@@ -117,3 +117,21 @@ def test_scale_command_publishes_and_measures_a_cold_start(tmp_path: Path) -> No
     for name in ("cold_start_s", "rss_mb", "search_p50_ms", "recall_at_10", "index_bytes"):
         assert figures[name] > 0, name
     assert done.stdout.strip().splitlines()[-1].startswith("bench scale: count=25000 ")
+
+
+def test_the_scale_summary_checks_every_target_the_issue_sets() -> None:
+    from bench.scalecold import summary
+
+    met = {
+        "count": 10_000_000,
+        "index_type": "ivf-pq",
+        "cold_start_s": 6.0,
+        "rss_mb": 3000.0,
+        "search_p50_ms": 4.0,
+        "recall_at_10": 0.95,
+        "index_bytes": 900_000_000,
+    }
+    assert summary(met).endswith("targets: met")
+    assert summary({**met, "index_bytes": 1_200_000_000}).endswith("targets: missed index_bytes")
+    assert summary({**met, "recall_at_10": 0.85}).endswith("targets: missed recall_at_10")
+    assert "targets" not in summary({**met, "count": 25_000})
