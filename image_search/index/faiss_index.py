@@ -41,20 +41,22 @@ REFINE_K_FACTOR = 16
 # start worth spending on that recall.
 PQ_MIN = 500_000
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
-# are re-ranked with 8-bit codes (index/rerank.py). The PQ order is what loses recall as N grows
-# (more near neighbours share a list), not the lists probed: on bench/'s clustered vectors
-# recall@10 is the same at nprobe 8 and 96, while 10 / 20 / 40 / 80 candidates a result give
-# 0.897 / 0.951 / 0.969 at 1M and 0.813 / 0.924 / 0.964 / 0.971 at 3M (0.971 is the 8-bit
-# codes' ceiling). 80 keeps that ceiling towards 10M for 0.25 ms at 3M. nprobe 16 leaves a
-# margin for data less clustered than bench/'s; the scan it sets is most of a query's time.
+# are re-ranked with 8-bit codes (index/rerank.py). Measured on bench/'s clustered vectors
+# (docs/scale.md): the PQ order is what loses recall as N grows. 10 / 20 / 40 / 80 candidates a
+# result give recall@10 0.897 / 0.951 / 0.969 / - at 1M and 0.813 / 0.924 / 0.964 / 0.971 at 3M
+# (0.971 is the 8-bit codes' ceiling), whatever the nprobe. At 10M the probed lists matter too:
+# nprobe 4 / 8 / 12 / 16 give 0.912 / 0.940 / 0.947 / 0.952 at 5.3 / 5.9 / 8.1 / 9.2 ms a query
+# (2 cores); 12 keeps the 10 ms target with a margin and costs ~1 ms at 1M.
 PQ_BYTES = 64
-PQ_NPROBE = 16
+PQ_NPROBE = 12
 RERANK_FACTOR = 80
 # Vectors are added (and their re-rank codes computed) this many at a time, so a build's working
 # memory stays flat however large the collection.
 ADD_CHUNK = 200_000
 # Folder searches over at most this many rows score every row (exact) on the approximate types.
 EXACT_RANGE = 4096
+# FAISS's parallel_mode that splits one query's inverted lists between threads.
+PARALLEL_OVER_LISTS = 1
 # read_index flags: IVF lists, flat codes and HNSW storage are mapped from the file rather than
 # copied into memory; only the pages a search touches are read.
 MMAP = faiss.IO_FLAG_MMAP_IFC
@@ -116,6 +118,7 @@ def build(vectors: Vectors, *, index_type: str) -> Index:
         index.train(sample)
     for start in range(0, count, ADD_CHUNK):
         index.add(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32))
+    scan_lists_in_parallel(index)
     if canonical_index_type(index_type) != "ivf-pq":
         return index
     assert sample is not None
@@ -197,7 +200,20 @@ def from_bytes(data: bytes) -> faiss.Index:
 def read(path: Path) -> faiss.Index:
     """The index in ``path``, memory-mapped: loading costs the same at any size. The file must
     stay in place while the index is used (deleting it is fine: the mapping keeps it alive)."""
-    return faiss.read_index(str(path), MMAP)
+    return scan_lists_in_parallel(faiss.read_index(str(path), MMAP))
+
+
+def scan_lists_in_parallel(index: faiss.Index) -> faiss.Index:
+    """``index``, set to scan one query's probed lists on every core.
+
+    FAISS's default spreads a batch of queries over the cores, and the service searches one query
+    at a time, so a query used one core. At 10M images (√n lists, ~200k codes scanned) that was
+    15 ms a query; scanning the lists on both cores here gives 8.7 ms (docs/scale.md).
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.parallel_mode = PARALLEL_OVER_LISTS
+    return index
 
 
 _DIRECT_MAP_LOCK = threading.Lock()
