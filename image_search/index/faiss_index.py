@@ -42,11 +42,11 @@ REFINE_K_FACTOR = 16
 PQ_MIN = 500_000
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
 # are re-ranked with 8-bit codes (index/rerank.py). Measured on bench/'s clustered vectors
-# (docs/scale.md): the PQ order is what loses recall as N grows. 10 / 20 / 40 / 80 candidates a
-# result give recall@10 0.897 / 0.951 / 0.969 / - at 1M and 0.813 / 0.924 / 0.964 / 0.971 at 3M
-# (0.971 is the 8-bit codes' ceiling), whatever the nprobe. At 10M the probed lists matter too:
-# nprobe 4 / 8 / 12 / 16 give 0.912 / 0.940 / 0.947 / 0.952 at 5.3 / 5.9 / 8.1 / 9.2 ms a query
-# (2 cores); 12 keeps the 10 ms target with a margin and costs ~1 ms at 1M.
+# (docs/scale.md): the PQ order is what loses recall as N grows. 10 / 20 / 40 candidates a result
+# give recall@10 0.897 / 0.951 / 0.969 at 1M, and 10 / 20 / 40 / 80 give 0.813 / 0.924 / 0.964 /
+# 0.971 at 3M (the 8-bit codes' ceiling), whatever the nprobe. At 10M the probed lists matter
+# too: nprobe 8 / 12 / 16 give 0.940 / 0.947 / 0.952 at 5.9 / 8.1 / 9.2 ms a query on 2 cores;
+# 12 keeps the 10 ms target with a margin.
 PQ_BYTES = 64
 PQ_NPROBE = 12
 RERANK_FACTOR = 80
