@@ -126,6 +126,27 @@ def test_every_type_reads_back_memory_mapped_with_the_same_answers(
         )
 
 
+@pytest.mark.parametrize("kind", ["ivf-sq8", "ivf-pq"])
+def test_a_loaded_ivf_index_scans_one_querys_lists_on_every_core(
+    kind: str, ann_data, built_types, tmp_path
+) -> None:
+    """The service searches one query at a time: FAISS's default parallelism (over queries) would
+    leave all but one core idle, so loaded IVF indexes split a query's lists between threads,
+    and answer exactly as a one-thread scan does, folder ranges included."""
+    import faiss
+
+    loaded = reopened(built_types[kind], tmp_path)
+    ivf = faiss.extract_index_ivf(loaded.base if isinstance(loaded, index.Reranked) else loaded)
+    assert ivf.parallel_mode == index.PARALLEL_OVER_LISTS
+    query, ranges = ann_data[42], [(0, 9_000), (15_000, 20_500)]
+    parallel = index.search(loaded, query, k=10), index.search(loaded, query, k=10, ranges=ranges)
+    ivf.parallel_mode = 0
+    assert (
+        index.search(loaded, query, k=10),
+        index.search(loaded, query, k=10, ranges=ranges),
+    ) == (parallel)
+
+
 @pytest.mark.parametrize("kind", TYPES)
 def test_every_type_gives_back_a_stored_vector_for_similar(
     kind: str, ann_data, built_types, tmp_path
