@@ -37,7 +37,7 @@ IVF_TRAINING_PER_LIST = 50
 REFINE_K_FACTOR = 16
 # Past this many vectors ``auto`` picks ivf-pq. Measured at 1M (bench scale, docs/scale.md): a
 # cold start fetches 138 bytes an image before its first answer instead of ivf-sq8's 563, for
-# recall@10 0.95 instead of 0.98. At 500k ivf-sq8's download (~280 MB) is the most of a 3 s cold
+# recall@10 0.97 instead of 0.98. At 500k ivf-sq8's download (~280 MB) is the most of a 3 s cold
 # start worth spending on that recall.
 PQ_MIN = 500_000
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
