@@ -2,6 +2,9 @@
 
 ``python -m bench scale --count N [--index-type T] [--json PATH]``: one cold start over N images
 (bench/scalecold.py, docs/scale.md).
+
+``python -m bench pqtune --count N --work DIR``: ivf-pq's recall and latency for each search
+setting (bench/pqtune.py).
 """
 
 from __future__ import annotations
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import scalecold
 
         return scalecold.main(argv[1:])
+    if argv[:1] == ["pqtune"]:
+        from bench import pqtune
+
+        return pqtune.main(argv[1:])
     args = parse(argv)
     if args.threads:
         # Before torch and faiss are imported: both size their OpenMP pools from it.

@@ -119,6 +119,32 @@ def test_scale_command_publishes_and_measures_a_cold_start(tmp_path: Path) -> No
     assert done.stdout.strip().splitlines()[-1].startswith("bench scale: count=25000 ")
 
 
+def test_pqtune_prints_a_row_for_each_setting_and_restores_the_service_settings(
+    tmp_path: Path,
+) -> None:
+    """The sweep behind ivf-pq's settings, at the smallest size an IVF index trains at."""
+    from bench import pqtune
+    from image_search.index import faiss_index
+
+    before = faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR
+    args = pqtune.parse(
+        ["--count", "20000", "--nprobe", "1,8", "--factor", "1,20", "--queries", "30"]
+        + ["--work", str(tmp_path)]
+    )
+    rows = list(pqtune.sweep(args))
+    assert [(r["nprobe"], r["candidates_per_result"]) for r in rows] == [
+        (1, 1),
+        (1, 20),
+        (8, 1),
+        (8, 20),
+    ]
+    recall = {(r["nprobe"], r["candidates_per_result"]): r["recall_at_10"] for r in rows}
+    # More lists and more candidates never find fewer of the true neighbours on this data.
+    assert recall[(8, 20)] >= recall[(1, 1)] and recall[(8, 20)] > 0.5
+    assert (faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR) == before
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_scale_summary_checks_every_target_the_issue_sets() -> None:
     from bench.scalecold import summary
 
