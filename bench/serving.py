@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 
 from bench import data
 from image_search.index import faiss_index
+from image_search.model.vectors import Vectors
 from image_search.storage import artefacts, layout, s3
 from image_search.storage.manifest import Item, Metadata, folder_ranges
 
@@ -56,8 +57,8 @@ def publish_build(
     *,
     bucket: str,
     model: str,
-    index: Any,  # faiss_index.Index: a FAISS index, or ivf-pq's with its re-rank codes
-    vectors: Any,
+    index: faiss_index.Index,
+    vectors: Vectors,
     items: list[Item],
     sorted_by: Literal["key", "folder"] = "folder",
 ) -> None:

@@ -19,7 +19,7 @@ from image_search.index import faiss_index
 from image_search.messages import settings_problem
 from image_search.storage import artefacts, lease, s3
 from image_search.storage.catalog import FILES as CATALOG_FILES
-from image_search.storage.layout import lease_key, new_build_id
+from image_search.storage.layout import beside, lease_key, new_build_id
 from image_search.storage.lease import LeaseRecord
 from image_search.storage.prune import prune
 from tests.conftest import put
@@ -263,9 +263,8 @@ def test_a_stale_pointer_is_never_replaced_nor_its_build_pruned(
     pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
     assert pointer is not None
     assert pointer.catalog_key is not None
-    beside = pointer.catalog_key.rpartition("/")[0] + "/"
     named = {pointer.index_key, pointer.metadata_key, pointer.embeddings_key}
-    named |= {beside + name for name in CATALOG_FILES}
+    named |= {beside(pointer.catalog_key, name) for name in CATALOG_FILES}
     left = keys_under(client, bucket, "index/builds/")
     assert named <= left  # nothing the pointer names was pruned
     assert left == named  # and the refused build removed its own files (the older one pruned)

@@ -13,7 +13,7 @@ import pytest
 from image_search.index import faiss_index
 from image_search.storage import artefacts, s3
 from image_search.storage.catalog import FILES as CATALOG_FILES
-from image_search.storage.layout import new_build_id, pointer_key
+from image_search.storage.layout import beside, new_build_id, pointer_key
 from image_search.storage.manifest import Item, Metadata, folder_ranges
 from tests.conftest import make_api, point_at_index, put
 from tests.test_index import clustered
@@ -72,11 +72,8 @@ def published(request, s3_endpoint: str, tiny_model: Path) -> tuple[str, str]:  
     )
     if kind.endswith("(json)"):
         assert pointer.catalog_key is not None
-        beside = pointer.catalog_key.rpartition("/")[0] + "/"
-        client.delete_objects(
-            Bucket=bucket,
-            Delete={"Objects": [{"Key": beside + name} for name in CATALOG_FILES]},
-        )
+        gone = [{"Key": beside(pointer.catalog_key, name)} for name in CATALOG_FILES]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": gone})
         old = pointer.model_copy(update={"catalog_key": None})
         put(client, bucket, pointer_key("index/"), old.model_dump_json().encode())
     return bucket, kind

@@ -19,7 +19,7 @@ from image_search.storage import s3
 from image_search.storage.cache import fetch
 from image_search.storage.catalog import FILES as CATALOG_FILES
 from image_search.storage.catalog import Catalog
-from image_search.storage.layout import pointer_for, pointer_key
+from image_search.storage.layout import beside, pointer_for, pointer_key
 from image_search.storage.manifest import (
     CATALOG_FILE,
     INDEX_FILE,
@@ -73,9 +73,9 @@ def publish(
     replace a newer build with an older one: it gets ``PublishConflictError`` and prunes nothing.
     """
     pointer = pointer_for(index_prefix, metadata.build_id)
-    folder = pointer.index_key.rpartition("/")[0] + "/"
     catalog = Catalog.from_metadata(metadata)
-    pointer = pointer.model_copy(update={"catalog_key": folder + CATALOG_FILE})
+    catalog_key = beside(pointer.index_key, CATALOG_FILE)
+    pointer = pointer.model_copy(update={"catalog_key": catalog_key})
     assert pointer.embeddings_key is not None
 
     def put(key: str, parts: list[bytes | memoryview], content_type: str = BINARY) -> None:
@@ -89,21 +89,27 @@ def publish(
         )
 
     files = [pointer.embeddings_key, pointer.index_key, pointer.metadata_key]
-    files += [folder + name for name in CATALOG_FILES]
+    files += [beside(catalog_key, name) for name in CATALOG_FILES]
     if metadata.duplicates is not None:  # uploaded by the build beforehand
         files.append(metadata.duplicates.key)
     put(pointer.embeddings_key, _npy_parts(np.ascontiguousarray(vectors, dtype=np.float32)))
     put(pointer.index_key, [faiss_index.serialised(index).data])
     if isinstance(index, faiss_index.Reranked):
-        pointer = pointer.model_copy(update={"rerank_key": folder + RERANK_FILE})
+        rerank_key = beside(pointer.index_key, RERANK_FILE)
+        pointer = pointer.model_copy(update={"rerank_key": rerank_key})
         codes = _npy_parts(index.rerank.codes)
         buffer = io.BytesIO()
         rerank.save_layout(index.rerank.layout, buffer, codes_offset=len(codes[0]))
-        files += [folder + RERANK_CODES_FILE, folder + RERANK_FILE]
-        put(folder + RERANK_CODES_FILE, codes)
-        put(folder + RERANK_FILE, [buffer.getvalue()])
+        codes_key = beside(rerank_key, RERANK_CODES_FILE)
+        files += [codes_key, rerank_key]
+        put(codes_key, codes)
+        put(rerank_key, [buffer.getvalue()])
     for name, data in catalog.files().items():
-        put(folder + name, [data], "application/json" if name == CATALOG_FILE else BINARY)
+        put(
+            beside(catalog_key, name),
+            [data],
+            "application/json" if name == CATALOG_FILE else BINARY,
+        )
     put(pointer.metadata_key, [metadata.model_dump_json().encode()], "application/json")
     replaced = s3.put_if(
         client,
@@ -148,11 +154,9 @@ def load(client: s3.S3Client, *, bucket: str, pointer: Pointer, cache_dir: Path)
     downloaded here: they arrive list by list as queries need them (index/rerank.py).
     """
     local = cache_dir / pointer.build_id
-    folder = pointer.index_key.rpartition("/")[0] + "/"
     files = {pointer.index_key: local / INDEX_FILE}
     if pointer.catalog_key is not None:
-        beside = pointer.catalog_key.rpartition("/")[0] + "/"
-        files.update({beside + name: local / name for name in CATALOG_FILES})
+        files.update({beside(pointer.catalog_key, name): local / name for name in CATALOG_FILES})
     else:  # published before the compact files existed
         files[pointer.metadata_key] = local / METADATA_FILE
     if pointer.rerank_key is not None:
@@ -171,9 +175,8 @@ def load(client: s3.S3Client, *, bucket: str, pointer: Pointer, cache_dir: Path)
     stored = faiss_index.read(local / INDEX_FILE)
     index: faiss_index.Index = stored
     if pointer.rerank_key is not None:
-        index = _with_rerank(
-            client, bucket=bucket, key=folder + RERANK_CODES_FILE, index=stored, local=local
-        )
+        codes_key = beside(pointer.rerank_key, RERANK_CODES_FILE)
+        index = _with_rerank(client, bucket=bucket, key=codes_key, index=stored, local=local)
     catalog.check(index_count=index.ntotal, index_dim=index.d)
     LOG.info(
         "build %s: fetched %.1f MB in %.2f s, opened in %.3f s",

@@ -128,15 +128,9 @@ class Catalog:
 
     def row(self, key: str) -> int | None:
         """The row holding ``key``: a binary search over the rows sorted by key."""
-        low, high = 0, len(self)
-        while low < high:
-            middle = (low + high) // 2
-            if self.key(int(self._order[middle])) < key:
-                low = middle + 1
-            else:
-                high = middle
-        if low < len(self):
-            row = int(self._order[low])
+        at = bisect.bisect_left(self._order, key, key=lambda row: self.key(int(row)))
+        if at < len(self):
+            row = int(self._order[at])
             if self.key(row) == key:
                 return row
         return None

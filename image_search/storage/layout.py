@@ -55,6 +55,11 @@ def lease_key(index_prefix: str) -> str:
     return f"{index_prefix}work/build-lease.json"
 
 
+def beside(key: str, name: str) -> str:
+    """The key of the file ``name`` in the same folder as ``key`` (a build's files share one)."""
+    return f"{key.rpartition('/')[0]}/{name}"
+
+
 def pointer_for(index_prefix: str, build_id: str) -> Pointer:
     """The pointer naming the files of build ``build_id``."""
     folder = f"{builds_prefix(index_prefix)}{build_id}/"
