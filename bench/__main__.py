@@ -61,7 +61,7 @@ SIZES = {
         engine_rounds=2,
         stage_images=100_000,
     ),
-    # Every code path at toy sizes, for tests/test_bench_smoke.py; its figures mean nothing.
+    # Every code path at toy sizes, for tests/bench/test_smoke.py; its figures mean nothing.
     "smoke": Sizes(
         3_000,
         10,

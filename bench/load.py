@@ -254,7 +254,7 @@ def run_load(
 
 def upload_images(photos: Path) -> list[tuple[str, bytes]]:
     """The sample photos, plus small PNG and GIF files, as uploads."""
-    from tests.factories import encode, random_image
+    from tests.support.factories import encode, random_image
 
     files = [(p.name, p.read_bytes()) for p in sorted(photos.rglob("*.jpg"))]
     files += [(f"noise{i}.png", encode(random_image(i))) for i in range(3)]
@@ -282,7 +282,7 @@ def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
     ):
         work = Path(temp)
         if model is None:
-            from tests.factories import save_tiny_clip
+            from tests.support.factories import save_tiny_clip
 
             model = str(save_tiny_clip(work / "tiny-clip"))
         env = {

@@ -52,8 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--model",
         choices=("tiny", "vit-b32"),
         default="tiny",
-        help="tiny: a 2-layer CLIP with a 512-d projection (tests/factories.py); vit-b32: the "
-        "ViT-B/32 architecture with random weights (bench/model.py)",
+        help="tiny: a 2-layer CLIP with a 512-d projection (tests/support/factories.py); "
+        "vit-b32: the ViT-B/32 architecture with random weights (bench/model.py)",
     )
     parser.add_argument(
         "--runtime",
@@ -194,7 +194,7 @@ def _model(kind: str, work: Path) -> Path:
 
         return benchmark_model()
     sys.path.insert(0, str(ROOT))
-    from tests.factories import save_tiny_clip
+    from tests.support.factories import save_tiny_clip
 
     return save_tiny_clip(work / "tiny-clip", projection_dim=data.DIM)
 

@@ -1,7 +1,7 @@
 """Print template.yaml as CloudFormation JSON, expanded offline by aws-sam-translator.
 
 Runs in the infra tools venv (``.venv-sam/bin/python infra/expand_template.py template.yaml``):
-tests/test_template.py reads the output. Image functions get a placeholder ImageUri, which
+tests/infra/test_template.py reads the output. Image functions get a placeholder ImageUri, which
 ``sam build`` would otherwise fill in.
 """
 

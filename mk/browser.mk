@@ -1,4 +1,4 @@
-# The browser tests (tests/test_browser.py) drive Debian's Chromium: Playwright's own browser
+# The browser tests (tests/browser/test_browser.py) drive Debian's Chromium: Playwright's own browser
 # download is not reachable from every machine. `make test` installs Chromium when it is missing
 # and the machine allows it (apt-get, as root); otherwise the tests skip themselves with one line
 # saying how to run them, except under CI=true, where a missing Chromium fails the run.

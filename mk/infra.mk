@@ -12,7 +12,7 @@ $(SAM_STAMP): infra/requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet -r infra/requirements-sam.txt
 	touch $(SAM_STAMP)
 
-# tests/test_template.py runs `sam validate --lint`, so every test run needs the SAM CLI.
+# tests/infra/test_template.py runs `sam validate --lint`, so every test run needs the SAM CLI.
 test test-all: $(SAM_STAMP)
 
 ## validate: sam validate --lint, cfn-lint and hadolint on template.yaml and infra/Dockerfile

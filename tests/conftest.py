@@ -12,7 +12,9 @@ import pytest
 from image_search.config import get_settings
 from image_search.demo.local_s3 import embedded_s3
 from image_search.storage import s3
-from tests.factories import save_tiny_clip
+from tests.support.buckets import published_bucket
+from tests.support.factories import save_tiny_clip
+from tests.support.service import point_at_index
 
 # moto's server logs every request; keep test output about the product.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -82,52 +84,16 @@ def bucket(
     get_settings.cache_clear()
 
 
-def put(client: s3.S3Client, bucket: str, key: str, data: bytes) -> None:
-    client.put_object(Bucket=bucket, Key=key, Body=data)
-
-
 @pytest.fixture(scope="module")
 def indexed_bucket(
     s3_endpoint: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """A bucket with the sample images and a published index, built once per test module."""
-    from tests.factories import sample_bucket_layout
+    from tests.support.factories import sample_bucket_layout
 
     return published_bucket(
         sample_bucket_layout(), model=tiny_model, cache=tmp_path_factory.mktemp("cache")
     )
-
-
-def published_bucket(
-    layout: dict[str, bytes], *, model: Path, cache: Path, **settings: object
-) -> str:
-    """A new bucket holding ``layout`` (key → bytes) and an index built by the real build with
-    ``settings`` (names of ``Settings`` fields)."""
-    from image_search.build.pipeline import run_build
-    from image_search.config import Settings
-    from image_search.model.embedder import ClipEmbedder
-
-    client = s3.make_client()
-    name = f"indexed-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
-    for key, data in layout.items():
-        put(client, name, key, data)
-    embedder = ClipEmbedder(source=str(model), cache_dir=cache)
-    options = Settings(bucket=name, model=str(model), download_workers=4, **settings)  # type: ignore[arg-type]
-    assert run_build(options, client=client, embedder=embedder).published
-    return name
-
-
-def point_at_index(env: pytest.MonkeyPatch, *, bucket: str, model: Path, cache: Path) -> None:
-    """Settings for a service on ``bucket`` with ``model``, caching under ``cache``."""
-    from image_search.serve.service import get_service
-
-    env.setenv("IMAGE_SEARCH_BUCKET", bucket)
-    env.setenv("IMAGE_SEARCH_MODEL", str(model))
-    env.setenv("IMAGE_SEARCH_INDEX_CACHE_DIR", str(cache / "index-cache"))
-    env.setenv("IMAGE_SEARCH_MODEL_CACHE_DIR", str(cache / "model-cache"))
-    get_settings.cache_clear()
-    get_service.cache_clear()
 
 
 @pytest.fixture
@@ -152,30 +118,3 @@ def on_lambda(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         logger = logs.powertools_logger(service)
         logger.clear_state()  # the last invocation's fields
         logging.getLogger().removeHandler(logger.registered_handler)
-
-
-def make_api():  # type: ignore[no-untyped-def]
-    """A TestClient on a fresh app and service built from the current environment."""
-    from fastapi.testclient import TestClient
-
-    from image_search.serve.api import create_app
-    from image_search.serve.service import get_service
-
-    get_settings.cache_clear()
-    get_service.cache_clear()
-    return TestClient(create_app())
-
-
-def wait_for_build(api, build_id: str, *, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    """Until ``api`` serves ``build_id``: a new build is loaded in the background, off the
-    request path. Every answer on the way must be a 200."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        health = api.get("/health")
-        assert health.status_code == 200, health.text
-        if health.json()["build_id"] == build_id:
-            return
-        assert time.monotonic() < deadline, f"build {build_id} was not served within {timeout} s"
-        time.sleep(0.02)

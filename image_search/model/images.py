@@ -24,7 +24,7 @@ ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP"
 MAX_ASPECT_RATIO = 20
 # What Pillow raises on corrupt or malformed files. Beyond OSError/SyntaxError (its own "broken
 # file" errors), a tag of the wrong type or count in a TIFF or EXIF block surfaces as a struct,
-# type or attribute error deep in a plugin or in ImageOps.exif_transpose (tests/test_images.py
+# type or attribute error deep in a plugin or in ImageOps.exif_transpose (tests/model/test_images.py
 # fuzzes for these). Every one of them is that file's problem, never the caller's.
 DECODE_ERRORS = (
     OSError,

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import put
-from tests.factories import encode, random_image
+from tests.support.buckets import put
+from tests.support.factories import encode, random_image
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
@@ -39,15 +39,16 @@ sys.meta_path.insert(0, NoTorch())
 """
 
 # The Lambda entry points in one process: the build's state machine (plan → one embed_shard per
-# shard → merge, replayed by tests/state_machine.py through handler.py), then handler.handler with
-# API Gateway events (a text search and an image upload, so both towers and the preprocessing run).
+# shard → merge, replayed by tests/support/state_machine.py through handler.py), then
+# handler.handler with API Gateway events (a text search and an image upload, so both towers
+# and the preprocessing run).
 CHILD = """
 import json, sys
 from pathlib import Path
 
 import sitecustomize
 from image_search.storage import s3
-from tests.state_machine import Execution, LambdaContext, real_handlers
+from tests.support.state_machine import Execution, LambdaContext, real_handlers
 
 events = Path(sys.argv[1])
 execution = Execution(s3.make_client(), sys.argv[2], real_handlers())

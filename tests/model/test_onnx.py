@@ -17,7 +17,7 @@ from image_search.model.export import export
 from image_search.model.onnx_embedder import OnnxEmbedder
 from image_search.model.onnx_manifest import MANIFEST, find_export
 from image_search.model.preprocess import ImageSpec
-from tests.factories import random_image
+from tests.support.factories import random_image
 
 TOLERANCE = 1e-4  # per component, between the runtimes (the bound)
 TEXTS = [

@@ -17,8 +17,9 @@ from image_search.model.cache import choose_runtime, embedder_for
 from image_search.model.embedder import ClipEmbedder
 from image_search.model.onnx_embedder import OnnxEmbedder
 from image_search.storage import artefacts
-from tests.conftest import make_api, put
-from tests.factories import encode, random_image, save_tiny_clip
+from tests.support.buckets import put
+from tests.support.factories import encode, random_image, save_tiny_clip
+from tests.support.service import make_api
 
 
 def runtime(source: Path | str, tmp_path: Path, *, setting: str = "auto", device: str = "auto"):  # type: ignore[no-untyped-def]

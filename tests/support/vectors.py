@@ -1,0 +1,13 @@
+"""Synthetic float32 vectors with structure, for index tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from image_search.model.vectors import normalise
+
+
+def clustered(count: int, dim: int = 32, *, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(16, dim))
+    return normalise(centres[rng.integers(0, 16, count)] + 0.3 * rng.normal(size=(count, dim)))
