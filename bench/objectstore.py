@@ -64,6 +64,10 @@ class Store:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY on every accepted socket. A reply goes out as two writes (headers, then body);
+    # with Nagle's algorithm the body waits for the ACK of the headers, which the client delays
+    # ~40 ms: a small GET cost ~46 ms here instead of ~1 ms. S3 does not stall so.
+    disable_nagle_algorithm = True
     server: Server
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
