@@ -29,12 +29,12 @@ def main() -> None:
         # puts that cost under "imports", where the floor (bench.coldstart.IMPORTS) counts it too.
         from transformers import CLIPModel, CLIPProcessor  # noqa: F401
 
-        import image_search.model.embedder  # noqa: F401  (torch, transformers)
+        import image_search.model.torch_clip  # noqa: F401  (torch, transformers)
     else:
         import onnxruntime  # noqa: F401
         import tokenizers  # noqa: F401
 
-        import image_search.model.onnx_embedder  # noqa: F401
+        import image_search.model.onnx_clip  # noqa: F401
     from image_search.serve.api import create_app
     from image_search.serve.service import get_service
     from image_search.storage import s3

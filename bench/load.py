@@ -272,7 +272,7 @@ def stage(model: str | None, photos: Path) -> Iterator[dict[str, str]]:
     from image_search.config import get_settings
     from image_search.demo.environment import upload_photos
     from image_search.demo.local_s3 import embedded_s3
-    from image_search.model.cache import embedder_for
+    from image_search.model.factory import embedder_for
     from image_search.storage import s3
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request

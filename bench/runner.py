@@ -44,7 +44,7 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
     from bench import runtimes
     from bench.model import benchmark_model
     from bench.s3server import s3_server
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.torch_clip import ClipEmbedder
 
     model = benchmark_model(tiny=sizes.tiny_model)
     embedder = ClipEmbedder(source=str(model), cache_dir=work / "models").load()
@@ -58,7 +58,7 @@ def run_sections(report: Report, *, sections: list[str], sizes: Sizes, work: Pat
             )
         if {"build", "search", "coldstart"} & set(sections):
             from bench import both_runtimes
-            from image_search.model.onnx_embedder import OnnxEmbedder
+            from image_search.model.onnx_clip import OnnxEmbedder
 
             onnx = OnnxEmbedder(source=str(runtimes.exported(model)), cache_dir=work / "models")
             both_runtimes.run(

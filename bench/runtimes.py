@@ -57,9 +57,9 @@ def run(
     published: Published | None = None,
 ) -> None:
     from bench import photos
-    from image_search.model.embedder import ClipEmbedder
     from image_search.model.images import decode
-    from image_search.model.onnx_embedder import OnnxEmbedder
+    from image_search.model.onnx_clip import OnnxEmbedder
+    from image_search.model.torch_clip import ClipEmbedder
 
     export_dir = exported(model)
     embedders: dict[str, Any] = {
@@ -123,7 +123,7 @@ def _threads(
     Latency with one caller; throughput with twice as many callers as cores, as a busy server."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from image_search.model.onnx_embedder import OnnxEmbedder, usable_cores
+    from image_search.model.onnx_clip import OnnxEmbedder, usable_cores
 
     cores = usable_cores()
     configs = {
@@ -234,12 +234,12 @@ def child(runtime: str, source: str, cache: str) -> None:
         # transformers loads CLIP's classes lazily, inside from_pretrained: count them here.
         from transformers import CLIPModel, CLIPProcessor  # noqa: F401
 
-        from image_search.model.embedder import ClipEmbedder as Embedder
+        from image_search.model.torch_clip import ClipEmbedder as Embedder
     else:
         import onnxruntime  # noqa: F401
         import tokenizers  # noqa: F401
 
-        from image_search.model.onnx_embedder import OnnxEmbedder as Embedder  # type: ignore[assignment]
+        from image_search.model.onnx_clip import OnnxEmbedder as Embedder  # type: ignore[assignment]
     imported = time.perf_counter()
     embedder = Embedder(source=source, cache_dir=Path(cache)).load()
     loaded = time.perf_counter()

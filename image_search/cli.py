@@ -93,7 +93,7 @@ def _run_engine(settings: Settings, *, client: S3Client, full: bool, dry_run: bo
 
         return run_on_ray(settings, client=client, full=full, dry_run=dry_run)
     from image_search.build.pipeline import run_build
-    from image_search.model.cache import embedder_for
+    from image_search.model.factory import embedder_for
 
     embedder = embedder_for(settings)
     return run_build(settings, client=client, embedder=embedder, full=full, dry_run=dry_run)

@@ -29,7 +29,7 @@ def check(model_dir: Path) -> None:
     from PIL import Image
 
     from image_search.config import Settings
-    from image_search.model.cache import embedder_for
+    from image_search.model.factory import embedder_for
 
     settings = Settings(
         bucket="image-check",  # required by Settings; never contacted

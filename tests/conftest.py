@@ -52,8 +52,17 @@ def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def onnx(exported: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The ONNX embedder over the tiny CLIP's export."""
+    from image_search.model.onnx_clip import OnnxEmbedder
+
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    return OnnxEmbedder(source=str(exported), batch_size=4, cache_dir=cache).load()
+
+
+@pytest.fixture(scope="session")
 def embedder(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.torch_clip import ClipEmbedder
 
     cache = tmp_path_factory.mktemp("model-cache")
     return ClipEmbedder(source=str(tiny_model), batch_size=8, cache_dir=cache).load()

@@ -18,20 +18,21 @@ from tqdm import tqdm
 from image_search.build.merge_stage import merge_build
 from image_search.build.plan_stage import PlannedBuild, plan_build
 from image_search.build.report import BuildReport
-from image_search.build.shard_stage import ImageEmbedder, embed_shard
+from image_search.build.shard_stage import embed_shard
 from image_search.config import Settings
+from image_search.model.embedder import Embedder
 from image_search.storage import lease, s3
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["ImageEmbedder", "run_build", "run_stages"]
+__all__ = ["run_build", "run_stages"]
 
 
 def run_build(
     settings: Settings,
     *,
     client: s3.S3Client,
-    embedder: ImageEmbedder,
+    embedder: Embedder,
     full: bool = False,
     dry_run: bool = False,
 ) -> BuildReport:

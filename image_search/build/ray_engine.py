@@ -25,7 +25,7 @@ from image_search.build.shard_stage import embed_shard
 from image_search.build.shards import Shard
 from image_search.config import Settings
 from image_search.errors import ConfigError
-from image_search.model.cache import embedder_for
+from image_search.model.factory import embedder_for
 from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)

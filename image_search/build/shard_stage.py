@@ -8,34 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
-from PIL import Image
 
 from image_search.build import work
 from image_search.build.fetch import decoded_batches
 from image_search.build.shards import Shard
 from image_search.config import Settings
+from image_search.model.embedder import Embedder
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
 from image_search.storage.manifest import Skipped
 
 LOG = logging.getLogger(__name__)
-
-
-class ImageEmbedder(Protocol):
-    source: str
-    batch_size: int
-
-    @property
-    def identity(self) -> str:
-        """The model the vectors come from, whatever the runtime: shards and builds record it."""
-        ...
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Vectors: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +47,7 @@ def embed_shard(
     *,
     plan_id: str,
     client: s3.S3Client,
-    embedder: ImageEmbedder,
+    embedder: Embedder,
     progress: Callable[[int], None] | None = None,
 ) -> ShardOutcome:
     """Embed ``shard`` unless its result exists; either way, return its result."""

@@ -26,7 +26,7 @@ from image_search.build.shard_stage import embed_shard
 from image_search.config import Settings, get_settings
 from image_search.errors import BuildRunningError, ConfigError
 from image_search.messages import settings_problem
-from image_search.model.cache import embedder_for
+from image_search.model.factory import embedder_for
 from image_search.storage import lease, s3
 from image_search.storage.layout import lease_key
 

@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_search.build.pipeline import ImageEmbedder, run_build
+from image_search.build.pipeline import run_build
 from image_search.build.report import BuildReport
 from image_search.files import atomic_path
+from image_search.model.embedder import Embedder
 from image_search.storage import s3
 
 PHOTOS = Path(__file__).resolve().parents[2] / "sample_photos"
@@ -36,7 +37,7 @@ class Target:
 
 
 def prepare(
-    target: Target, *, options: DemoOptions, client: s3.S3Client, embedder: ImageEmbedder
+    target: Target, *, options: DemoOptions, client: s3.S3Client, embedder: Embedder
 ) -> BuildReport:
     """Fill the bucket (when the demo owns it), build incrementally, save the index."""
     from image_search.config import get_settings

@@ -31,7 +31,7 @@ from image_search.errors import ImageSearchError, ModelLoadError
 from image_search.messages import fail, settings_problem
 
 if TYPE_CHECKING:
-    from image_search.model.cache import Embedder
+    from image_search.model.embedder import Embedder
 
 LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``python -m image_search export``: a CLIP model's two towers as ONNX, plus what serving needs.
 
-With ``embedder.py`` the only module importing torch and transformers. It runs where they are
+With ``torch_clip.py`` the only module importing torch and transformers. It runs where they are
 installed (a developer machine, infra/Dockerfile's export stage), never in the ONNX runtime.
 """
 
@@ -177,7 +177,7 @@ def _export_onnx(
 
 def _check(model: Any, processor: Any, directory: Path) -> float:
     """Largest difference between the export's vectors and torch's on sample inputs."""
-    from image_search.model.onnx_embedder import OnnxEmbedder
+    from image_search.model.onnx_clip import OnnxEmbedder
 
     rng = np.random.default_rng(0)
     images = [

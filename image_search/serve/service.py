@@ -22,7 +22,8 @@ from image_search.errors import (
 )
 from image_search.index import faiss_index
 from image_search.model import images
-from image_search.model.cache import Embedder, embedder_for
+from image_search.model.embedder import Embedder
+from image_search.model.factory import embedder_for
 from image_search.model.vectors import Vectors
 from image_search.serve import scope
 from image_search.serve.duplicates import DuplicateGroups

@@ -7,17 +7,11 @@ well as the text, so two models in one process never share vectors.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
 
 from cachetools import LRUCache
 
+from image_search.model.embedder import Embedder
 from image_search.model.vectors import Vectors
-
-
-class TextEmbedder(Protocol):
-    source: str
-
-    def embed_texts(self, texts: list[str]) -> Vectors: ...
 
 
 class TextVectors:
@@ -27,7 +21,7 @@ class TextVectors:
         )
         self._lock = threading.Lock()  # cachetools caches are not thread-safe
 
-    def __call__(self, embedder: TextEmbedder, query: str) -> tuple[Vectors, bool]:
+    def __call__(self, embedder: Embedder, query: str) -> tuple[Vectors, bool]:
         """The query's vector (1, dim) and whether it came from the cache."""
         if self._cache is None:
             return embedder.embed_texts([query]), False

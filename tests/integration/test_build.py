@@ -16,7 +16,7 @@ from image_search.config import get_settings
 from image_search.errors import NoImagesError
 from image_search.index import faiss_index
 from image_search.model import images
-from image_search.model.embedder import ClipEmbedder
+from image_search.model.torch_clip import ClipEmbedder
 from image_search.storage import artefacts, s3
 from image_search.storage.manifest import POINTER_FILE
 from tests.support.buckets import put

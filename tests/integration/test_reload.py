@@ -96,7 +96,7 @@ def test_a_corrupt_build_is_refused_and_the_old_one_keeps_serving(
 def test_a_build_from_another_model_is_refused(
     bucket, client, embedder, monkeypatch, tmp_path
 ) -> None:
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.torch_clip import ClipEmbedder
     from tests.support.factories import save_tiny_clip
 
     put(client, bucket, "animals/a.png", encode(random_image(1)))

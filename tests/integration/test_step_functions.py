@@ -180,14 +180,14 @@ def test_an_empty_bucket_fails_the_execution(client, build_env) -> None:
 
 
 def test_a_shard_function_loads_the_model_once_per_process(client, build_env) -> None:
-    from image_search.model.cache import _embedder
+    from image_search.model.factory import get_embedder
 
     for i in range(12):
         put(client, build_env, f"animals/a{i:02d}.png", encode(random_image(i)))
     execution = Execution(client, build_env, real_handlers())
-    before = _embedder.cache_info()
+    before = get_embedder.cache_info()
     execution.run(recorded("sfn-execution-input.json"))
-    after = _embedder.cache_info()
+    after = get_embedder.cache_info()
     shards = len(execution.payloads["EmbedShardFunction"])
     assert shards > 1 and after.misses <= before.misses + 1
     # Every shard asked the cache (so did the plan and the merge, for the model's identity).

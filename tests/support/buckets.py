@@ -19,7 +19,7 @@ def published_bucket(
     ``settings`` (names of ``Settings`` fields)."""
     from image_search.build.pipeline import run_build
     from image_search.config import Settings
-    from image_search.model.embedder import ClipEmbedder
+    from image_search.model.torch_clip import ClipEmbedder
 
     client = s3.make_client()
     name = f"indexed-{uuid.uuid4().hex[:12]}"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from image_search.errors import ModelLoadError
-from image_search.model.embedder import ClipEmbedder
+from image_search.model.torch_clip import ClipEmbedder
 from tests.support.factories import random_image
 
 

@@ -1,0 +1,81 @@
+"""The ONNX runtime against the torch one: tokens and vectors, on the tiny CLIP."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from image_search.model.onnx_clip import OnnxEmbedder
+from image_search.model.torch_clip import ClipEmbedder
+from tests.support.factories import random_image
+from tests.support.pictures import MODES, SIZES, picture
+
+TOLERANCE = 1e-4  # per component, between the runtimes (the issue's bound)
+TEXTS = [
+    "a red car in the city",
+    "",
+    "   Spaces\tand\nNEWLINES   ",
+    "日本の猫 🐱 café naïve",
+    "word " * 200,  # truncated to 77 tokens by both
+    "a dog",
+    "!!! ??? ... 1234567890",
+    "x",
+    "a photo of a cat sitting on a wall",
+    "Ünïcödé façade",
+]
+
+
+def test_tokens_match_transformers(onnx: OnnxEmbedder, embedder: ClipEmbedder) -> None:
+    reference = embedder._processor.tokenizer(
+        TEXTS, padding=True, truncation=True, max_length=embedder.max_text_tokens
+    )
+    encodings = onnx._model.tokenizer.encode_batch(TEXTS)
+    assert [e.ids for e in encodings] == reference["input_ids"]
+    assert [e.attention_mask for e in encodings] == reference["attention_mask"]
+
+
+def test_text_vectors_match_torch(onnx: OnnxEmbedder, embedder: ClipEmbedder) -> None:
+    ours, theirs = onnx.embed_texts(TEXTS), embedder.embed_texts(TEXTS)
+    assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), onnx.dim) == theirs.shape
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOLERANCE)
+
+
+def test_image_vectors_match_torch(onnx: OnnxEmbedder, embedder: ClipEmbedder) -> None:
+    pictures = [picture(seed, SIZES[seed % len(SIZES)], mode) for seed, mode in enumerate(MODES)]
+    ours, theirs = onnx.embed_images(pictures), embedder.embed_images(pictures)
+    assert ours.dtype == np.float32 and ours.shape == (len(MODES), onnx.dim) == theirs.shape
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOLERANCE)
+
+
+def test_identity_is_the_source_model(onnx: OnnxEmbedder, tiny_model: Path) -> None:
+    assert onnx.identity == str(tiny_model) != onnx.source
+    assert onnx.dim == 16 and onnx.max_text_tokens == 77
+
+
+def test_empty_input_gives_an_empty_matrix(onnx: OnnxEmbedder) -> None:
+    assert onnx.embed_texts([]).shape == (0, onnx.dim)
+    assert onnx.embed_images([]).shape == (0, onnx.dim)
+
+
+def test_concurrent_calls_give_the_sequential_answers(onnx: OnnxEmbedder) -> None:
+    pictures = [random_image(seed) for seed in range(6)]
+    expected_texts, expected_images = onnx.embed_texts(TEXTS), onnx.embed_images(pictures)
+    failures: list[str] = []
+
+    def work() -> None:
+        for _ in range(3):
+            if not np.array_equal(onnx.embed_texts(TEXTS), expected_texts):
+                failures.append("texts")
+            if not np.array_equal(onnx.embed_images(pictures), expected_images):
+                failures.append("images")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
