@@ -4,7 +4,8 @@ The ONNX runtime has neither torch nor transformers, so this reproduces transfor
 processor (its PIL backend, the one ``ClipEmbedder`` loads) step by step: RGB with transparency
 composited onto white, the shorter side resized on uint8 pixels, a centre crop (zero-padded when
 the image is smaller), rescale in float64, normalise in float32, channels first. Any deviation
-shifts every vector, so tests/model/test_preprocess.py holds it against transformers pixel for pixel.
+shifts every vector, so tests/model/test_preprocess.py holds it against transformers pixel for
+pixel.
 """
 
 from __future__ import annotations
