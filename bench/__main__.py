@@ -10,78 +10,19 @@ setting (bench/pqtune.py).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-SECTIONS = ("scale", "duplicates", "build", "search", "coldstart", "runtimes", "engines", "stages")
+from bench.sections import SECTIONS
+from bench.sections.sizes import SIZES
 
-
-@dataclass(frozen=True)
-class Sizes:
-    scale_count: int
-    scale_queries: int
-    scale_rounds: int
-    build_images: int
-    build_rounds: int
-    search_indexes: tuple[int, ...]
-    search_rounds: int
-    text_requests: int
-    image_requests: int
-    cold_rounds: int
-    duplicate_counts: tuple[int, ...]
-    tiny_model: bool = False
-    runtime_samples: int = 20  # encode calls per runtime and round (bench.runtimes)
-    runtime_rounds: int = 3
-    engine_images: int = 512  # bench.engines: the local engine against Ray
-    engine_rounds: int = 3
-    stage_images: int = 1_000_000  # bench.stages: the plan and the merge
-
-
-SIZES = {
-    "full": Sizes(1_000_000, 200, 3, 512, 2, (10_000, 100_000), 5, 10, 6, 3, (100_000, 1_000_000)),
-    "quick": Sizes(
-        100_000,
-        100,
-        3,
-        96,
-        2,
-        (10_000, 100_000),
-        3,
-        8,
-        4,
-        2,
-        (100_000,),
-        runtime_samples=10,
-        engine_images=96,
-        engine_rounds=2,
-        stage_images=100_000,
-    ),
-    # Every code path at toy sizes, for tests/bench/test_smoke.py; its figures mean nothing.
-    "smoke": Sizes(
-        3_000,
-        10,
-        1,
-        6,
-        1,
-        (1_000,),
-        1,
-        2,
-        2,
-        1,
-        (3_000, 21_000),
-        tiny_model=True,
-        runtime_samples=2,
-        runtime_rounds=1,
-        engine_images=16,
-        engine_rounds=1,
-        stage_images=3_000,
-    ),
-}
+# The commands beside the sections' run: ``python -m bench <name> …`` runs ``<module>.main``.
+COMMANDS = {"scale": "bench.scalecold", "pqtune": "bench.pqtune"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -99,14 +40,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["scale"]:
-        from bench import scalecold
-
-        return scalecold.main(argv[1:])
-    if argv[:1] == ["pqtune"]:
-        from bench import pqtune
-
-        return pqtune.main(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        command: int = importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+        return command
     args = parse(argv)
     if args.threads:
         # Before torch and faiss are imported: both size their OpenMP pools from it.
@@ -121,16 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "httpx", "faiss.loader", "image_search"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from bench import table
-    from bench.runner import run_sections
-    from bench.stats import Report, machine_info
+    from bench.report import table
+    from bench.report.stats import Report, machine_info
+    from bench.sections.shared import Shared
 
     started = time.perf_counter()
     report = Report(mode if args.only == ",".join(SECTIONS) else f"{mode}-{'+'.join(sections)}")
     report.machine = machine_info()
     try:
         with tempfile.TemporaryDirectory(prefix="image-search-bench-") as work:
-            run_sections(report, sections=sections, sizes=SIZES[mode], work=Path(work))
+            with Shared(report, sizes=SIZES[mode], work=Path(work)) as shared:
+                for section in SECTIONS.values():
+                    if section.name in sections:
+                        section.run(shared)
     except BaseException:
         # What was measured before the failure is kept, saved as mode "…-incomplete".
         report.mode += "-incomplete"

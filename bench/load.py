@@ -31,7 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import uvicorn_server  # noqa: E402  (the path above makes `bench` importable)
+from bench.fixtures.server import uvicorn_server  # noqa: E402  (the path above makes `bench` importable)
 
 PHOTOS = ROOT / "sample_photos"
 BUCKET = "load-test"

@@ -1,7 +1,7 @@
 """``python -m bench pqtune --count N``: ivf-pq's recall and latency for each search setting.
 
-Builds the product's ``ivf-pq`` over N clustered vectors (bench.data), then searches the same
-held-out probes through ``index.search`` once per (nprobe, candidates a result) pair and prints
+Builds the product's ``ivf-pq`` over N clustered vectors (bench.fixtures.data), then searches the
+same held-out probes through ``index.search`` once per (nprobe, candidates a result) pair and prints
 one JSON line each: recall@10 against exact search, p50 of the whole search and of its PQ scan. The
 service's settings (``PQ_NPROBE``, ``RERANK_FACTOR``) were chosen from these rows (docs/scale.md).
 Everything runs in this process with the re-rank codes in memory: no S3, no cold start.
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bench import data
-from bench.scalecold import K, exact_top_k
+from bench.fixtures import data
+from bench.fixtures.data import K
+from bench.report.stats import recall
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def sweep(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     args.work.mkdir(parents=True, exist_ok=True)
     vectors = data.clustered_file(args.count, args.work / "pqtune-vectors.npy")
     probes = data.queries(args.count, args.queries)
-    truth = exact_top_k(vectors, probes)
+    truth = data.exact_top_k(vectors, probes)
     built = faiss_index.build(vectors, index_type="ivf-pq")
     assert isinstance(built, faiss_index.Reranked)
     saved = faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR
@@ -64,12 +65,11 @@ def sweep(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                     started = time.perf_counter()
                     built.base.search(probe.reshape(1, -1), K * factor, params=params)
                     scan.append(time.perf_counter() - started)
-                hits = [len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]
                 yield {
                     "count": args.count,
                     "nprobe": nprobe,
                     "candidates_per_result": factor,
-                    "recall_at_10": round(float(np.mean(hits)), 4),
+                    "recall_at_10": round(recall(found, truth, k=K), 4),
                     "search_p50_ms": round(float(np.median(whole)) * 1000, 3),
                     "pq_scan_p50_ms": round(float(np.median(scan)) * 1000, 3),
                 }

@@ -1,8 +1,9 @@
 """``python -m bench scale --count N``: a cold start of the service over N images, end to end.
 
-Publishes N synthetic clustered 512-d vectors (bench.data) with realistic keys (about 60
+Publishes N synthetic clustered 512-d vectors (bench.fixtures.data) with realistic keys (about 60
 characters, a few hundred folders) through the product's own ``storage.artefacts.publish`` to a
-file-backed S3 on loopback (bench.objectstore), then spawns a fresh process (bench.scalechild)
+file-backed S3 on loopback (bench.fixtures.objectstore), then spawns a fresh process
+(bench.children.scale)
 that runs the service as Lambda would: pointer read, fetch, load, one text search through the
 model. Then 200 held-out query vectors through ``index.search``: latency once the index is
 complete locally, and recall@10 against exact search (computed here, chunk by chunk).
@@ -26,13 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from bench import data
-from bench.s3server import s3_server
-from bench.serving import ROOT, publish_build, service_env
+from bench.fixtures import data
+from bench.fixtures.data import K
+from bench.fixtures.model import benchmark_model, exported
+from bench.fixtures.publish import publish_build
+from bench.fixtures.s3server import s3_server
+from bench.fixtures.server import service_env
+from bench.paths import ROOT
+from bench.report.stats import recall
 
 LOG = logging.getLogger(__name__)
 
-K = 10
 QUERIES = 200
 FOLDERS = 300
 WORDS = ("beach", "harbour", "street", "market", "sunset", "family", "garden", "mountain")
@@ -53,7 +58,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         choices=("tiny", "vit-b32"),
         default="tiny",
         help="tiny: a 2-layer CLIP with a 512-d projection (tests/support/factories.py); "
-        "vit-b32: the ViT-B/32 architecture with random weights (bench/model.py)",
+        "vit-b32: the ViT-B/32 architecture with random weights (bench/fixtures/model.py)",
     )
     parser.add_argument(
         "--runtime",
@@ -85,12 +90,12 @@ def run(args: argparse.Namespace, *, work: Path) -> dict[str, Any]:
 
     model = _model(args.model, work)
     # Builds record the source model; an export of it serves them (its manifest names the source).
-    served = model if args.runtime == "torch" else _exported(model)
+    served = model if args.runtime == "torch" else exported(model)
     started = time.perf_counter()
     vectors = data.clustered_file(args.count, work / "vectors.npy")
     probes = data.queries(args.count, args.queries)
     LOG.info("scale: %d vectors generated in %.1f s", args.count, time.perf_counter() - started)
-    truth = exact_top_k(vectors, probes)
+    truth = data.exact_top_k(vectors, probes)
     index_type = faiss_index.choose_type(args.index_type, args.count)
     started = time.perf_counter()
     built = faiss_index.build(vectors, index_type=index_type)
@@ -102,33 +107,17 @@ def run(args: argparse.Namespace, *, work: Path) -> dict[str, Any]:
         del built, vectors
         (work / "vectors.npy").unlink()
         child = _cold_child(bucket=bucket, model=str(served), work=work)
-    found = np.array(child.pop("ids"))
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+    recall_at_10 = recall(child.pop("ids"), truth, k=K)
     return {
         "count": args.count,
         "index_type": index_type,
         "model": args.model,
         "runtime": args.runtime,
         **child,
-        "recall_at_10": round(recall, 4),
+        "recall_at_10": round(recall_at_10, 4),
         "build_s": round(build_s, 1),
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()},
     }
-
-
-def exact_top_k(vectors: np.ndarray, probes: np.ndarray, *, chunk: int = 500_000) -> np.ndarray:
-    """The true top-K rows for each probe, one chunk of rows at a time."""
-    best_scores = np.full((len(probes), K), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(probes), K), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        scores = probes @ np.asarray(vectors[start : start + chunk]).T
-        ids = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
-        scores = np.concatenate([best_scores, scores], axis=1)
-        ids = np.concatenate([best_ids, ids], axis=1)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
-        best_scores = np.take_along_axis(scores, top, axis=1)
-        best_ids = np.take_along_axis(ids, top, axis=1)
-    return best_ids
 
 
 def keys(count: int) -> tuple[list[str], list[str]]:
@@ -176,7 +165,7 @@ def _cold_child(*, bucket: str, model: str, work: Path) -> dict[str, Any]:
     env = service_env(bucket=bucket, model=model, cache=work / "cache")
     env.update({"BENCH_PROBES": str(work / "probes.npy"), "BENCH_SPAWNED": repr(time.time())})
     done = subprocess.run(
-        [sys.executable, "-m", "bench.scalechild"],
+        [sys.executable, "-m", "bench.children.scale"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -190,19 +179,11 @@ def _cold_child(*, bucket: str, model: str, work: Path) -> dict[str, Any]:
 
 def _model(kind: str, work: Path) -> Path:
     if kind == "vit-b32":
-        from bench.model import benchmark_model
-
         return benchmark_model()
     sys.path.insert(0, str(ROOT))
     from tests.support.factories import save_tiny_clip
 
     return save_tiny_clip(work / "tiny-clip", projection_dim=data.DIM)
-
-
-def _exported(model: Path) -> Path:
-    from bench.runtimes import exported
-
-    return exported(model)
 
 
 def summary(figures: dict[str, Any]) -> str:

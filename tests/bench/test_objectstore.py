@@ -1,4 +1,5 @@
-"""The scale benchmark's file-backed S3 (bench/objectstore.py) over real HTTP, driven by boto3."""
+"""The scale benchmark's file-backed S3 (bench/fixtures/objectstore.py) over real HTTP, driven
+by boto3."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from bench import objectstore
-from bench.s3server import s3_server
+from bench.fixtures import objectstore
+from bench.fixtures.s3server import s3_server
 
 MB = 2**20
 PART = 5 * MB  # S3's smallest part

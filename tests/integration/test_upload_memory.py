@@ -124,8 +124,8 @@ def test_eight_concurrent_uploads_at_the_pixel_limit_stay_within_the_bound(  # t
 ):
     import httpx
 
+    from bench.fixtures.server import uvicorn_server
     from bench.load import rss_mb
-    from bench.serving import uvicorn_server
 
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 256, (13, 19, 3), dtype=np.uint8))

@@ -1,4 +1,5 @@
-"""Run in a fresh process by ``bench.scalecold``: the service's cold start, then query latency.
+"""Run in a fresh process by ``bench.scalecold`` (``python -m bench scale``): the service's cold
+start, then query latency.
 
 Prints one JSON object: the split of spawn → first text-search answer, peak RSS, search latency
 over the probe vectors and the ids found (the parent computes recall).
@@ -11,6 +12,8 @@ import logging
 import os
 import time
 from typing import Any
+
+from bench.children.laps import Laps
 
 QUERY = "a red car in the city"
 FILL_TIMEOUT_S = 600.0
@@ -29,16 +32,8 @@ class _LoadTimes(logging.Handler):
 
 
 def main() -> None:
-    spawned = float(os.environ["BENCH_SPAWNED"])
-    steps: dict[str, float] = {"interpreter_s": time.time() - spawned}
-    mark = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        steps[name] = round(now - mark, 3)
-        mark = now
-
+    laps = Laps("interpreter_s")
+    lap = laps.lap
     from image_search.serve.api import create_app
     from image_search.serve.service import get_service
 
@@ -56,7 +51,8 @@ def main() -> None:
     hits = service.search_text(QUERY, k=10).hits
     assert len(hits) == 10
     lap("first_query_s")
-    cold_start = time.time() - spawned
+    cold_start = laps.since_spawn()
+    steps = {name: round(seconds, 3) for name, seconds in laps.seconds.items()}
     _, megabytes, fetch_s, open_s = load_times.values
     steps["pointer_read_s"] = round(steps["index_s"] - fetch_s - open_s, 3)
     steps["fetch_s"], steps["open_s"] = round(fetch_s, 3), round(open_s, 3)
@@ -71,6 +67,7 @@ def _queries(
 ) -> dict[str, Any]:
     import numpy as np
 
+    from bench.report.memory import peak_rss_bytes
     from image_search.index import faiss_index
     from image_search.storage.manifest import INDEX_FILE
 
@@ -84,7 +81,7 @@ def _queries(
         "cold_start_s": round(cold_start, 3),
         **steps,
         "fetched_mb": round(fetched_mb, 1),
-        "rss_mb": round(_peak_rss_mb(), 1),
+        "rss_mb": round(peak_rss_bytes() / 2**20, 1),
         "search_p50_ms": round(float(np.percentile(latencies, 50)), 3),
         "search_p95_ms": round(float(np.percentile(latencies, 95)), 3),
         "cold_search_p50_ms": round(float(np.percentile(cold, 50)), 3),
@@ -116,14 +113,6 @@ def _wait_for_rerank(index: Any) -> float | None:
     started = time.perf_counter()
     index.rerank.filled.wait(FILL_TIMEOUT_S)
     return round(time.perf_counter() - started, 2)
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 if __name__ == "__main__":

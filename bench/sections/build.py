@@ -1,4 +1,5 @@
-"""(3) Build throughput from S3 against bare ``embed_images``, and the no-change rebuild.
+"""(3) Build throughput from S3 against bare ``embed_images``, and the no-change rebuild, with
+both runtimes (torch, ONNX Runtime) on the same model.
 
 End to end is the product's ``run_build`` (list, download and decode in threads, embed, FAISS,
 publish) over JPEGs in a moto S3 server reached over HTTP. The floor is ``embed_images`` on
@@ -9,29 +10,61 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench import photos
-from bench.stats import Report, Rounds, Row
+from bench.fixtures import photos
+from bench.report.stats import Report, Rounds, Row
 from image_search.build.pipeline import run_build
 from image_search.config import Settings
 from image_search.model import images
 from image_search.storage import s3
 
+if TYPE_CHECKING:
+    from bench.sections.shared import Shared
+
 LOG = logging.getLogger(__name__)
 
 BUCKET = "bench-build"
-FOLDERS = 4
 TARGET = 0.9
+BUILD_TARGET = 2.0  # ONNX build throughput from S3, as a multiple of torch's
 
 
-def run(report: Report, *, embedder: Any, count: int, rounds: int, runtime: str) -> float:
+def run(shared: Shared) -> None:
+    """Each runtime's build rounds, then the ONNX build's rate against torch's."""
+    count = shared.sizes.build_images
+    rates = {}
+    for runtime, embedder in shared.embedders.items():
+        LOG.info("(3) build throughput, %s: %d JPEGs", runtime, count)
+        shared.s3()
+        rates[runtime] = _runtime(
+            shared.report,
+            embedder=embedder,
+            count=count,
+            rounds=shared.sizes.build_rounds,
+            runtime=runtime,
+        )
+    ratio = rates["onnx"] / rates["torch"]
+    shared.report.add(
+        Row(
+            f"build {count} JPEGs",
+            "run_build from S3, onnx against torch",
+            rates["onnx"],
+            "img/s",
+            floor=rates["torch"],
+            ratio=ratio,
+            target=f"≥ {BUILD_TARGET}× torch",
+            ok=ratio >= BUILD_TARGET,
+            note="floor = the torch build's rate",
+        )
+    )
+
+
+def _runtime(report: Report, *, embedder: Any, count: int, rounds: int, runtime: str) -> float:
     """One runtime's build rounds; returns the median end-to-end rate (img/s)."""
     client = s3.make_client(max_connections=16)
     bucket = f"{BUCKET}-{runtime}"
     client.create_bucket(Bucket=bucket)
-    payloads = _upload(client, count, bucket=bucket)
+    payloads = photos.upload(client, bucket=bucket, count=count)
     settings = Settings(bucket=bucket, model=embedder.source, download_workers=8)
     batch = [
         images.decode(payloads[i % len(payloads)], max_pixels=10**8)
@@ -100,21 +133,6 @@ class _TimedEmbedder:
             return self._embedder.embed_images(batch)
         finally:
             self.seconds += time.perf_counter() - started
-
-
-def _upload(client: s3.S3Client, count: int, *, bucket: str) -> list[bytes]:
-    payloads = [photos.jpeg(seed) for seed in range(count)]
-
-    def put(seed: int) -> None:
-        key = f"folder{seed % FOLDERS}/photo-{seed:05d}.jpg"
-        client.put_object(Bucket=bucket, Key=key, Body=payloads[seed])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(put, range(count)))
-    LOG.info(
-        "uploaded %d JPEGs, %.0f KiB on average", count, sum(map(len, payloads)) / count / 1024
-    )
-    return payloads
 
 
 def _bare_rate(embedder: Any, batch: list[Any], *, batches: int) -> float:

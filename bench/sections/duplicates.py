@@ -12,14 +12,18 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench import data
-from bench.memory import peak_rss_bytes, reset_peak, rss_bytes
-from bench.stats import Report, Row
+from bench.fixtures import data
+from bench.report.memory import peak_rss_bytes, reset_peak, rss_bytes
+from bench.report.stats import Row
 from image_search.index import duplicates, faiss_index
 from image_search.model.vectors import normalise
+
+if TYPE_CHECKING:
+    from bench.sections.shared import Shared
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +32,9 @@ PLANTED = 0.01
 MIB = 2**20
 
 
-def run(report: Report, *, counts: tuple[int, ...]) -> None:
+def run(shared: Shared) -> None:
+    report, counts = shared.report, shared.sizes.duplicate_counts
+    LOG.info("(6) near-duplicate pass: %s vectors", counts)
     for count in counts:
         vectors, pairs = _with_copies(count)
         index = None

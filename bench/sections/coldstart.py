@@ -1,9 +1,9 @@
 """(4) Cold start: a fresh server process until its first successful search answer.
 
 The total is measured on the real thing (``uvicorn handler:app`` with an empty index cache,
-as a new Lambda has); ``bench.coldchild`` repeats the start-up step by step to show where the
-time goes. Each step's floor is its bare cost measured on its own: interpreter start, the
-imports alone, ``from_pretrained`` in a warm process, one S3 GET of the artefacts, FAISS
+as a new Lambda has); ``bench.children.coldstart`` repeats the start-up step by step to show
+where the time goes. Each step's floor is its bare cost measured on its own: interpreter start,
+the imports alone, ``from_pretrained`` in a warm process, one S3 GET of the artefacts, FAISS
 deserialisation, and a warm query.
 """
 
@@ -17,24 +17,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
-import httpx
 import numpy as np
 
-from bench.serving import ROOT, Published, free_port, service_env
-from bench.stats import Report, Rounds, Row, timed
+from bench.fixtures.publish import Published
+from bench.fixtures.server import QUERY, first_answer, service_env
+from bench.paths import ROOT
+from bench.report.stats import Report, Rounds, Row, timed
 from image_search.index import faiss_index
 from image_search.storage import artefacts, s3
 from image_search.storage.manifest import Metadata
+
+if TYPE_CHECKING:
+    from bench.sections.shared import Shared
 
 LOG = logging.getLogger(__name__)
 
 RATIO_TARGET = 1.2
 # Lambda's init phase is capped at 10 s; without torch's imports the issue asks for 2 s.
 ABSOLUTE_TARGET_S = {"torch": 10.0, "onnx": 2.0}
-QUERY = "a red car in the city"
 # What start-up must import at the least, per runtime: transformers' CLIP classes load lazily on
 # first use, so they are named.
 IMPORTS = {
@@ -46,13 +49,28 @@ IMPORTS = {
 }
 
 
-def run(report: Report, *, embedder: Any, published: Published, rounds: int, runtime: str) -> None:
+def run(shared: Shared) -> None:
+    """Each runtime's cold start over the largest published index."""
+    for runtime, embedder in shared.embedders.items():
+        LOG.info("(4) cold start, %s", runtime)
+        _runtime(
+            shared.report,
+            embedder=embedder,
+            published=shared.published[-1],
+            rounds=shared.sizes.cold_rounds,
+            runtime=runtime,
+        )
+
+
+def _runtime(
+    report: Report, *, embedder: Any, published: Published, rounds: int, runtime: str
+) -> None:
     group = f"cold start, {published.count // 1000}k {published.index_type} index, {runtime}"
     totals: list[float] = []
     steps: list[dict[str, float]] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
-            totals.append(_first_answer(_env(embedder, published, Path(cache), runtime)))
+            totals.append(first_answer(_env(embedder, published, Path(cache), runtime)))
         with tempfile.TemporaryDirectory() as cache:
             steps.append(_steps(_env(embedder, published, Path(cache), runtime)))
     floors = _floors(embedder, published, rounds=rounds, runtime=runtime)
@@ -86,35 +104,9 @@ def _env(embedder: Any, published: Published, cache: Path, runtime: str) -> dict
     return env
 
 
-def _first_answer(env: dict[str, str]) -> float:
-    """Seconds from spawning uvicorn to the first 200 from the text search route."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "handler:app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    body = {"query": QUERY, "k": 10, "folder": ""}
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        while True:
-            try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}/image_search/search", json=body, timeout=30
-                )
-                if response.status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.perf_counter() - started > 300:
-                raise RuntimeError("the server never answered a search")
-            time.sleep(0.01)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def _steps(env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.coldchild"],
+        [sys.executable, "-m", "bench.children.coldstart"],
         cwd=ROOT,
         env={**env, "BENCH_SPAWNED": repr(time.time())},
         capture_output=True,

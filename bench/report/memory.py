@@ -1,4 +1,4 @@
-"""Resident memory of a serialised index once loaded, measured in a fresh process."""
+"""Resident memory: now, at its peak, and of a serialised index once loaded in a fresh process."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from bench.paths import ROOT
 
 
 def rss_bytes() -> int:
@@ -36,17 +38,10 @@ def _status_bytes(field: str) -> int:
 
 
 def loaded_index_rss(path: Path) -> int:
-    """RSS growth of a process that loads ``path`` through the product's ``index.from_bytes``."""
-    code = (
-        "import gc, json, sys; from pathlib import Path; "
-        "from image_search.index import faiss_index as index; from bench.memory import rss_bytes; "
-        "before = rss_bytes(); loaded = index.from_bytes(Path(sys.argv[1]).read_bytes()); "
-        "gc.collect(); print(json.dumps(rss_bytes() - before))"
-    )
-    root = Path(__file__).resolve().parents[1]
+    """RSS growth of a fresh process that loads ``path`` through the product's ``from_bytes``."""
     out = subprocess.run(
-        [sys.executable, "-c", code, str(path)],
-        cwd=root,
+        [sys.executable, "-m", "bench.children.index_rss", str(path)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,

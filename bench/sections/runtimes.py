@@ -4,7 +4,8 @@ Encode p50 at batch 1 is what a search pays (a text query; an uploaded photo, pr
 included); images/s at batch 32 is what a build gets. Both go through the product's embedders,
 alternating call by call so the machine's noise falls on both alike. Cold start: a fresh
 interpreter until its first text vector, split into imports and model load, with its peak memory;
-and, given a published index, the real server's spawn → first search answer (bench.coldstart).
+and, given a published index, the real server's spawn → first search answer
+(bench.sections.coldstart).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.stats import Report, Rounds, Row, percentile, timed
+from bench.fixtures.model import exported
+from bench.paths import ROOT
+from bench.report.stats import Report, Rounds, Row, percentile, timed
 
 if TYPE_CHECKING:
-    from bench.serving import Published
+    from bench.fixtures.publish import Published
+    from bench.sections.shared import Shared
 
 LOG = logging.getLogger(__name__)
 
@@ -32,22 +36,28 @@ BATCH = 32
 RUNTIMES = ("torch", "onnx")
 
 
-def exported(model: Path) -> Path:
-    """The benchmark model's export, beside it (not in its onnx/: auto must keep torch there)."""
-    from image_search.errors import ModelLoadError
-    from image_search.model.export import export
-    from image_search.model.onnx_manifest import read_manifest
+def run(shared: Shared) -> None:
+    from bench.fixtures.publish import publish_synthetic
+    from image_search.storage import s3
 
-    target = model.parent / f"{model.name}-onnx"
-    try:
-        read_manifest(target)  # made by an earlier run, and complete for this version
-    except ModelLoadError:
-        LOG.info("exporting %s to ONNX", model)
-        export(str(model), str(target), cache_dir=target.parent)
-    return target
+    LOG.info("(6) runtimes: torch against ONNX Runtime")
+    shared.s3()
+    _compare(
+        shared.report,
+        model=shared.model,
+        work=shared.work / "runtimes",
+        samples=shared.sizes.runtime_samples,
+        rounds=shared.sizes.runtime_rounds,
+        published=publish_synthetic(
+            s3.make_client(),
+            count=shared.sizes.search_indexes[0],
+            model=shared.torch.source,
+            name="runtimes",
+        ),
+    )
 
 
-def run(
+def _compare(
     report: Report,
     *,
     model: Path,
@@ -56,7 +66,7 @@ def run(
     rounds: int,
     published: Published | None = None,
 ) -> None:
-    from bench import photos
+    from bench.fixtures import photos
     from image_search.model.images import decode
     from image_search.model.onnx_clip import OnnxEmbedder
     from image_search.model.torch_clip import ClipEmbedder
@@ -185,13 +195,12 @@ def _pair(
 
 def _cold(report: Report, *, model: Path, export_dir: Path, work: Path, rounds: int) -> None:
     """Fresh interpreters, alternating runtimes: imports, model load, first query, peak RSS."""
-    from bench.serving import ROOT
-
     sources = {"torch": model, "onnx": export_dir}
     steps: dict[str, list[dict[str, float]]] = {runtime: [] for runtime in RUNTIMES}
     for _ in range(rounds):
         for runtime in RUNTIMES:
-            command = [sys.executable, "-m", "bench.runtimes", runtime, str(sources[runtime])]
+            command = [sys.executable, "-m", "bench.children.runtime", runtime]
+            command.append(str(sources[runtime]))
             command.append(str(work / "cold-cache"))
             started = time.perf_counter()
             out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -210,8 +219,7 @@ def _first_answer(
     report: Report, *, model: Path, export_dir: Path, published: Published, work: Path
 ) -> None:
     """The real server (uvicorn handler:app) from spawn to its first search answer."""
-    from bench.coldstart import _first_answer as first_answer
-    from bench.serving import service_env
+    from bench.fixtures.server import first_answer, service_env
 
     values: dict[str, list[float]] = {}
     for runtime, source in (("torch", model), ("onnx", export_dir)):
@@ -221,36 +229,3 @@ def _first_answer(
     group = f"runtimes cold start: {model.name}"
     name = f"server spawn → first search answer ({published.count // 1000}k index)"
     _pair(report, group, name, values, unit="s", target=False)
-
-
-def child(runtime: str, source: str, cache: str) -> None:
-    """One cold process: print the seconds of each step and the peak memory as JSON.
-
-    Run as ``python -m bench.runtimes``, whose module imports only the standard library, so
-    "imports" holds everything the runtime needs (numpy, PIL and the package included).
-    """
-    started = time.perf_counter()
-    if runtime == "torch":
-        # transformers loads CLIP's classes lazily, inside from_pretrained: count them here.
-        from transformers import CLIPModel, CLIPProcessor  # noqa: F401
-
-        from image_search.model.torch_clip import ClipEmbedder as Embedder
-    else:
-        import onnxruntime  # noqa: F401
-        import tokenizers  # noqa: F401
-
-        from image_search.model.onnx_clip import OnnxEmbedder as Embedder  # type: ignore[assignment]
-    imported = time.perf_counter()
-    embedder = Embedder(source=source, cache_dir=Path(cache)).load()
-    loaded = time.perf_counter()
-    embedder.embed_texts([QUERY])
-    done = time.perf_counter()
-    # VmHWM, not getrusage's ru_maxrss: Linux carries that over from the parent across exec.
-    status = Path("/proc/self/status").read_text()
-    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
-    steps = {"imports": imported - started, "model load": loaded - imported}
-    print(json.dumps({**steps, "first query": done - loaded, "peak RSS": peak_mb}))
-
-
-if __name__ == "__main__":
-    child(*sys.argv[1:4])

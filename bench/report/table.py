@@ -7,9 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from bench.stats import Report, Row
+from bench.paths import ROOT
+from bench.report.stats import Report, Row
 
-RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
 
 
 def _number(value: float | None) -> str:

@@ -14,18 +14,21 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
-from bench import data
-from bench.memory import loaded_index_rss
-from bench.stats import Report, Rounds, Row, latency_rounds
+from bench.fixtures import data
+from bench.fixtures.data import K
+from bench.report.memory import loaded_index_rss
+from bench.report.stats import Report, Rounds, Row, latency_rounds, recall
 from image_search.index import faiss_index as index
+
+if TYPE_CHECKING:
+    from bench.sections.shared import Shared
 
 LOG = logging.getLogger(__name__)
 
-K = 10
 TYPES = ("flat", "hnsw", "ivf-sq8", "ivf-pq")
 RECALL_TARGET = 0.95
 LATENCY_TARGET_MS = 5.0
@@ -33,12 +36,14 @@ MEMORY_TARGET = 2**30
 EXACT_QUERIES = 20
 
 
-def run(report: Report, *, count: int, queries: int, rounds: int) -> None:
+def run(shared: Shared) -> None:
+    count, rounds = shared.sizes.scale_count, shared.sizes.scale_rounds
+    LOG.info("(5) scale: %d vectors", count)
     started = time.perf_counter()
     vectors = data.clustered(count)
-    probes = data.queries(count, queries)
+    probes = data.queries(count, shared.sizes.scale_queries)
     LOG.info("scale: %d vectors generated in %.1fs", count, time.perf_counter() - started)
-    truth = _exact_top_k(vectors, probes)
+    truth = data.exact_top_k(vectors, probes)
     auto = index.choose_type("auto", count)
     # The target is on the ANN type ``auto`` picks for large collections, even when a smaller
     # run is still in flat's range.
@@ -46,7 +51,7 @@ def run(report: Report, *, count: int, queries: int, rounds: int) -> None:
     group = f"scale {count // 1000}k"
     for kind in TYPES:
         _measure(
-            report,
+            shared.report,
             group=group,
             kind=kind,
             label=f"{kind} (auto)" if kind == auto else kind,
@@ -57,13 +62,6 @@ def run(report: Report, *, count: int, queries: int, rounds: int) -> None:
             rounds=rounds,
         )
         gc.collect()
-
-
-def _exact_top_k(vectors: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, ids = exact.search(probes, K)
-    return ids
 
 
 def _measure(
@@ -95,8 +93,7 @@ def _measure(
     if kind == "flat":
         # Exact by construction and ~100x slower per query at 1M: a sample is enough.
         probes, truth = probes[:EXACT_QUERIES], truth[:EXACT_QUERIES]
-    found = np.array([_padded(index.search(built, q, k=K).ids) for q in probes])
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+    recall_at_10 = recall([index.search(built, q, k=K).ids for q in probes], truth, k=K)
     latency = _latency(built, probes, rounds=rounds)
     del built
     fits = resident <= MEMORY_TARGET
@@ -126,15 +123,15 @@ def _measure(
         Row(
             group,
             f"{label} recall@10",
-            recall,
+            recall_at_10,
             "",
             target=f"≥ {RECALL_TARGET}" if checked else "",
-            ok=recall >= RECALL_TARGET if checked else None,
+            ok=recall_at_10 >= RECALL_TARGET if checked else None,
         )
     )
 
 
-def _latency(built: faiss.Index, probes: np.ndarray, *, rounds: int) -> Rounds:
+def _latency(built: index.Index, probes: np.ndarray, *, rounds: int) -> Rounds:
     cursor = iter(range(10**9))
     latency, _ = latency_rounds(
         lambda: index.search(built, probes[next(cursor) % len(probes)], k=K),
@@ -142,7 +139,3 @@ def _latency(built: faiss.Index, probes: np.ndarray, *, rounds: int) -> Rounds:
         per_round=len(probes),
     )
     return latency
-
-
-def _padded(ids: list[int]) -> list[int]:
-    return ids + [-1] * (K - len(ids))

@@ -1,4 +1,4 @@
-"""Run in a fresh process by ``bench.coldstart``: the service's start-up, step by step.
+"""Run in a fresh process by ``bench.sections.coldstart``: the service's start-up, step by step.
 
 Prints one JSON object of seconds per step. The steps are what ``handler.py`` does at import
 (Lambda's init phase) and then the first request, split so each can be held against its floor.
@@ -10,23 +10,16 @@ import json
 import os
 import time
 
+from bench.children.laps import Laps
+
 
 def main() -> None:
-    # The parent passes its wall clock at spawn: interpreter start is the time until here.
-    steps: dict[str, float] = {
-        "interpreter start": time.time() - float(os.environ["BENCH_SPAWNED"])
-    }
-    mark = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        steps[name] = now - mark
-        mark = now
-
+    laps = Laps("interpreter start")
+    steps, lap = laps.seconds, laps.lap
     if os.environ.get("IMAGE_SEARCH_RUNTIME") == "torch":
         # transformers imports CLIP's classes lazily, inside from_pretrained; importing them here
-        # puts that cost under "imports", where the floor (bench.coldstart.IMPORTS) counts it too.
+        # puts that cost under "imports", where the floor (bench.sections.coldstart.IMPORTS)
+        # counts it too.
         from transformers import CLIPModel, CLIPProcessor  # noqa: F401
 
         import image_search.model.torch_clip  # noqa: F401  (torch, transformers)

@@ -1,11 +1,11 @@
-"""Timing series and the rows of the result table."""
+"""Timing series, recall, and the rows of the result table."""
 
 from __future__ import annotations
 
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +18,11 @@ def percentile(samples: list[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def recall(found: Iterable[Iterable[int]], truth: Iterable[Iterable[int]], *, k: int) -> float:
+    """recall@k: the share of each probe's true top ``k`` found, averaged over the probes."""
+    return statistics.fmean(len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True))
 
 
 @dataclass

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench import photos
-from bench.stats import Report, Rounds, Row
+from bench.fixtures import photos
+from bench.report.stats import Rounds, Row
 from image_search.build import ray_engine
 from image_search.build.merge_stage import merge_build
 from image_search.build.pipeline import run_build
@@ -24,6 +23,9 @@ from image_search.config import Settings
 from image_search.model import images
 from image_search.storage import s3
 
+if TYPE_CHECKING:
+    from bench.sections.shared import Shared
+
 LOG = logging.getLogger(__name__)
 
 BUCKET = "bench-engines"
@@ -31,12 +33,16 @@ TARGET = 0.85
 RAY_CPUS = 2
 
 
-def run(report: Report, *, embedder: Any, count: int, rounds: int) -> None:
+def run(shared: Shared) -> None:
     import ray
 
+    report, embedder = shared.report, shared.torch
+    count, rounds = shared.sizes.engine_images, shared.sizes.engine_rounds
+    LOG.info("(7) engines: %d JPEGs, local and Ray", count)
+    shared.s3()
     client = s3.make_client(max_connections=16)
     client.create_bucket(Bucket=BUCKET)
-    _upload(client, count)
+    photos.upload(client, bucket=BUCKET, count=count)
     # About sixteen shards, so both workers get several and the tail is short.
     settings = Settings(
         bucket=BUCKET, model=embedder.source, download_workers=8, shard_size=max(8, count // 16)
@@ -130,12 +136,3 @@ def _ray(
     assert run_.workers == RAY_CPUS, run_
     work = (planned_at - started) + run_.seconds + (finished - merged_at)
     return count / work, count / (finished - started), run_
-
-
-def _upload(client: s3.S3Client, count: int) -> None:
-    def put(seed: int) -> None:
-        key = f"folder{seed % 4}/photo-{seed:05d}.jpg"
-        client.put_object(Bucket=BUCKET, Key=key, Body=photos.jpeg(seed))
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(put, range(count)))
