@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.fixtures import photos
@@ -20,7 +21,11 @@ from image_search.model import images
 from image_search.storage import s3
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from bench.sections.shared import Shared
+    from image_search.model.embedder import Embedder
+    from image_search.model.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
 
@@ -120,17 +125,31 @@ def _runtime(report: Report, *, embedder: Any, count: int, rounds: int, runtime:
 class _TimedEmbedder:
     """The embedder, counting the seconds the build spends inside ``embed_images``."""
 
-    def __init__(self, embedder: Any) -> None:
+    def __init__(self, embedder: Embedder) -> None:
         self.source = embedder.source
-        self.identity = embedder.identity
         self.batch_size = embedder.batch_size
         self._embedder = embedder
         self.seconds = 0.0
 
-    def embed_images(self, batch: Any) -> Any:
+    @property
+    def identity(self) -> str:
+        return self._embedder.identity
+
+    @property
+    def dim(self) -> int:
+        return self._embedder.dim
+
+    def load(self) -> _TimedEmbedder:
+        self._embedder.load()
+        return self
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        return self._embedder.embed_texts(texts)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
         started = time.perf_counter()
         try:
-            return self._embedder.embed_images(batch)
+            return self._embedder.embed_images(images)
         finally:
             self.seconds += time.perf_counter() - started
 
