@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -69,25 +70,10 @@ def _server(
     label = f"{published.count // 1000}k {published.index_type} index, {runtime}"
     sizes = shared.sizes
     with uvicorn_server(env) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
-        _text(
-            shared.report,
-            client,
-            embedder=embedder,
-            published=published,
-            rounds=sizes.search_rounds,
-            per_round=sizes.text_requests,
-            label=label,
-        )
+        server = _Server(shared.report, client, embedder, published, sizes.search_rounds, label)
+        _text(server, per_round=sizes.text_requests)
         if with_images:
-            _image(
-                shared.report,
-                client,
-                embedder=embedder,
-                published=published,
-                rounds=sizes.search_rounds,
-                per_round=sizes.image_requests,
-                label=label,
-            )
+            _image(server, per_round=sizes.image_requests)
 
 
 def _peer(shared: Shared, *, embedder: Any) -> None:
@@ -121,16 +107,21 @@ def _peer(shared: Shared, *, embedder: Any) -> None:
     )
 
 
-def _text(
-    report: Report,
-    client: httpx.Client,
-    *,
-    embedder: Any,
-    published: Published,
-    rounds: int,
-    per_round: int,
-    label: str,
-) -> None:
+@dataclass(frozen=True)
+class _Server:
+    """One running server, and the runtime and index its floor is measured with."""
+
+    report: Report
+    client: httpx.Client
+    embedder: Any
+    published: Published
+    rounds: int
+    label: str
+
+
+def _text(server: _Server, *, per_round: int) -> None:
+    report, client, embedder = server.report, server.client, server.embedder
+    published, rounds, label = server.published, server.rounds, server.label
     cursor = iter(range(10**9))
 
     def query() -> str:
@@ -171,16 +162,9 @@ def _text(
     )
 
 
-def _image(
-    report: Report,
-    client: httpx.Client,
-    *,
-    embedder: Any,
-    published: Published,
-    rounds: int,
-    per_round: int,
-    label: str,
-) -> None:
+def _image(server: _Server, *, per_round: int) -> None:
+    report, client, embedder = server.report, server.client, server.embedder
+    published, rounds, label = server.published, server.rounds, server.label
     upload = photos.jpeg(1234)
     picture = images.decode(upload, max_pixels=10**8)
     vector = embedder.embed_images([picture])
