@@ -1,30 +1,37 @@
-"""Entry points only: ``app`` for uvicorn, ``handler`` for the search API behind API Gateway, and
-``plan``, ``embed_shard``, ``merge`` for the index build's state machine (template.yaml names
-them)."""
+"""The entry points template.yaml and uvicorn name: ``handler.search`` (the API behind API
+Gateway), ``handler.plan``, ``handler.embed_shard`` and ``handler.merge`` (the index build's
+state machine), and ``handler:app`` for uvicorn.
 
-from image_search.build.step_functions import embed_shard_handler, merge_handler, plan_handler
-from image_search.observe.lambda_entry import (
-    configure_logging,
-    function_handler_name,
-    observed,
-    observed_build,
-)
-from image_search.observe.logs import API, BUILD
-from image_search.serve.api import create_app
-from image_search.serve.lambda_http import make_handler
-from image_search.serve.service import get_service
+Each is imported from ``image_search.handlers`` when first asked for. Lambda's runtime imports
+this module and looks the configured name up during the function's init phase, so the search
+function builds its app and warms its model and index then, and a build function never builds
+the app at all.
+"""
 
-__all__ = ["app", "embed_shard", "handler", "merge", "plan"]
+from __future__ import annotations
 
-configure_logging(function_handler_name())
-app = create_app()
-handler = observed(make_handler(app), service=API)
-plan = observed(plan_handler, service=BUILD)
-embed_shard = observed(embed_shard_handler, service=BUILD)
-# The merge's summary is the build's: its counts are logged and sent as metrics.
-merge = observed_build(merge_handler)
-# Lambda names the configured entry point in _HANDLER. The search function loads the model and
-# the index now, so its init phase pays for them rather than the first request; the build
-# functions serve no index and load their model when they run.
-if function_handler_name() == "handler.handler":
-    get_service().warm()
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from image_search.handlers.api import app, search
+    from image_search.handlers.build import embed_shard, merge, plan
+
+MODULES = {
+    "app": "image_search.handlers.api",
+    "search": "image_search.handlers.api",
+    "plan": "image_search.handlers.build",
+    "embed_shard": "image_search.handlers.build",
+    "merge": "image_search.handlers.build",
+}
+__all__ = ["app", "embed_shard", "merge", "plan", "search"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(MODULES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *MODULES])

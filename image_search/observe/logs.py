@@ -57,8 +57,11 @@ def configure(service: str, *, log_format: str) -> None:
         return
     handler = powertools_logger(service).registered_handler
     for other in list(root.handlers):
-        if type(other).__name__ == LAMBDA_RUNTIME_HANDLER:
-            root.removeHandler(other)
+        # The runtime's, and another service's configured earlier in this process (a test that
+        # runs the build and the API): one line per record.
+        if type(other).__name__ == LAMBDA_RUNTIME_HANDLER or isinstance(other, _Stdout):
+            if other is not handler:
+                root.removeHandler(other)
     if handler not in root.handlers:
         root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:  # keep DEBUG if set on purpose

@@ -8,6 +8,10 @@ contract: docs/observability.md lists it and the tests hold every blob to it.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 from aws_lambda_powertools import Metrics
@@ -54,10 +58,29 @@ STAGES = {
 }
 
 
+# Inside a Lambda invocation the entry point's ``log_metrics`` prints the blob as it returns
+# (raised or not); elsewhere (uvicorn, the CLI) ``emit`` prints it at once.
+_AT_RETURN: ContextVar[bool] = ContextVar("image_search_metrics_at_return", default=False)
+# Metrics are recorded only where CloudWatch reads them (JSON logs), so an invocation with text
+# logs, or one that recorded nothing, has nothing to print: not worth a warning on stderr.
+warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+
+
 @lru_cache(maxsize=2)
-def _metrics(service: str) -> Metrics:
+def for_service(default: str) -> Metrics:
+    """The Powertools ``Metrics`` of a service (POWERTOOLS_SERVICE_NAME, else ``default``)."""
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    return Metrics(namespace=namespace, service=service)
+    return Metrics(namespace=namespace, service=os.environ.get("POWERTOOLS_SERVICE_NAME", default))
+
+
+@contextmanager
+def printed_at_return() -> Iterator[None]:
+    """Within it, ``emit`` leaves printing to the decorated entry point that is running."""
+    token = _AT_RETURN.set(True)
+    try:
+        yield
+    finally:
+        _AT_RETURN.reset(token)
 
 
 def emit(
@@ -67,10 +90,11 @@ def emit(
     *,
     dimensions: dict[str, str] | None = None,
 ) -> None:
-    """Print one EMF blob with ``values`` (names from ``catalogue``) under ``dimensions``."""
-    metrics = _metrics(service)
+    """One EMF blob with ``values`` (names from ``catalogue``) under ``dimensions``."""
+    metrics = for_service(service)
     for dimension, label in (dimensions or {}).items():
         metrics.add_dimension(name=dimension, value=label)
     for name, value in values.items():
         metrics.add_metric(name=name, unit=catalogue[name], value=value)
-    metrics.flush_metrics()
+    if not _AT_RETURN.get():
+        metrics.flush_metrics()

@@ -19,11 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from image_search.observe import metrics
 from image_search.observe.logs import API
-from image_search.storage.catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
-# Route names (the route functions in serve/api.py) that are searches, by kind.
+# Route names (the route functions in serve/routes/search.py) that are searches, by kind.
 SEARCH_KINDS = {"search": "text", "search_by_image": "image", "similar": "similar"}
 
 
@@ -32,24 +31,26 @@ class Record:
     results: int | None = None  # set by a search that answered
     timings: dict[str, float] = field(default_factory=dict)
     cached: bool | None = None  # text searches: the vector came from the cache
-    build: Catalog | None = None
+    index_size: int | None = None  # images in the build that answered
+    index_created_at: datetime | None = None  # when that build was made
 
 
 _CURRENT: ContextVar[Record | None] = ContextVar("image_search_request", default=None)
 
 
 def note_search(
-    *, results: int, timings: dict[str, float], cached: bool | None, build: Catalog | None
+    *,
+    results: int,
+    timings: dict[str, float],
+    cached: bool | None,
+    index_size: int,
+    index_created_at: datetime,
 ) -> None:
     """What the current request's search found (a no-op outside a request)."""
     record = _CURRENT.get()
     if record is not None:
-        record.results, record.timings, record.cached, record.build = (
-            results,
-            timings,
-            cached,
-            build,
-        )
+        record.results, record.timings, record.cached = results, timings, cached
+        record.index_size, record.index_created_at = index_size, index_created_at
 
 
 class RequestLog:
@@ -119,10 +120,7 @@ def _values(record: Record, *, status: int, ms: float, searched: bool) -> dict[s
     values |= {metrics.STAGES[stage]: ms for stage, ms in record.timings.items()}
     if record.cached is not None:
         values["TextCacheHits"] = float(record.cached)
-    if record.build is not None:
-        age = datetime.now(UTC) - record.build.created_at
-        values |= {
-            "IndexAge": max(0.0, age.total_seconds()),
-            "IndexSize": float(record.build.count),
-        }
+    if record.index_size is not None and record.index_created_at is not None:
+        age = datetime.now(UTC) - record.index_created_at
+        values |= {"IndexAge": max(0.0, age.total_seconds()), "IndexSize": float(record.index_size)}
     return values

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 from cachetools import LRUCache
@@ -13,7 +14,6 @@ from cachetools import LRUCache
 from image_search.config import Settings
 from image_search.errors import DuplicatesUnavailableError, IndexNotReadyError
 from image_search.index.duplicates import Group, split
-from image_search.serve.schemas import DuplicateGroup, DuplicateImage, DuplicatesPage
 from image_search.serve.scope import Scope
 from image_search.serve.urls import ImageUrls
 from image_search.storage import duplicates, s3
@@ -25,6 +25,32 @@ LOG = logging.getLogger(__name__)
 # ``MAX_LIMIT`` × this many presigned URLs.
 MAX_GROUP_IMAGES = 50
 SPLITS_KEPT = 8  # min_score values whose groups stay computed
+
+
+@dataclass(frozen=True, slots=True)
+class GroupImage:
+    key: str
+    folder: str
+    url: str  # where a client fetches the image: presigned or public
+    score: float  # its best cosine similarity to another image of the group
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGroup:
+    size: int  # every image of the group; at most MAX_GROUP_IMAGES are listed
+    score: float  # the best cosine similarity between two of its images
+    images: tuple[GroupImage, ...]  # best matched first
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    build_id: str
+    bucket: str
+    min_score: float  # the score the groups were formed at
+    total: int  # groups matching, over every page
+    offset: int
+    limit: int
+    groups: tuple[ImageGroup, ...]  # largest first, then best score
 
 
 class DuplicateGroups:
@@ -46,7 +72,7 @@ class DuplicateGroups:
         min_score: float | None,
         offset: int,
         limit: int,
-    ) -> DuplicatesPage:
+    ) -> GroupPage:
         """Groups with an image inside ``where``, largest first; scores below the build's are
         raised to it (the build recorded no weaker pairs)."""
         found_at, groups = self._at(loaded, min_score)
@@ -54,13 +80,14 @@ class DuplicateGroups:
             ranges = where.ranges
             groups = [g for g in groups if any(a <= row < b for row in g.rows for a, b in ranges)]
         chosen = groups[offset : offset + limit]
-        return DuplicatesPage(
+        return GroupPage(
             build_id=loaded.metadata.build_id,
+            bucket=loaded.metadata.bucket,
             min_score=found_at,
             total=len(groups),
             offset=offset,
             limit=limit,
-            groups=[self._group(loaded, group) for group in chosen],
+            groups=tuple(self._group(loaded, group) for group in chosen),
         )
 
     def _at(self, loaded: LoadedBuild, min_score: float | None) -> tuple[float, list[Group]]:
@@ -99,7 +126,7 @@ class DuplicateGroups:
         ]
         return doc.min_score, groups
 
-    def _group(self, loaded: LoadedBuild, group: Group) -> DuplicateGroup:
+    def _group(self, loaded: LoadedBuild, group: Group) -> ImageGroup:
         items = loaded.metadata.items
         bucket = loaded.metadata.bucket
         best = group.best()
@@ -109,13 +136,6 @@ class DuplicateGroups:
         images = []
         for at in order[:MAX_GROUP_IMAGES]:
             item = items[group.rows[at]]
-            images.append(
-                DuplicateImage(
-                    key=item.key,
-                    folder=item.folder,
-                    s3_path=f"s3://{bucket}/{item.key}",
-                    image_url=self._urls(bucket=bucket, key=item.key),
-                    score=best[at],
-                )
-            )
-        return DuplicateGroup(size=len(group.rows), score=group.score, images=images)
+            url = self._urls(bucket=bucket, key=item.key)
+            images.append(GroupImage(key=item.key, folder=item.folder, url=url, score=best[at]))
+        return ImageGroup(size=len(group.rows), score=group.score, images=tuple(images))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -22,6 +23,7 @@ from image_search.errors import (
     UnknownFolderError,
     UnknownKeyError,
 )
+from image_search.serve.schemas import ErrorBody
 
 LOG = logging.getLogger(__name__)
 
@@ -63,3 +65,8 @@ def add_error_handlers(app: FastAPI) -> None:
         # accepts them in bodies) cannot be encoded back to JSON.
         errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route can really give, for its OpenAPI description."""
+    return {status: {"model": ErrorBody} for status in statuses}

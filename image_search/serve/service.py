@@ -1,16 +1,18 @@
 """The search service: text, image and similar-by-key queries over the served index.
 
-Usable without HTTP: the API, the demo and the tests call it directly.
+Usable without HTTP: the API, the demo and the tests call it directly. It answers with frozen
+domain results; the routes turn them into HTTP bodies, headers and the request log.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from image_search.config import Settings, get_settings
@@ -26,10 +28,9 @@ from image_search.model.embedder import Embedder
 from image_search.model.factory import embedder_for
 from image_search.model.vectors import Vectors
 from image_search.serve import scope
-from image_search.serve.duplicates import DuplicateGroups
+from image_search.serve.duplicates import DuplicateGroups, GroupPage
 from image_search.serve.folders import detect
 from image_search.serve.lifecycle import ServedIndex
-from image_search.serve.schemas import DuplicatesPage, SearchHit
 from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
@@ -44,16 +45,46 @@ ALL_FOLDERS = scope.ALL_FOLDERS
 UPLOAD_MIN_SIDE = 896
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Hit:
+    key: str
+    folder: str
+    score: float  # cosine similarity, within [-1, 1]
+    url: str  # where a client fetches the image: presigned or public
+
+
+@dataclass(frozen=True, slots=True)
+class ServedBuild:
+    """The build that answered, as much of it as a caller reports (not its catalog)."""
+
+    build_id: str
+    count: int
+    created_at: datetime
+    bucket: str
+
+    @classmethod
+    def of(cls, metadata: Catalog) -> ServedBuild:
+        return cls(metadata.build_id, metadata.count, metadata.created_at, metadata.bucket)
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
-    hits: list[SearchHit]
-    folders: list[str] | None  # None = every folder
-    prefix: str = ""
-    detected: bool = False
-    kind: str = ""  # text, image or similar
-    cached: bool = False  # text: the vector came from the cache
-    timings: dict[str, float] = field(default_factory=dict)  # milliseconds by stage
-    metadata: Catalog | None = None  # the build that answered
+    kind: str  # text, image or similar
+    hits: tuple[Hit, ...]  # best first
+    folders: tuple[str, ...] | None  # the folders searched; None = every folder
+    prefix: str  # the key prefix searched, "" for any
+    detected: bool  # text: the folders were detected from the query
+    cached: bool | None  # text: the vector came from the cache; None for other kinds
+    timings: Mapping[str, float]  # milliseconds by stage, in the order they ran
+    build: ServedBuild
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What ``_search`` found, before a query kind adds its own stages and flags."""
+
+    hits: tuple[Hit, ...]
+    timings: dict[str, float]
 
 
 class SearchService:
@@ -133,18 +164,18 @@ class SearchService:
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         detected = False
         if not where.chosen and folder != scope.ALL_FOLDERS:
-            found = detect(query, loaded.metadata.folders)
-            if found:
-                where = scope.of_folders(loaded.metadata, found)
+            named = detect(query, loaded.metadata.folders)
+            if named:
+                where = scope.of_folders(loaded.metadata, named)
                 detected = True
         started = time.perf_counter()
         vector, cached = self._texts(self.embedder, query)
         embedded = time.perf_counter()
-        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
-        result.detected = detected
-        result.kind, result.cached = "text", cached
-        result.timings = {"embed": _ms(started, embedded), **result.timings}
-        return result
+        found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        timings = {"embed": _ms(started, embedded), **found.timings}
+        return _result(
+            "text", loaded, where, found, timings=timings, detected=detected, cached=cached
+        )
 
     def search_image(
         self,
@@ -164,14 +195,13 @@ class SearchService:
         vector, (started, decoded, embedded) = self._image_workers.submit(
             self._embed_upload, data
         ).result()
-        result = self._search(loaded, vector, k=k, where=where, min_score=min_score)
-        result.kind = "image"
-        result.timings = {
+        found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        timings = {
             "decode": _ms(started, decoded),
             "embed": _ms(decoded, embedded),
-            **result.timings,
+            **found.timings,
         }
-        return result
+        return _result("image", loaded, where, found, timings=timings)
 
     def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
         started = time.perf_counter()
@@ -198,9 +228,8 @@ class SearchService:
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = faiss_index.vector(loaded.index, row)
-        result = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
-        result.kind = "similar"
-        return result
+        found = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
+        return _result("similar", loaded, where, found, timings=found.timings)
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -220,7 +249,7 @@ class SearchService:
         prefix: str = "",
         offset: int = 0,
         limit: int = 20,
-    ) -> DuplicatesPage:
+    ) -> GroupPage:
         """A page of the build's near-duplicate groups with an image in the folder or prefix."""
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
@@ -237,7 +266,7 @@ class SearchService:
         where: scope.Scope,
         min_score: float | None,
         exclude: int | None = None,
-    ) -> SearchResult:
+    ) -> _Found:
         started = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
@@ -250,29 +279,36 @@ class SearchService:
         ][:k]
         if min_score is not None:
             pairs = [(row, score) for row, score in pairs if score >= min_score]
-        hits = [self._hit(loaded, rank, row, score) for rank, (row, score) in enumerate(pairs, 1)]
+        hits = tuple(self._hit(loaded, row, score) for row, score in pairs)
         timings = {"search": _ms(started, searched), "urls": _ms(searched, time.perf_counter())}
-        return SearchResult(
-            hits=hits,
-            folders=where.folders,
-            prefix=where.prefix,
-            timings=timings,
-            metadata=loaded.metadata,
-        )
+        return _Found(hits=hits, timings=timings)
 
-    def _hit(self, loaded: LoadedBuild, rank: int, row: int, score: float) -> SearchHit:
+    def _hit(self, loaded: LoadedBuild, row: int, score: float) -> Hit:
         item = loaded.metadata.items[row]
-        bucket = loaded.metadata.bucket
-        score = min(1.0, max(-1.0, score))
-        return SearchHit(
-            rank=rank,
-            score=score,
-            distance=math.sqrt(max(0.0, 2.0 - 2.0 * score)),
-            folder=item.folder,
-            key=item.key,
-            s3_path=f"s3://{bucket}/{item.key}",
-            image_url=self._urls(bucket=bucket, key=item.key),
-        )
+        url = self._urls(bucket=loaded.metadata.bucket, key=item.key)
+        return Hit(key=item.key, folder=item.folder, score=min(1.0, max(-1.0, score)), url=url)
+
+
+def _result(
+    kind: str,
+    loaded: LoadedBuild,
+    where: scope.Scope,
+    found: _Found,
+    *,
+    timings: dict[str, float],
+    detected: bool = False,
+    cached: bool | None = None,
+) -> SearchResult:
+    return SearchResult(
+        kind=kind,
+        hits=found.hits,
+        folders=None if where.folders is None else tuple(where.folders),
+        prefix=where.prefix,
+        detected=detected,
+        cached=cached,
+        timings=timings,
+        build=ServedBuild.of(loaded.metadata),
+    )
 
 
 def _ms(start: float, end: float) -> float:

@@ -4,7 +4,6 @@ with infra/env.json's settings, against the moto S3 server and a published index
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,14 @@ import pytest
 import yaml
 
 from tests.support.buckets import put
-from tests.support.factories import encode, random_image
+from tests.support.factories import LambdaContext, encode, random_image
+from tests.support.handlers import entry_point
 from tests.support.paths import ROOT
 
 EVENT_FILES = sorted((ROOT / "infra/events").glob("*.json"))
 ENV = json.loads((ROOT / "infra/env.json").read_text())
 # Settings that must point at this machine's stand-ins rather than env.json's placeholders.
 LOCAL = {"IMAGE_SEARCH_BUCKET", "IMAGE_SEARCH_MODEL"}
-
-
-class Context:
-    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 def kind(event: dict[str, Any]) -> str:
@@ -70,9 +63,7 @@ def test_api_event_succeeds(path: Path, api_env, monkeypatch) -> None:
     assert event["routeKey"] in template_routes(), "the event's route is not in template.yaml"
     use_env(monkeypatch, "SearchFunction")
     make_api()  # fresh settings and service from this environment
-    import handler
-
-    response = importlib.reload(handler).handler(event, Context())
+    response = entry_point("search")(event, LambdaContext())
     body = response["body"]
     assert response["statusCode"] == 200, body
     payload = json.loads(base64.b64decode(body) if response.get("isBase64Encoded") else body)
@@ -96,7 +87,6 @@ def test_scheduled_event_starts_a_build_that_publishes(
 
     for i in range(3):
         put(client, bucket, f"animals/{i}.png", encode(random_image(i)))
-    monkeypatch.setenv("_HANDLER", "handler.plan")
     handlers = real_handlers()
 
     def with_env(function: str):  # type: ignore[no-untyped-def]

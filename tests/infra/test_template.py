@@ -169,7 +169,7 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
     assert all(function(name)["PackageType"] == "Image" for name in FUNCTIONS)
     commands = {name: function(name)["ImageConfig"]["Command"] for name in FUNCTIONS}
     assert commands == {
-        "SearchFunction": ["handler.handler"],
+        "SearchFunction": ["handler.search"],
         "BuildPlanFunction": ["handler.plan"],
         "EmbedShardFunction": ["handler.embed_shard"],
         "BuildMergeFunction": ["handler.merge"],
@@ -297,8 +297,9 @@ def test_every_lambda_state_retries_throttling_and_lambda_faults(state: str) -> 
 
 
 def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: Path) -> None:
-    """Import handler.py as each function would (Lambda sets _HANDLER) against an unreachable S3:
-    both entry points exist; only the search function tries to load the index at import."""
+    """Import handler.py and look the entry point up as each function's init does, against an
+    unreachable S3: every entry point exists; only the search function builds the app and tries
+    to load the index at init."""
     for function_name in FUNCTIONS:
         (command,) = function(function_name)["ImageConfig"]["Command"]
         module, _, name = command.rpartition(".")
@@ -306,10 +307,10 @@ def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: P
             "import logging, sys; logging.basicConfig(level=logging.WARNING)\n"
             f"import {module}\n"
             f"assert callable({module}.{name})\n"
+            "print('app built' if 'image_search.serve.api' in sys.modules else 'no app')\n"
         )
         env = {
             **os.environ,
-            "_HANDLER": command,
             "IMAGE_SEARCH_BUCKET": "no-such-bucket",
             "IMAGE_SEARCH_MODEL": str(tmp_path / "no-model"),
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
@@ -323,6 +324,8 @@ def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: P
         assert done.returncode == 0, done.stderr
         warmed = "warm-up incomplete" in done.stderr
         assert warmed == (function_name == "SearchFunction"), done.stderr
+        built = done.stdout.strip().splitlines()[-1] == "app built"
+        assert built == (function_name == "SearchFunction"), done.stdout
 
 
 # ---- least privilege ----------------------------------------------------------------------
@@ -495,7 +498,7 @@ def test_dockerfile_invariants() -> None:
 
     # CMD names the search handler, and everything the image COPYs exists and is not excluded.
     (cmd,) = [arg for op, arg in image if op == "CMD"]
-    assert json.loads(cmd) == ["handler.handler"]
+    assert json.loads(cmd) == ["handler.search"]
     copied = [
         path
         for op, arg in export_stage + image

@@ -36,6 +36,7 @@ from image_search.storage.lease import LeaseRecord
 from image_search.storage.manifest import Pointer
 from tests.support.buckets import put
 from tests.support.factories import LambdaContext, encode, free_port, random_image
+from tests.support.handlers import entry_point
 from tests.support.paths import ROOT
 from tests.support.service import make_api, wait_for_build
 
@@ -434,8 +435,6 @@ API_KEY = "api-key-for-the-logs-test-5b7e"
 def test_logs_never_contain_keys_secrets_or_signatures(
     client, bucket, embedder, monkeypatch, caplog, capsys, on_lambda
 ) -> None:
-    import importlib
-
     populate(client, bucket, images(3))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
@@ -455,9 +454,7 @@ def test_logs_never_contain_keys_secrets_or_signatures(
     bad = s3.make_client()
     with pytest.raises(Exception):  # noqa: B017 - any failure will do; its logging is the point
         s3.get_bytes(bad, bucket="no-such-bucket-for-logs", key="x.png")
-    import handler
-
-    lambda_handler = importlib.reload(handler).handler  # as on Lambda: JSON lines and EMF
+    lambda_handler = entry_point("search")  # as on Lambda: JSON lines and EMF
     event = json.loads((ROOT / "tests" / "events" / "http-search.json").read_text())
     event["headers"]["x-api-key"] = API_KEY
     assert lambda_handler(event, LambdaContext())["statusCode"] == 200

@@ -1,14 +1,13 @@
 """Hostile and odd requests, each with its documented answer, over HTTP and through Lambda.
 
 Every case is sent twice: to the app in-process and as an API Gateway event through
-``handler.handler``. Invalid input must get a 4xx with a JSON ``detail``; unusual but valid input
+``handler.search``. Invalid input must get a 4xx with a JSON ``detail``; unusual but valid input
 a 200; nothing a 5xx. After every case a normal search must still give the same answer.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib
 import io
 import json
 import struct
@@ -24,6 +23,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.support.factories import (
+    LambdaContext,
     encode,
     jpeg_with_bad_exif,
     mpo_bytes,
@@ -31,6 +31,7 @@ from tests.support.factories import (
     random_image,
     tiff_2x2,
 )
+from tests.support.handlers import entry_point
 from tests.support.paths import EVENTS
 from tests.support.service import point_at_index
 
@@ -296,9 +297,9 @@ def hostile_env(indexed_bucket: str, tiny_model: Path, tmp_path_factory: pytest.
         env.setenv("IMAGE_SEARCH_API_KEYS", f"other-key,{KEY}")
         env.setenv("IMAGE_SEARCH_MAX_UPLOAD_BYTES", str(LIMIT))
         point_at_index(env, bucket=indexed_bucket, model=tiny_model, cache=cache)
+        entry_point("search")  # app and service built from this environment
         import handler
 
-        handler = importlib.reload(handler)  # app and service built from this environment
         yield handler
     get_settings.cache_clear()
     get_service.cache_clear()
@@ -336,7 +337,7 @@ def to_event(request: httpx.Request, *, base64_body: bool = True) -> dict[str, A
 
 def send_lambda(lambda_handler: Callable[..., dict[str, Any]], **options: bool) -> Send:
     def send(request: httpx.Request) -> tuple[int, Any]:
-        response = lambda_handler(to_event(request, **options), None)
+        response = lambda_handler(to_event(request, **options), LambdaContext())
         body = response["body"]
         if response.get("isBase64Encoded"):
             body = base64.b64decode(body)
@@ -378,7 +379,7 @@ def baseline(http: TestClient) -> list[tuple[str, float]]:
 def transport(request, http: TestClient, hostile_env: Any) -> tuple[str, Send]:  # type: ignore[no-untyped-def]
     if request.param == "http":
         return "http", send_http(http)
-    return "lambda", send_lambda(hostile_env.handler)
+    return "lambda", send_lambda(hostile_env.search)
 
 
 # ---- the tests ---------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ def test_binary_body_not_base64_encoded_through_lambda_is_4xx(
     hostile_env: Any, http: TestClient, baseline, request_args: dict, status: int, detail: str
 ) -> None:  # type: ignore[no-untyped-def]
     """A binary media type missing from the API's binaryMediaTypes reaches Lambda as text."""
-    send = send_lambda(hostile_env.handler, base64_body=False)
+    send = send_lambda(hostile_env.search, base64_body=False)
     arguments = dict(request_args)
     headers = {**arguments.pop("headers", {}), "x-api-key": KEY}
     request = http.build_request("POST", U, headers=headers, **arguments)

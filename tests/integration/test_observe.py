@@ -3,7 +3,6 @@ JSON; log lines carry the invocation's fields, metrics blobs are valid EMF from 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 
@@ -13,6 +12,7 @@ from image_search.config import get_settings
 from image_search.observe.metrics import API_METRICS, BUILD_METRICS, NAMESPACE
 from tests.support.buckets import put
 from tests.support.factories import LambdaContext, encode, random_image
+from tests.support.handlers import entry_point
 from tests.support.paths import load_event
 from tests.support.service import make_api
 
@@ -50,9 +50,7 @@ def check_emf(blob: dict, catalogue: dict, *, service: str) -> dict[str, float]:
 @pytest.fixture
 def lambda_api(api_env, on_lambda):  # type: ignore[no-untyped-def]
     make_api()  # a fresh service for this environment
-    import handler
-
-    return importlib.reload(handler).handler
+    return entry_point("search")
 
 
 def test_api_lines_are_json_with_the_request_and_emf_per_request(lambda_api, capsys) -> None:
@@ -107,20 +105,17 @@ def get_settings_count() -> int:
 def test_build_logs_its_counts_and_sends_them_as_metrics(
     client, bucket, on_lambda, capsys, monkeypatch
 ) -> None:
-    monkeypatch.setenv("_HANDLER", "handler.merge")  # as Lambda sets it for this function
     for i in range(3):
         put(client, bucket, f"animals/{i}.png", encode(random_image(i)))
     put(client, bucket, "animals/broken.jpg", b"not an image")
-    import handler
-
     # The state machine's three stages, as Step Functions calls them
     # (tests/integration/test_step_functions.py replays the definition itself).
-    stages = importlib.reload(handler)
-    planned = stages.plan({}, LambdaContext("build-1"))
+    plan, embed_shard, merge = (entry_point(n) for n in ("plan", "embed_shard", "merge"))
+    planned = plan({}, LambdaContext("build-1"))
     shards = json.loads(client.get_object(Bucket=bucket, Key=planned["items_key"])["Body"].read())
     for shard in shards:
-        stages.embed_shard({"plan_id": planned["plan_id"], **shard}, LambdaContext("build-1"))
-    summary = stages.merge({"plan_id": planned["plan_id"]}, LambdaContext("build-1"))
+        embed_shard({"plan_id": planned["plan_id"], **shard}, LambdaContext("build-1"))
+    summary = merge({"plan_id": planned["plan_id"]}, LambdaContext("build-1"))
     assert summary["published"]
     logs, blobs = printed(capsys)
 

@@ -31,8 +31,7 @@ def assert_same_shape(expected: dict[str, Any], actual: dict[str, Any]) -> None:
 
 @pytest.fixture
 def build_env(bucket: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The build functions' environment: handler.py imported as they import it."""
-    monkeypatch.setenv("_HANDLER", "handler.plan")
+    """The build functions' environment."""
     monkeypatch.setenv("IMAGE_SEARCH_SHARD_SIZE", "4")
     get_settings.cache_clear()
     return bucket

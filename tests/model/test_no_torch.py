@@ -40,7 +40,7 @@ sys.meta_path.insert(0, NoTorch())
 
 # The Lambda entry points in one process: the build's state machine (plan → one embed_shard per
 # shard → merge, replayed by tests/support/state_machine.py through handler.py), then
-# handler.handler with API Gateway events (a text search and an image upload, so both towers
+# handler.search with API Gateway events (a text search and an image upload, so both towers
 # and the preprocessing run).
 CHILD = """
 import json, sys
@@ -56,7 +56,7 @@ summary = execution.run(json.loads((events / "sfn-execution-input.json").read_te
 import handler
 
 responses = {
-    name: handler.handler(json.loads((events / name).read_text()), LambdaContext())
+    name: handler.search(json.loads((events / name).read_text()), LambdaContext())
     for name in ("http-search.json", "http-upload.json")
 }
 loaded = sorted(m for m in sys.modules if m.partition(".")[0] in sitecustomize.BLOCKED)
@@ -76,7 +76,6 @@ def test_build_and_search_run_without_torch(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         "IMAGE_SEARCH_MODEL": str(exported),
-        "_HANDLER": "handler.plan",  # no warm-up at import; the search loads lazily
         "IMAGE_SEARCH_SHARD_SIZE": "4",  # two shards, so the Map runs more than once
     }
     done = subprocess.run(

@@ -1,13 +1,14 @@
-"""``handler.handler`` driven with API Gateway events as AWS sends them (tests/events/*.json)."""
+"""``handler.search`` driven with API Gateway events as AWS sends them (tests/events/*.json)."""
 
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 
 import pytest
 
+from tests.support.factories import LambdaContext
+from tests.support.handlers import entry_point
 from tests.support.paths import load_event
 
 
@@ -16,9 +17,7 @@ def lambda_handler(api_env):  # type: ignore[no-untyped-def]
     from tests.support.service import make_api
 
     make_api()  # clears the cached settings and service for this environment
-    import handler
-
-    return importlib.reload(handler).handler
+    return entry_point("search")
 
 
 def body_of(response: dict) -> object:
@@ -28,7 +27,7 @@ def body_of(response: dict) -> object:
 
 @pytest.mark.parametrize("name", ["rest-search.json", "http-search.json", "http-stage-search.json"])
 def test_json_search(lambda_handler, name: str) -> None:
-    response = lambda_handler(load_event(name), None)
+    response = lambda_handler(load_event(name), LambdaContext())
     assert response["statusCode"] == 200, response["body"]
     hits = body_of(response)
     assert len(hits) == 3 and {hit["folder"] for hit in hits} == {"nature"}
@@ -38,7 +37,7 @@ def test_json_search(lambda_handler, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["rest-upload.json", "http-upload.json"])
 def test_base64_multipart_upload_arrives_intact(lambda_handler, name: str) -> None:
-    response = lambda_handler(load_event(name), None)
+    response = lambda_handler(load_event(name), LambdaContext())
     assert response["statusCode"] == 200, response["body"]
     hits = body_of(response)
     # The uploaded bytes are those of an indexed image: a corrupted upload could not score ≈ 1.
@@ -47,16 +46,16 @@ def test_base64_multipart_upload_arrives_intact(lambda_handler, name: str) -> No
 
 
 def test_get_routes(lambda_handler) -> None:
-    folders = lambda_handler(load_event("rest-folders.json"), None)
+    folders = lambda_handler(load_event("rest-folders.json"), LambdaContext())
     assert folders["statusCode"] == 200 and len(body_of(folders)) == 3
-    health = lambda_handler(load_event("http-health.json"), None)
+    health = lambda_handler(load_event("http-health.json"), LambdaContext())
     assert health["statusCode"] == 200 and body_of(health)["count"] == 12
 
 
 def test_domain_errors_keep_their_status_through_lambda(lambda_handler) -> None:
     event = load_event("rest-search.json")
     event["body"] = json.dumps({"query": "cat", "folder": "planets"})
-    response = lambda_handler(event, None)
+    response = lambda_handler(event, LambdaContext())
     assert response["statusCode"] == 404 and "known folders" in body_of(response)["detail"]
 
 
@@ -71,9 +70,9 @@ def test_domain_errors_keep_their_status_through_lambda(lambda_handler) -> None:
 def test_undecodable_bodies_are_400_not_a_crash(lambda_handler, body, is_base64, detail) -> None:
     event = load_event("http-search.json")
     event["body"], event["isBase64Encoded"] = body, is_base64
-    response = lambda_handler(event, None)
+    response = lambda_handler(event, LambdaContext())
     assert response["statusCode"] == 400 and detail in body_of(response)["detail"]
-    assert lambda_handler(load_event("http-search.json"), None)["statusCode"] == 200
+    assert lambda_handler(load_event("http-search.json"), LambdaContext())["statusCode"] == 200
 
 
 # ---- invokes that are not API Gateway events ------------------------------------------------
@@ -103,11 +102,11 @@ NOT_API_GATEWAY = {
 
 @pytest.mark.parametrize("make", NOT_API_GATEWAY.values(), ids=NOT_API_GATEWAY)
 def test_an_invoke_that_is_not_an_api_gateway_event_gets_a_400_answer(lambda_handler, make) -> None:
-    response = lambda_handler(make(), None)
+    response = lambda_handler(make(), LambdaContext())
     assert response["statusCode"] == 400, response
     assert response["headers"]["content-type"] == "application/json"
     assert body_of(response)["detail"]
-    assert lambda_handler(load_event("http-search.json"), None)["statusCode"] == 200
+    assert lambda_handler(load_event("http-search.json"), LambdaContext())["statusCode"] == 200
 
 
 def mutations(event: object, path: tuple = ()):  # type: ignore[no-untyped-def]
@@ -132,7 +131,7 @@ def mutations(event: object, path: tuple = ()):  # type: ignore[no-untyped-def]
 def test_no_damaged_event_makes_the_handler_raise_or_answer_5xx(lambda_handler, name) -> None:
     answers = []
     for path, event in mutations(load_event(name)):
-        response = lambda_handler(event, None)
+        response = lambda_handler(event, LambdaContext())
         assert isinstance(response["statusCode"], int) and response["statusCode"] < 500, path
         answers.append(response["statusCode"])
     assert 400 in answers and 200 in answers  # both the refusals and the harmless changes

@@ -10,7 +10,6 @@ loudly, so an edit to the definition that this does not understand cannot pass u
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import uuid
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from image_search.storage import s3
+from tests.support.factories import LambdaContext
+from tests.support.handlers import entry_point
 from tests.support.template import source
 
 Handler = Callable[[dict[str, Any], object], dict[str, Any]]
@@ -36,13 +37,6 @@ class ExecutionFailed(Exception):
     def __init__(self, error: str, cause: str) -> None:
         super().__init__(f"{error}: {cause}")
         self.error = error
-
-
-class LambdaContext:
-    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 @dataclass
@@ -172,14 +166,11 @@ def definition(bucket: str) -> dict[str, Any]:
 
 def real_handlers() -> dict[str, Handler]:
     """handler.py's entry points, each named in template.yaml by one function's Command."""
-    import handler
-
-    module = importlib.reload(handler)
     resources = source()["Resources"]
     found = {}
     for function in FUNCTIONS.values():
         (command,) = resources[function]["Properties"]["ImageConfig"]["Command"]
-        found[function] = getattr(module, command.removeprefix("handler."))
+        found[function] = entry_point(command.removeprefix("handler."))
     return found
 
 

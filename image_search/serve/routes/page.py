@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parents[1] / "static"
 # Served by name from this table only, so no request path ever reaches the file system.
 FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -25,6 +25,8 @@ CSP = (
     "style-src 'self'; connect-src 'self'; base-uri 'self'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+router = APIRouter(include_in_schema=False)  # open: the page itself asks for the key
+
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -39,17 +41,13 @@ def _file(name: str) -> FileResponse:
     return FileResponse(STATIC / name, media_type=FILES[name], headers=HEADERS)
 
 
-def router() -> APIRouter:
-    routes = APIRouter(include_in_schema=False)
+@router.get("/")
+def page() -> FileResponse:
+    """The search page."""
+    return _file("index.html")
 
-    @routes.get("/")
-    def page() -> FileResponse:
-        """The search page."""
-        return _file("index.html")
 
-    @routes.get("/static/{name}")
-    def static(name: str) -> FileResponse:
-        """The page's script and style sheet."""
-        return _file(name)
-
-    return routes
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    """The page's script and style sheet."""
+    return _file(name)

@@ -1,0 +1,1 @@
+"""One module-level router per resource; ``serve.api`` mounts them."""
