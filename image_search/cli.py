@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="model id, local directory or s3:// directory (default: IMAGE_SEARCH_MODEL)",
     )
     export.add_argument("--output", required=True, help="local or s3:// directory to write")
+    add_quantise_arguments(export)
     args = parser.parse_args(argv)
     service = logs.BUILD if args.command == "build" else logs.API
     logs.configure(service, log_format=LogSettings().log_format)
@@ -133,27 +134,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return run_serve(host=args.host, port=args.port)
     if args.command == "export":
-        return run_export(model=args.model, output=args.output)
+        return run_export(args)
     return 0
 
 
-def run_export(*, model: str, output: str) -> int:
-    """Write the ONNX export of ``model`` to ``output``; one line on success or failure."""
+def add_quantise_arguments(parser: argparse.ArgumentParser) -> None:
+    from image_search.model.quality import DEFAULT_MIN_OVERLAP, DEFAULT_SAMPLE
+
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="write an int8 export (dynamic quantisation)"
+    )
+    parser.add_argument(
+        "--check", metavar="S3_URL", help="s3://bucket/prefix/ whose images int8 is checked on"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=DEFAULT_SAMPLE, help="images the check embeds"
+    )
+    parser.add_argument(
+        "--min-overlap",
+        type=float,
+        default=DEFAULT_MIN_OVERLAP,
+        help=f"fail below this top-10 overlap with fp32 (default {DEFAULT_MIN_OVERLAP})",
+    )
+    parser.add_argument("--force", action="store_true", help="write it even if the check fails")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the ONNX export of ``--model`` to ``--output``; one line on success or failure."""
     from image_search.config import Settings
 
     try:  # torch and transformers: the full install has them, the Lambda image does not
-        from image_search.model.export import export
+        from image_search.model.export import Gate, export
     except ImportError as exc:
         return fail(f"export needs torch and transformers (pip install -r requirements.txt): {exc}")
+    if not 0 <= args.min_overlap <= 1:
+        return fail("--min-overlap is a share of the top 10, between 0 and 1")
     default_cache = Settings.model_fields["model_cache_dir"].default
     cache_dir = Path(os.environ.get("IMAGE_SEARCH_MODEL_CACHE_DIR") or default_cache)
+    gate = None
+    if args.check:
+        gate = Gate(args.check, sample=args.sample, min_overlap=args.min_overlap, force=args.force)
     try:
-        manifest = export(model, output, cache_dir=cache_dir)
+        manifest = export(
+            args.model,
+            args.output,
+            cache_dir=cache_dir,
+            precision=args.quantize or "fp32",
+            gate=gate,
+        )
     except ImageSearchError as exc:
         return fail(str(exc))
+    check = manifest.check
+    if check is not None:
+        text = "n/a" if check.text is None else f"{check.text:.2f}"
+        verdict = "passed" if check.passed else f"FAILED (< {check.threshold:g}), forced"
+        print(f"overlap@10 image={check.image:.2f} text={text} on {check.sample} images: {verdict}")
     print(
-        f"exported {manifest.source} (dim {manifest.dim}) to {output}; "
-        f"serve it with IMAGE_SEARCH_MODEL={output}"
+        f"exported {manifest.source} ({manifest.precision}, dim {manifest.dim}) to "
+        f"{args.output}; serve it with IMAGE_SEARCH_MODEL={args.output}"
     )
     return 0
 

@@ -31,6 +31,10 @@ class ModelLoadError(ImageSearchError):
     """The CLIP model could not be loaded from the configured source."""
 
 
+class QualityGateError(ImageSearchError):
+    """A quantised export ranks the user's images too differently from fp32 (``export --check``)."""
+
+
 class StorageUnavailableError(ImageSearchError):
     """S3 could not be reached or answered with a server error."""
 

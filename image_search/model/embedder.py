@@ -19,6 +19,12 @@ class Embedder(Protocol):
 
     source: str  # the configured IMAGE_SEARCH_MODEL
     batch_size: int
+    runtime: str  # "torch" or "onnx", for /health and the logs
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``int8``: part of the identity when not fp32."""
+        ...
 
     @property
     def identity(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,23 @@ from PIL import Image
 from tokenizers import Tokenizer
 from transformers import AutoModel, AutoProcessor
 
-from image_search.errors import ConfigError, ModelLoadError, StorageUnavailableError
+from image_search.errors import (
+    ConfigError,
+    ModelLoadError,
+    QualityGateError,
+    StorageUnavailableError,
+)
 from image_search.files import atomic_path
+from image_search.model import quality
 from image_search.model import source as model_source
-from image_search.model.onnx_manifest import MANIFEST, ExportFiles, ExportManifest
+from image_search.model.onnx_manifest import (
+    MANIFEST,
+    ExportFiles,
+    ExportManifest,
+    Precision,
+    QualityCheck,
+)
+from image_search.model.quantize import quantise_export
 from image_search.model.vectors import normalise
 from image_search.storage import s3
 
@@ -59,10 +73,28 @@ class _VisionTower(torch.nn.Module):
         return getattr(out, "pooler_output", out)
 
 
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """``--check``: compare a quantised export with fp32 on images under ``url`` before writing."""
+
+    url: str  # s3://bucket/prefix/
+    sample: int = quality.DEFAULT_SAMPLE
+    min_overlap: float = quality.DEFAULT_MIN_OVERLAP
+    force: bool = False  # write it even below ``min_overlap`` (the manifest says it failed)
+
+
 def export(
-    source: str, output: str, *, cache_dir: Path, client: s3.S3Client | None = None
+    source: str,
+    output: str,
+    *,
+    cache_dir: Path,
+    client: s3.S3Client | None = None,
+    precision: Precision = "fp32",
+    gate: Gate | None = None,
 ) -> ExportManifest:
     """Export ``source`` (hub id, local or ``s3://`` directory) to ``output`` (local or s3)."""
+    if gate is not None and precision == "fp32":
+        raise ConfigError("--check compares a quantised export with fp32: add --quantize int8")
     path = model_source.resolve(source, cache_dir=cache_dir, client=client)
     try:
         model = AutoModel.from_pretrained(path).eval()
@@ -71,9 +103,17 @@ def export(
         raise ModelLoadError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from exc
     if not hasattr(model, "get_text_features") or not hasattr(model, "get_image_features"):
         raise ModelLoadError(f"model {source!r} is not a CLIP-family model")
+
+    def write(directory: Path) -> ExportManifest:
+        if precision == "fp32":
+            return write_export(model, processor, source=source, directory=directory)
+        return _write_quantised(
+            model, processor, source=source, directory=directory, gate=gate, client=client
+        )
+
     if output.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="image-search-export-") as work:
-            manifest = write_export(model, processor, source=source, directory=Path(work))
+            manifest = write(Path(work))
             _upload(Path(work), output, client=client or s3.make_client())
         return manifest
     target = Path(output)
@@ -81,8 +121,65 @@ def export(
     # Written beside the target and renamed: a failed export never leaves half a directory
     # that auto-detection would take for a complete one.
     with atomic_path(target, directory=True) as staging:
-        manifest = write_export(model, processor, source=source, directory=staging)
+        manifest = write(staging)
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from other users (Lambda's)
+    return manifest
+
+
+def _write_quantised(
+    model: Any,
+    processor: Any,
+    *,
+    source: str,
+    directory: Path,
+    gate: Gate | None,
+    client: s3.S3Client | None,
+) -> ExportManifest:
+    """The fp32 export (checked against torch) in a scratch directory, its int8 copy in
+    ``directory``, and with a gate the two compared on the user's images."""
+    from image_search.model.onnx_clip import OnnxEmbedder
+
+    with tempfile.TemporaryDirectory(prefix="image-search-fp32-") as scratch:
+        fp32 = Path(scratch)
+        write_export(model, processor, source=source, directory=fp32)
+        manifest = quantise_export(fp32, directory)
+        if gate is None:
+            LOG.warning(
+                "int8 export written without --check: its quality on your images is unknown"
+            )
+            return _readable(manifest, directory)
+        sample = quality.sample_bucket(
+            gate.url, size=gate.sample, client=client or s3.make_client()
+        )
+        overlap = quality.compare(
+            OnnxEmbedder(source=str(fp32), cache_dir=fp32),
+            OnnxEmbedder(source=str(directory), cache_dir=directory),
+            sample,
+        )
+    passed = overlap.passes(gate.min_overlap)
+    manifest.check = QualityCheck(
+        source=gate.url,
+        sample=len(sample.keys),
+        prompts=len(sample.prompts),
+        image=round(overlap.image, 4),
+        text=None if overlap.text is None else round(overlap.text, 4),
+        threshold=gate.min_overlap,
+        passed=passed,
+    )
+    LOG.info("%s on %d images, %d prompts", overlap.line(), len(sample.keys), len(sample.prompts))
+    if not passed and not gate.force:
+        raise QualityGateError(
+            f"{overlap.line()}: below {gate.min_overlap:g} on {len(sample.keys)} images of "
+            f"{gate.url}; int8 ranks them too differently from fp32. Serve the fp32 export, or "
+            "write this one anyway with --force"
+        )
+    manifest.write(directory)
+    return _readable(manifest, directory)
+
+
+def _readable(manifest: ExportManifest, directory: Path) -> ExportManifest:
+    for path in directory.iterdir():
+        path.chmod(0o644)  # onnx writes weights 0600: other users (Lambda's) must read them
     return manifest
 
 
@@ -137,8 +234,7 @@ def write_export(model: Any, processor: Any, *, source: str, directory: Path) ->
     manifest.write(directory)
     manifest.max_abs_error = _check(model, processor, directory)
     manifest.write(directory)
-    for path in directory.iterdir():
-        path.chmod(0o644)  # onnx writes weights 0600: other users (Lambda's) must read them
+    _readable(manifest, directory)
     LOG.info(
         "exported %s (dim %d) to ONNX; largest difference from torch %.1e",
         source,

@@ -37,6 +37,8 @@ def usable_cores() -> int:
 class OnnxEmbedder:
     """An exported CLIP model in two ONNX Runtime sessions, loaded once."""
 
+    runtime = "onnx"
+
     def __init__(
         self, *, source: str, batch_size: int = 32, cache_dir: Path, threads: int = 0
     ) -> None:
@@ -129,8 +131,13 @@ class OnnxEmbedder:
 
     @property
     def identity(self) -> str:
-        """The model the export was made from: what builds record and the service compares."""
-        return self._find()[1].source
+        """The model the export was made from (and its precision when not fp32): what builds
+        record and the service compares."""
+        return self._find()[1].identity
+
+    @property
+    def precision(self) -> str:
+        return self._find()[1].precision
 
     @property
     def dim(self) -> int:

@@ -10,6 +10,7 @@ torch are interchangeable, so an index built by either is served by the other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,8 +19,15 @@ from image_search.errors import ModelLoadError
 MANIFEST = "export.json"
 # Where ``auto`` also looks for an export "beside" a model: the hub's convention for ONNX files.
 SUBDIRECTORY = "onnx"
-# Bumped when a new runtime cannot read older exports (or the other way round).
+# Bumped when a new runtime cannot read older exports (or the other way round). An fp32 export
+# is still written as format 1, byte for byte as before; a quantised one as format 2, so that a
+# runtime from before precisions existed refuses it instead of serving int8 vectors under the
+# fp32 model's name (and mixing them into its index).
 FORMAT = 1
+QUANTISED_FORMAT = 2
+READABLE = (FORMAT, QUANTISED_FORMAT)
+
+Precision = Literal["fp32", "int8"]
 
 
 class ExportFiles(BaseModel):
@@ -31,6 +39,20 @@ class ExportFiles(BaseModel):
     vision_weights: str = "vision.onnx.data"
     tokenizer: str = "tokenizer.json"
     preprocessor: str = "preprocessor_config.json"
+
+
+class QualityCheck(BaseModel):
+    """How a quantised export ranks the user's images against its fp32 original (the gate)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: str  # the s3:// prefix sampled
+    sample: int  # images embedded by both
+    prompts: int  # text queries built from folder names (0: no folders, no text figure)
+    image: float  # mean top-10 overlap, image -> image
+    text: float | None  # mean top-10 overlap, text -> image
+    threshold: float
+    passed: bool  # False only when the export was forced through a failed gate
 
 
 class ExportManifest(BaseModel):
@@ -49,9 +71,20 @@ class ExportManifest(BaseModel):
     # Largest absolute difference from torch seen on a sample at export time.
     max_abs_error: float | None = None
     exported_with: dict[str, str] = {}
+    precision: Precision = "fp32"
+    check: QualityCheck | None = None
+
+    @property
+    def identity(self) -> str:
+        """What builds record: the source model, and the precision when it is not fp32, so that
+        fp32 and int8 vectors never share an index (a change of precision re-embeds)."""
+        return self.source if self.precision == "fp32" else f"{self.source}#{self.precision}"
 
     def write(self, directory: Path) -> None:
-        (directory / MANIFEST).write_text(self.model_dump_json(indent=2) + "\n")
+        # fp32 manifests keep the keys they always had, so earlier readers see no change.
+        exclude = {"precision", "check"} if self.precision == "fp32" else set()
+        text = self.model_dump_json(indent=2, exclude=exclude)
+        (directory / MANIFEST).write_text(text + "\n")
 
 
 def find_export(directory: Path) -> Path | None:
@@ -69,10 +102,11 @@ def read_manifest(directory: Path) -> ExportManifest:
         manifest = ExportManifest.model_validate_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read the ONNX export manifest {path}: {exc}") from exc
-    if manifest.format != FORMAT:
+    if manifest.format not in READABLE:
         raise ModelLoadError(
-            f"{path} is export format {manifest.format}; this version reads format {FORMAT}: "
-            "export the model again with `python -m image_search export`"
+            f"{path} is export format {manifest.format}; this version reads formats "
+            f"{', '.join(map(str, READABLE))}: export the model again with "
+            "`python -m image_search export`"
         )
     names = manifest.files.model_dump().values()
     missing = [name for name in names if not (directory / name).is_file()]

@@ -33,6 +33,9 @@ def pick_device(setting: str) -> str:
 class ClipEmbedder:
     """A CLIP-family model loaded once; every output is float32, L2-normalised, shape (n, dim)."""
 
+    runtime = "torch"
+    precision = "fp32"  # quantised models serve from an export (onnx_clip)
+
     def __init__(
         self, *, source: str, device: str = "auto", batch_size: int = 32, cache_dir: Path
     ) -> None:
