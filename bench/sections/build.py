@@ -128,8 +128,13 @@ class _TimedEmbedder:
     def __init__(self, embedder: Embedder) -> None:
         self.source = embedder.source
         self.batch_size = embedder.batch_size
+        self.runtime = embedder.runtime
         self._embedder = embedder
         self.seconds = 0.0
+
+    @property
+    def precision(self) -> str:
+        return self._embedder.precision
 
     @property
     def identity(self) -> str:
