@@ -37,11 +37,15 @@ BearerKey = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 async def require_api_key(
     header_key: HeaderKey, credentials: BearerKey, settings: SettingsDep
-) -> None:
-    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as x-api-key or a Bearer token."""
+) -> str:
+    """When IMAGE_SEARCH_API_KEYS is set, demand one of them as x-api-key or a Bearer token.
+
+    Returns who is calling: ``key-<n>`` for the n-th configured key (never the key itself), or
+    ``""`` when no keys are configured (everyone is then the same anonymous caller).
+    """
     keys = settings.api_keys
     if not keys:
-        return
+        return ""
     offered = header_key or (credentials.credentials.strip() if credentials else "")
     # compare_digest against every key, so timing reveals neither which key nor how much matched.
     matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
@@ -49,7 +53,10 @@ async def require_api_key(
         raise UnauthorizedError(
             "missing or invalid API key (Authorization: Bearer <key> or x-api-key)"
         )
+    return f"key-{matches.index(True)}"
 
 
-# For a router's ``dependencies``: its routes demand a key and receive nothing from it.
+# For a router's ``dependencies``: its routes demand a key. FastAPI runs a dependency once per
+# request, so a route that also takes ``CallerDep`` gets this same check's answer.
 RequireApiKey = Depends(require_api_key)
+CallerDep = Annotated[str, Depends(require_api_key)]

@@ -159,7 +159,9 @@ class SearchService:
         folder: str = "",
         prefix: str = "",
         min_score: float | None = None,
+        caller: str = "",
     ) -> SearchResult:
+        """``caller`` names whose cache of text vectors to use (see ``text_cache``)."""
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         detected = False
@@ -169,7 +171,7 @@ class SearchService:
                 where = scope.of_folders(loaded.metadata, named)
                 detected = True
         started = time.perf_counter()
-        vector, cached = self._texts(self.embedder, query)
+        vector, cached = self._texts(self.embedder, query, caller=caller)
         embedded = time.perf_counter()
         found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         timings = {"embed": _ms(started, embedded), **found.timings}

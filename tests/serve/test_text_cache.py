@@ -62,3 +62,26 @@ def test_the_api_answers_a_repeated_query_the_same(api_env) -> None:
     service = get_service()
     assert service.search_text("a new query", k=3).cached is False
     assert service.search_text("a new query", k=3).cached is True
+
+
+def test_callers_neither_hit_nor_evict_each_others_vectors(embedder) -> None:
+    counting, texts = Counting(embedder), TextVectors(size=1)
+    assert texts(counting, "a red car", caller="key-0")[1] is False
+    assert texts(counting, "a red car", caller="key-1")[1] is False  # not key-0's hit
+    texts(counting, "a blue boat", caller="key-1")  # evicts key-1's "a red car" only
+    assert texts(counting, "a red car", caller="key-0")[1] is True
+
+
+def test_one_api_key_cannot_tell_what_another_searched(api_env, monkeypatch, caplog) -> None:
+    """A cache hit shows in the answer's time (and Server-Timing's embed stage): the second key
+    asking what the first just asked must pay for its own embedding."""
+    import logging
+
+    monkeypatch.setenv("IMAGE_SEARCH_API_KEYS", "alice-key,bob-key")
+    caplog.set_level(logging.DEBUG, logger="image_search.observe.requests")
+    api = make_api()
+    body = {"query": "a private question", "k": 2}
+    for key in ("alice-key", "alice-key", "bob-key"):
+        assert api.post("/image_search/search", json=body, headers={"x-api-key": key}).is_success
+    cached = [r.cached for r in caplog.records if getattr(r, "kind", None) == "text"]
+    assert cached == [False, True, False]

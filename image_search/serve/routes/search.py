@@ -13,7 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from image_search.observe.requests import note_search
-from image_search.serve.deps import RequireApiKey, ServiceDep
+from image_search.serve.deps import CallerDep, RequireApiKey, ServiceDep
 from image_search.serve.http_errors import documented
 from image_search.serve.schemas import K, MinScore, Prefix, SearchHit, SearchRequest, SimilarRequest
 from image_search.serve.service import Hit, SearchResult
@@ -31,10 +31,17 @@ ANSWERS = documented(400, 401, 404, 413, 503)
 
 
 @router.post("/search", response_model=list[SearchHit], responses=ANSWERS)
-def search(body: SearchRequest, service: ServiceDep, response: Response) -> list[SearchHit]:
+def search(
+    body: SearchRequest, service: ServiceDep, caller: CallerDep, response: Response
+) -> list[SearchHit]:
     """Search by text; folders named in the query are detected when `folder` is empty."""
     result = service.search_text(
-        body.query, k=body.k, folder=body.folder, prefix=body.prefix, min_score=body.min_score
+        body.query,
+        k=body.k,
+        folder=body.folder,
+        prefix=body.prefix,
+        min_score=body.min_score,
+        caller=caller,
     )
     return _send(result, response)
 
