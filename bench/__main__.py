@@ -31,9 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="smaller sizes; checks the targets")
     size.add_argument("--smoke", action="store_true", help="toy sizes: exercise the code only")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
-    parser.add_argument(
-        "--only", default=",".join(SECTIONS), help="comma list of " + "/".join(SECTIONS)
-    )
+    about = "; ".join(f"{name}: {section.about}" for name, section in SECTIONS.items())
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of: {about}")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for this run and its servers")
     return parser.parse_args(argv)
 

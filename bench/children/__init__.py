@@ -1,5 +1,6 @@
 """Entry points run in a fresh process (``python -m bench.children.<name>``, cwd = the repository).
 
-Each prints one JSON line for its parent. They import only the standard library at module level,
-so what a child imports afterwards is what it measures.
+Each prints one JSON line for its parent. The ones that time a start-up (coldstart, runtime,
+scale) import only the standard library before their clock starts, so what they import after is
+what they measure.
 """
