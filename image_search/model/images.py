@@ -7,6 +7,7 @@ import struct
 import warnings
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
@@ -14,9 +15,12 @@ from image_search.model import reduced
 
 # Pillow format names we accept, recognised from the bytes, never from a filename. Pillow calls
 # a JPEG with a multi-picture block (what phone cameras write) MPO; it opens on its primary
-# picture, which is the photo.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP")
-ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP"
+# picture, which is the photo. Phones save HEIC (HEIF with HEVC; pillow-heif's opener, on the
+# primary picture too) and increasingly AVIF (Pillow's own plugin). Both open lazily like the
+# others, so the pixel limit below is checked on the header before anything is decoded.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF")
+ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF, WEBP, HEIC/HEIF, AVIF"
+pillow_heif.register_heif_opener()
 # CLIP's processor scales the shorter side up to the model's input (224 px) and only then keeps
 # the centre square, so a 1 x 100,000 strip (a 375-byte PNG) would become 224 x 22 million pixels,
 # gigabytes, first. Longer strips are cut to this ratio around the centre, which the model sees

@@ -17,7 +17,10 @@ from image_search.errors import BucketNotFoundError, StorageUnavailableError
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (
+    *(".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"),
+    *(".heic", ".heif", ".avif"),  # what phones save
+)
 # Codes that mean "the object or bucket is not there", as opposed to S3 being unavailable.
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # A conditional write or delete that lost: the ETag changed, the object appeared (412), another

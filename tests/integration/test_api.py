@@ -15,7 +15,7 @@ import pytest
 
 from image_search.serve.service import get_service
 from image_search.storage import artefacts, s3
-from tests.support.factories import encode, random_image, skimage_photos
+from tests.support.factories import encode, phone_bytes, random_image, skimage_photos
 from tests.support.service import make_api
 
 
@@ -115,6 +115,20 @@ def test_uploaded_copy_of_an_indexed_image_comes_first(api_env) -> None:
     assert len(body) == 3 and body[0]["key"] == "animals/cat.png"
     assert body[0]["score"] == pytest.approx(1.0, abs=1e-4) and body[0]["distance"] < 0.02
     assert "decode;dur=" in response.headers["Server-Timing"]
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_phone_photo_upload_finds_its_indexed_copy(api_env, fmt: str) -> None:
+    from PIL import Image
+
+    photo = Image.open(io.BytesIO(skimage_photos()["chelsea.png"])).convert("RGB")
+    response = make_api().post(
+        "/image_search/search_by_image",
+        files={"file": (f"IMG_0001.{fmt.lower()}", phone_bytes(photo, fmt), "image/heic")},
+        data={"k": "1"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["key"] == "animals/cat.png"
 
 
 def test_upload_k_as_query_parameter_and_folder(api_env) -> None:

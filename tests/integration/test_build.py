@@ -24,6 +24,7 @@ from tests.support.factories import (
     BROKEN_KEYS,
     IGNORED_KEYS,
     encode,
+    phone_bytes,
     random_image,
     sample_bucket_layout,
 )
@@ -77,6 +78,19 @@ def test_full_build_indexes_every_valid_image(client, bucket, embedder, tmp_path
         )
         hits = faiss_index.search(published.index, embedder.embed_images([picture]), k=1)
         assert hits.ids == [row] and hits.scores[0] == pytest.approx(1.0, abs=1e-4), item.key
+
+
+def test_phone_photos_are_listed_and_indexed(client, bucket, embedder, tmp_path) -> None:
+    layout = {
+        "phone/IMG_0001.HEIC": phone_bytes(random_image(1), "HEIF"),
+        "phone/IMG_0002.heif": phone_bytes(random_image(2), "HEIF"),
+        "phone/IMG_0003.avif": phone_bytes(random_image(3), "AVIF"),
+        "phone/IMG_0004.png": encode(random_image(4)),
+    }
+    populate(client, bucket, layout)
+    report = build(client, embedder)
+    assert report.published and not report.skipped
+    assert {item.key for item in current(client, bucket, tmp_path).metadata.items} == set(layout)
 
 
 def test_incremental_build_embeds_only_changes_and_matches_a_full_build(

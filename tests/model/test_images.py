@@ -10,7 +10,7 @@ from PIL import Image
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
 from image_search.model.images import decode
-from tests.support.factories import encode, mpo_bytes, random_image
+from tests.support.factories import encode, mpo_bytes, phone_bytes, random_image
 
 LIMIT = 10_000_000
 
@@ -90,3 +90,23 @@ def test_camera_jpeg_with_a_multi_picture_block_decodes_to_its_primary_picture()
     # The same picture as the JPEG of the primary image alone (both lossy: compare loosely).
     difference = np.abs(np.asarray(decoded, np.int16) - np.asarray(primary, np.int16))
     assert difference.mean() < 4
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_to_the_same_picture(fmt: str) -> None:
+    # A smooth picture: lossy codecs keep it close, where noise would be smeared.
+    red, green = Image.linear_gradient("L"), Image.radial_gradient("L")
+    image = Image.merge("RGB", (red, green, red.rotate(90))).resize((64, 48))
+    decoded = decode(phone_bytes(image, fmt), max_pixels=LIMIT)
+    assert decoded.mode == "RGB" and decoded.size == (64, 48)
+    difference = np.abs(np.asarray(decoded, np.int16) - np.asarray(image, np.int16))
+    assert difference.mean() < 8
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_obey_the_same_limits(fmt: str) -> None:
+    data = phone_bytes(random_image(8, size=(400, 300)), fmt)
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        decode(data, max_pixels=100_000)
+    with pytest.raises(InvalidImageError):
+        decode(data[: len(data) // 2], max_pixels=LIMIT)

@@ -86,6 +86,14 @@ def encode(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def phone_bytes(image: Image.Image, fmt: str) -> bytes:
+    """``image`` as a phone saves it: HEIF (HEVC, through pillow-heif's encoder) or AVIF."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # the encoder too; idempotent
+    return encode(image, fmt, quality=90)
+
+
 def png_bytes(seed: int, **kwargs: object) -> bytes:
     return encode(random_image(seed, **kwargs))  # type: ignore[arg-type]
 

@@ -50,7 +50,9 @@ def search(
 def search_by_image(
     service: ServiceDep,
     response: Response,
-    file: Annotated[UploadFile, File(description="PNG, JPEG, GIF, BMP, TIFF or WEBP")],
+    file: Annotated[
+        UploadFile, File(description="PNG, JPEG, GIF, BMP, TIFF, WEBP, HEIC/HEIF or AVIF")
+    ],
     k_form: Annotated[K | None, Form(alias="k")] = None,
     k_query: Annotated[K | None, Query(alias="k")] = None,
     folder: Annotated[str, Form(max_length=256)] = "",
