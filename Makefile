@@ -12,9 +12,10 @@ $(STAMP): requirements.txt requirements-lambda.txt requirements-dev.txt requirem
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-## test: the default test run (everything but tests marked slow)
+## test: the default test run (everything but tests marked slow, and the container tests:
+## `make test-container`, mk/docker.mk)
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not container" -q
 
 ## test-all: every test, the slow ones included
 test-all: $(STAMP)

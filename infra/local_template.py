@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         # JSON is YAML: SAM reads it, and the intrinsic functions stay in their long form.
         args.output.write_text(json.dumps(local, indent=1) + "\n")
     else:
-        variables = env_vars(bucket=args.bucket, s3_endpoint=args.s3_endpoint, api_keys=args.api_keys)
+        variables = env_vars(
+            bucket=args.bucket, s3_endpoint=args.s3_endpoint, api_keys=args.api_keys
+        )
         args.output.write_text(json.dumps(variables, indent=1) + "\n")
     return 0
 

@@ -27,6 +27,8 @@ DOCKERD := mk/dockerd.sh
 DOCKER_ENV = $(shell $(DOCKERD) env | sed 's/^export //') DOCKER_BUILDKIT=0
 BRIDGE_IP = $(shell $(DOCKERD) address)
 SAM_LOCAL_DIR := .aws-sam/local
+# mk/infra.mk's stamp for .venv-sam, named here because that file is read after this one.
+SAM_TOOLS := .venv-sam/.installed
 
 .PHONY: docker-daemon docker-stop lambda-base wheelhouse model-dir image sam-local test-container
 
@@ -36,7 +38,7 @@ docker-daemon:
 docker-stop:
 	$(DOCKERD) stop
 
-lambda-base: docker-daemon $(STAMP) $(SAM_STAMP)
+lambda-base: docker-daemon $(STAMP) $(SAM_TOOLS)
 ifeq ($(LAMBDA_BASE),stand-in)
 	mk/lambda_base.sh
 else
@@ -58,8 +60,9 @@ model-dir:
 # The build, with the wheelhouse served for as long as it runs where the stand-in needs it.
 WITH_WHEELS = $(if $(filter stand-in,$(LAMBDA_BASE)),$(BIN)/python mk/wheelhouse.py serve \
 	--host $(BRIDGE_IP) --port $(WHEELHOUSE_PORT) $(WHEELHOUSE) --)
-WHEEL_ARGS = $(if $(filter stand-in,$(LAMBDA_BASE)),PIP_INDEX_URL={url} TORCH_INDEX_URL={url} \
-	PIP_TRUSTED_HOST=$(BRIDGE_IP))
+WHEEL_URL = http://$(BRIDGE_IP):$(WHEELHOUSE_PORT)/simple/
+WHEEL_ARGS = $(if $(filter stand-in,$(LAMBDA_BASE)),PIP_INDEX_URL=$(WHEEL_URL) \
+	TORCH_INDEX_URL=$(WHEEL_URL) PIP_TRUSTED_HOST=$(BRIDGE_IP))
 
 ## image: build infra/Dockerfile on the project's daemon (MODEL=DIR: a local model) and print its size
 image: lambda-base wheelhouse model-dir
@@ -68,7 +71,7 @@ image: lambda-base wheelhouse model-dir
 	@env $(DOCKER_ENV) $(BIN)/python mk/image_size.py $(IMAGE)
 
 ## sam-local: sam build, then sam local start-api on PORT against BUCKET (and S3_ENDPOINT)
-sam-local: lambda-base wheelhouse $(SAM_STAMP)
+sam-local: lambda-base wheelhouse $(SAM_TOOLS)
 	@test -n "$(BUCKET)" || { echo "make sam-local needs BUCKET=<bucket>"; exit 2; }
 	$(if $(MODEL),$(MAKE) --no-print-directory model-dir MODEL="$(MODEL)")
 	mkdir -p $(SAM_LOCAL_DIR)
@@ -83,6 +86,7 @@ sam-local: lambda-base wheelhouse $(SAM_STAMP)
 	    --env-vars $(SAM_LOCAL_DIR)/env.json --warm-containers LAZY
 
 ## test-container: build the image with the tiny model, run each function under the emulator
-## and through `sam local start-api` (tests/container/); stops what it starts
-test-container: lambda-base wheelhouse $(SAM_STAMP)
+## and through `sam local start-api` (tests/container/). The tests start the daemon (and stop it
+## if they did), build through `make image` and stop every container they start.
+test-container: $(STAMP) $(SAM_TOOLS)
 	$(BIN)/python -m pytest tests/container -m container -q

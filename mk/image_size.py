@@ -1,6 +1,6 @@
 """Print an image's size, in all and by layer (what `make image` ends with).
 
-    python mk/image_size.py IMAGE      (DOCKER_HOST set to the project's daemon)
+python mk/image_size.py IMAGE      (DOCKER_HOST set to the project's daemon)
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ as long as one command runs:
 
     python mk/wheelhouse.py fetch DIR -r requirements.txt ...
     python mk/wheelhouse.py serve --host 172.29.0.1 --port 38917 DIR -- docker build ... \
-        --build-arg PIP_INDEX_URL={url} ...
+        --build-arg PIP_INDEX_URL=http://172.29.0.1:38917/simple/ ...
 
-``{url}`` in the command becomes the index's URL. The wheels are for this interpreter's Python
+The wheels are for this interpreter's Python
 and platform (the stand-in base image runs the same Python 3.11 on Debian 12).
 """
 
@@ -70,11 +70,10 @@ class QuietHandler(SimpleHTTPRequestHandler):
 def serve(folder: Path, *, host: str, port: int, command: list[str]) -> int:
     handler = functools.partial(QuietHandler, directory=str(folder))
     with ThreadingHTTPServer((host, port), handler) as server:
-        url = f"http://{host}:{server.server_address[1]}/simple/"
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            return subprocess.run([part.replace("{url}", url) for part in command]).returncode
+            return subprocess.run(command).returncode
         finally:
             server.shutdown()
 
@@ -85,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     get = verbs.add_parser("fetch", help="download the requirements' wheels and index them")
     get.add_argument("folder", type=Path)
     get.add_argument("-r", dest="requirements", action="append", required=True)
-    run = verbs.add_parser("serve", help="serve the index while COMMAND runs ({url} = its URL)")
+    run = verbs.add_parser("serve", help="serve the index while COMMAND runs")
     run.add_argument("folder", type=Path)
     run.add_argument("--host", required=True, help="the docker bridge address, never 0.0.0.0")
-    run.add_argument("--port", type=int, default=0, help="fixed, to keep Docker's cache (0: any)")
+    run.add_argument("--port", type=int, required=True, help="fixed, to keep Docker's cache")
     run.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.verb == "fetch":

@@ -409,14 +409,28 @@ def test_the_state_machine_invokes_only_the_build_functions_and_runs_only_itself
 # ---- environment and the image ------------------------------------------------------------
 
 
-def test_environment_names_are_settings() -> None:
+def test_environment_names_are_settings_or_the_s3_endpoint_left_empty() -> None:
+    """Every variable is a setting, except boto3's own AWS_ENDPOINT_URL_S3 (STYLE: the endpoint
+    is boto3's variable, not a home-made one). It is declared, empty, only because `sam local
+    --env-vars` overrides nothing a function does not declare, and local runs need moto's or
+    MinIO's endpoint there; empty, boto3 uses AWS's S3 (test below)."""
     from image_search.config import Settings
 
     known = {f"IMAGE_SEARCH_{name.upper()}" for name in Settings.model_fields}
     for name in FUNCTIONS:
-        variables = function(name)["Environment"]["Variables"]
+        variables = dict(function(name)["Environment"]["Variables"])
+        assert variables.pop("AWS_ENDPOINT_URL_S3") == ""
         assert set(variables) <= known, set(variables) - known
         assert "IMAGE_SEARCH_API_PREFIX" not in variables  # the routes above assume no prefix
+
+
+def test_an_empty_s3_endpoint_leaves_boto3_on_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from image_search.storage import s3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert s3.make_client().meta.endpoint_url == "https://s3.amazonaws.com"
 
 
 def test_upload_limit_fits_lambdas_payload_after_base64() -> None:
@@ -471,15 +485,19 @@ def test_dockerfile_invariants() -> None:
         )
         assert template_path == model_path
 
-    # torch only in the export stage, only from the CPU index; the image gets the export and the
-    # torch-free requirements; no build caches left behind.
+    # torch only in the export stage, only from the CPU index (by default: `make image` points
+    # the index arguments at a wheelhouse where no registry is reachable); the image gets the
+    # export and the torch-free requirements; no build caches left behind.
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert args["PIP_INDEX_URL"] == "https://pypi.org/simple"
     export_runs = [arg for op, arg in export_stage if op == "RUN"]
+    assert any("^torch==" in r and '--index-url "${TORCH_INDEX_URL}"' in r for r in export_runs)
+    # Exported from where the torch image kept the model: that path stays the index's identity.
+    # A local model (infra/model/, `make image MODEL=DIR`) is saved there too.
     assert any(
-        "--index-url https://download.pytorch.org/whl/cpu" in r and "torch==" in r
+        f'save "${{MODEL_ID}}" "{raw_model_path}" --local /opt/export/local' in " ".join(r.split())
         for r in export_runs
     )
-    # Exported from where the torch image kept the model: that path stays the index's identity.
-    assert any(f'save "${{MODEL_ID}}" "{raw_model_path}"' in r for r in export_runs)
     assert any(
         f'export --model "{raw_model_path}" --output /opt/export/model' in r for r in export_runs
     )
@@ -510,6 +528,10 @@ def test_dockerfile_invariants() -> None:
         assert (ROOT / path).exists(), path
         assert f"!{path}" in ignore, f"{path} is kept out of the build context by .dockerignore"
     assert "tests/" not in copied and not any(p.startswith(".venv") for p in copied)
+    # infra/model/ reaches the build, but only its README reaches git.
+    assert "infra/model/" in copied
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert {"infra/model/*", "!infra/model/README.md"} <= set(ignored)
 
 
 def test_baked_model_exports_and_loads_like_in_the_image(
@@ -531,6 +553,53 @@ def test_baked_model_exports_and_loads_like_in_the_image(
     monkeypatch.setenv("IMAGE_SEARCH_RUNTIME", "onnx")
     bake.check(exported)
     assert f"(OnnxEmbedder): identity {saved}, dim 16" in capsys.readouterr().out
+
+
+def test_a_local_model_replaces_the_hubs(tiny_model, exported, tmp_path) -> None:
+    """infra/model/ as `make image MODEL=DIR` fills it: a checkpoint is saved (no hub: the id
+    does not exist), an export is taken as it is; with only the README the hub's id is used."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("bake_model", ROOT / "infra/bake_model.py")
+    bake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bake)
+    for given in (tiny_model, exported):
+        local = tmp_path / given.name / "local"
+        shutil.copytree(given, local)
+        shutil.copy(ROOT / "infra/model/README.md", local / "README.md")
+        target, out = tmp_path / given.name / "saved", tmp_path / given.name / "export"
+        bake.save("no-such-org/no-such-model", target, local=local, exported=out)
+        if given == exported:
+            assert not target.exists() and (out / "export.json").is_file()
+            assert not (out / "README.md").exists()
+        else:
+            assert (target / "model.safetensors").is_file() and not out.exists()
+
+
+def test_the_local_template_differs_only_for_the_emulator_and_the_build(tmp_path) -> None:
+    """`make sam-local`'s copy of template.yaml (infra/local_template.py): the HTTP API gets the
+    binary media types SAM CLI's emulator needs to pass uploads base64-encoded, as API Gateway
+    does by itself; the image functions get the build arguments. Nothing else changes, and the
+    deployed template keeps no OpenAPI body (its routes are the events)."""
+    out = tmp_path / "local.json"
+    done = run(tool("python"), "infra/local_template.py", "template", str(TEMPLATE), str(out),
+               "--build-arg", "PIP_INDEX_URL=http://172.29.0.1:1/simple/")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    local = json.loads(out.read_text())
+    deployed = run(tool("python"), "-c", "import json, sys; from samtranslator.yaml_helper "
+                   "import yaml_parse; json.dump(yaml_parse(open(sys.argv[1]).read()), sys.stdout)",
+                   str(TEMPLATE))  # fmt: skip
+    original = json.loads(deployed.stdout)
+    api = original["Resources"]["SearchApi"]["Properties"]
+    assert "DefinitionBody" not in api and "DefinitionUri" not in api
+    body = local["Resources"]["SearchApi"]["Properties"].pop("DefinitionBody")
+    assert "multipart/form-data" in body["x-amazon-apigateway-binary-media-types"]
+    assert body["paths"] == {}
+    for name in FUNCTIONS:
+        build_args = local["Resources"][name]["Metadata"]["DockerBuildArgs"]
+        assert build_args.pop("PIP_INDEX_URL") == "http://172.29.0.1:1/simple/"
+    assert local == original
 
 
 def test_env_json_only_sets_variables_the_template_declares() -> None:
