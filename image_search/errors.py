@@ -31,6 +31,10 @@ class ModelLoadError(ImageSearchError):
     """The CLIP model could not be loaded from the configured source."""
 
 
+class ImageModelLoadingError(ModelLoadError):
+    """The image tower is still loading after a cold start (text searches already answer)."""
+
+
 class QualityGateError(ImageSearchError):
     """A quantised export ranks the user's images too differently from fp32 (``export --check``)."""
 

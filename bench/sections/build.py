@@ -148,6 +148,14 @@ class _TimedEmbedder:
         self._embedder.load()
         return self
 
+    def load_text(self) -> _TimedEmbedder:
+        self._embedder.load_text()
+        return self
+
+    @property
+    def image_ready(self) -> bool:
+        return self._embedder.image_ready
+
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
         return self._embedder.embed_texts(texts)
 

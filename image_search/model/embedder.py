@@ -34,7 +34,18 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def load(self) -> Embedder: ...
+    def load(self) -> Embedder:
+        """Both towers, once (idempotent, thread-safe)."""
+        ...
+
+    def load_text(self) -> Embedder:
+        """The text tower at least: what a cold start needs before it answers text searches."""
+        ...
+
+    @property
+    def image_ready(self) -> bool:
+        """Whether the image tower is loaded (``embed_images`` would load it otherwise)."""
+        ...
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors: ...
 

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,30 @@ class OnnxEmbedder:
         # images/s (5.7 against 4.9 for one thread per call, two calls at once).
         self.threads = threads or usable_cores()
         self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
-        self._lock = threading.Lock()  # loading the sessions
-        # Apart from the sessions' lock: the service checks a build's model (identity, dim) from
+        # One lock a tower, so texts are answered while the image tower is still loading.
+        self._text_lock = threading.Lock()
+        self._vision_lock = threading.Lock()
+        # Apart from the sessions' locks: the service checks a build's model (identity, dim) from
         # the index's thread while the sessions may still be loading.
         self._export_lock = threading.Lock()
         self._export: tuple[Path, ExportManifest] | None = None
-        self._loaded: _Loaded | None = None
+        self._text: _TextTower | None = None
+        self._vision: _VisionTower | None = None
 
     def load(self) -> OnnxEmbedder:
-        """Open the export (idempotent, thread-safe); ``ModelLoadError`` says how to fix it."""
-        with self._lock:
-            if self._loaded is None:
-                self._loaded = self._load()
+        """Open both towers (idempotent, thread-safe); ``ModelLoadError`` says how to fix it."""
+        self.load_text()
+        self._vision_tower()
         return self
+
+    def load_text(self) -> OnnxEmbedder:
+        """Open the text tower only: enough to answer text searches (a cold start's first job)."""
+        self._text_tower()
+        return self
+
+    @property
+    def image_ready(self) -> bool:
+        return self._vision is not None
 
     def _find(self) -> tuple[Path, ExportManifest]:
         """The export's directory and manifest: cheap, no session is opened (see ``identity``)."""
@@ -82,52 +94,74 @@ class OnnxEmbedder:
                 self._export = directory, read_manifest(directory)
             return self._export
 
-    def _load(self) -> _Loaded:
-        directory, manifest = self._find()
+    def _text_tower(self) -> _TextTower:
+        with self._text_lock:
+            if self._text is None:
+                directory, manifest = self._find()
+                session = self._session(directory, manifest.files.text)
+                try:
+                    from tokenizers import Tokenizer
+
+                    tokenizer = Tokenizer.from_file(str(directory / manifest.files.tokenizer))
+                except Exception as exc:  # tokenizers raises its own exception types
+                    raise ModelLoadError(
+                        f"cannot load the tokenizer in {directory}: {exc}"
+                    ) from exc
+                # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder
+                # does.
+                tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
+                tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
+                self._text = _TextTower(session, tokenizer)
+                self._log_loaded("text", directory, manifest)
+            return self._text
+
+    def _vision_tower(self) -> _VisionTower:
+        with self._vision_lock:
+            if self._vision is None:
+                directory, manifest = self._find()
+                session = self._session(directory, manifest.files.vision)
+                try:
+                    spec = ImageSpec.from_file(directory / manifest.files.preprocessor)
+                except (OSError, ValueError) as exc:
+                    raise ModelLoadError(
+                        f"cannot read the preprocessing in {directory}: {exc}"
+                    ) from exc
+                if spec.output_size != (manifest.image_size, manifest.image_size):
+                    raise ModelLoadError(
+                        f"the export in {directory} preprocesses to {spec.output_size} pixels "
+                        f"but its vision model takes {manifest.image_size}"
+                    )
+                self._vision = _VisionTower(session, spec)
+                self._log_loaded("image", directory, manifest)
+            return self._vision
+
+    def _session(self, directory: Path, name: str) -> Any:
         try:
             import onnxruntime as ort
-            from tokenizers import Tokenizer
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            # A spinning pool keeps cores busy after each run: it starved the image decoding and
-            # FAISS work beside it in measurement, and in Lambda it is billed idle time.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            providers = ["CPUExecutionProvider"]
-            text = ort.InferenceSession(
-                str(directory / manifest.files.text), options, providers=providers
-            )
-            vision = ort.InferenceSession(
-                str(directory / manifest.files.vision), options, providers=providers
-            )
-            tokenizer = Tokenizer.from_file(str(directory / manifest.files.tokenizer))
-            spec = ImageSpec.from_file(directory / manifest.files.preprocessor)
         except ImportError as exc:
             raise ModelLoadError(f"the ONNX runtime is not installed: {exc}") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        # A spinning pool keeps cores busy after each run: it starved the image decoding and
+        # FAISS work beside it in measurement, and in Lambda it is billed idle time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(
+                str(directory / name), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load the ONNX export in {directory}: {exc}") from exc
-        if spec.output_size != (manifest.image_size, manifest.image_size):
-            raise ModelLoadError(
-                f"the export in {directory} preprocesses to {spec.output_size} pixels "
-                f"but its vision model takes {manifest.image_size}"
-            )
-        # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder does.
-        tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
-        tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
+
+    def _log_loaded(self, tower: str, directory: Path, manifest: ExportManifest) -> None:
         LOG.info(
-            "loaded ONNX export of %s from %s (dim %d, %d threads)",
+            "loaded the %s tower of the ONNX export of %s from %s (%s, dim %d, %d threads)",
+            tower,
             manifest.source,
             directory,
+            manifest.precision,
             manifest.dim,
             self.threads,
         )
-        return _Loaded(text, vision, tokenizer, spec)
-
-    @property
-    def _model(self) -> _Loaded:
-        loaded = self.load()._loaded
-        assert loaded is not None
-        return loaded
 
     @property
     def identity(self) -> str:
@@ -148,23 +182,23 @@ class OnnxEmbedder:
         return self._find()[1].max_text_tokens
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
-        model = self._model
+        tower = self._text_tower()
         parts = []
         for start in range(0, len(texts), self.batch_size):
-            encodings = model.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
+            encodings = tower.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
             feeds = {
                 "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             }
-            parts.append(self._run(model.text, feeds))
+            parts.append(self._run(tower.session, feeds))
         return self._stack(parts)
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
-        model = self._model
+        tower = self._vision_tower()
         parts = []
         for start in range(0, len(images), self.batch_size):
-            pixels = model.spec.pixels(images[start : start + self.batch_size])
-            parts.append(self._run(model.vision, {"pixel_values": pixels}))
+            pixels = tower.spec.pixels(images[start : start + self.batch_size])
+            parts.append(self._run(tower.session, {"pixel_values": pixels}))
         return self._stack(parts)
 
     def _run(self, session: Any, feeds: dict[str, np.ndarray]) -> Vectors:
@@ -178,11 +212,13 @@ class OnnxEmbedder:
         return np.concatenate(parts)
 
 
-class _Loaded:
-    """Everything ``load`` opens, replaced as one so readers never see half of it."""
+@dataclass(frozen=True, slots=True)
+class _TextTower:
+    session: Any
+    tokenizer: Any
 
-    def __init__(self, text: Any, vision: Any, tokenizer: Any, spec: ImageSpec) -> None:
-        self.text = text
-        self.vision = vision
-        self.tokenizer = tokenizer
-        self.spec = spec
+
+@dataclass(frozen=True, slots=True)
+class _VisionTower:
+    session: Any
+    spec: ImageSpec

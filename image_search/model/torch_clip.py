@@ -55,6 +55,14 @@ class ClipEmbedder:
                 self._model, self._processor = self._load()
         return self
 
+    def load_text(self) -> ClipEmbedder:
+        """One model holds both towers here: loading the text tower loads it all."""
+        return self.load()
+
+    @property
+    def image_ready(self) -> bool:
+        return self._model is not None
+
     def _load(self) -> tuple[Any, Any]:
         path = model_source.resolve(self.source, cache_dir=self._cache_dir)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
@@ -94,8 +94,13 @@ class Health(BaseModel):
     status: str = "ok"
     build_id: str
     count: int
-    model: str
+    model: str = Field(description="the model the build records (with #int8 when quantised)")
     created_at: datetime
+    runtime: str = Field(description="onnx or torch")
+    precision: str = Field(description="fp32 or int8")
+    image_tower: Literal["loading", "ready"] = Field(
+        description="text searches answer while the image model still loads after a cold start"
+    )
 
 
 class ErrorBody(BaseModel):

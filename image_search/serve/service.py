@@ -30,6 +30,7 @@ from image_search.model.vectors import Vectors
 from image_search.serve import scope
 from image_search.serve.duplicates import DuplicateGroups, GroupPage
 from image_search.serve.folders import detect
+from image_search.serve.image_tower import ImageTowerLoader
 from image_search.serve.lifecycle import ServedIndex
 from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
@@ -101,6 +102,7 @@ class SearchService:
             settings.max_concurrent_images, thread_name_prefix="image-search-upload"
         )
         self._texts = TextVectors(size=settings.text_cache_size)
+        self.image_tower = ImageTowerLoader(lambda: self.embedder)
         self._duplicates = DuplicateGroups(settings, client=lambda: self.client, urls=self._urls)
 
     @property
@@ -114,17 +116,21 @@ class SearchService:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
-        """Load the model and the index now (Lambda's init phase); failures are only logged.
+        """Load the text tower and the index now (Lambda's init phase), then start loading the
+        image tower in a thread; failures are only logged.
 
-        The index is fetched and opened in its own thread while the model loads here: the two
-        are independent, and a cold start pays the longer of them rather than their sum.
+        The index is fetched and opened in its own thread while the text tower loads here: the
+        two are independent, and a cold start pays the longer of them rather than their sum.
+        Text searches are answered from then on; uploads wait for the image tower.
         """
         self.index.start_loading()
         try:
-            self.embedder.load()
+            self.embedder.load_text()
             self.current()
         except ImageSearchError as exc:
             LOG.warning("warm-up incomplete: %s", exc)
+        finally:
+            self.image_tower.start()
 
     def warm_in_background(self) -> threading.Thread:
         """``warm`` in a thread, for a server whose port should open at once (uvicorn)."""
@@ -194,6 +200,7 @@ class SearchService:
             )
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
+        self.image_tower.wait()
         vector, (started, decoded, embedded) = self._image_workers.submit(
             self._embed_upload, data
         ).result()

@@ -31,7 +31,7 @@ def test_tokens_match_transformers(onnx: OnnxEmbedder, embedder: ClipEmbedder) -
     reference = embedder._processor.tokenizer(
         TEXTS, padding=True, truncation=True, max_length=embedder.max_text_tokens
     )
-    encodings = onnx._model.tokenizer.encode_batch(TEXTS)
+    encodings = onnx._text_tower().tokenizer.encode_batch(TEXTS)
     assert [e.ids for e in encodings] == reference["input_ids"]
     assert [e.attention_mask for e in encodings] == reference["attention_mask"]
 

@@ -15,6 +15,13 @@ router = APIRouter()  # open: no API key
 def health(service: ServiceDep) -> Health:
     """200 with the serving build when an index is loaded, 503 with the reason when not."""
     meta = service.current().metadata
+    embedder = service.embedder
     return Health(
-        build_id=meta.build_id, count=meta.count, model=meta.model, created_at=meta.created_at
+        build_id=meta.build_id,
+        count=meta.count,
+        model=meta.model,
+        created_at=meta.created_at,
+        runtime=embedder.runtime,
+        precision=embedder.precision,
+        image_tower=service.image_tower.state,
     )

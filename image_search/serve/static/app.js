@@ -321,7 +321,8 @@
   async function loadInfo() {
     try {
       const { data } = await call("health");
-      el.info.textContent = `${data.count} images indexed · model ${data.model}`;
+      el.info.textContent =
+        `${data.count} images indexed · model ${data.model} · ${data.runtime} ${data.precision}`;
     } catch (err) {
       el.info.textContent = err.status === 503 ? "no index loaded yet" : "";
     }

@@ -1,0 +1,66 @@
+"""The image tower loads behind the text tower and the index, so a cold start answers text first.
+
+A cold start loads the text tower and the index (in parallel), then starts this thread; on Lambda
+the init phase ends there and the thread carries on during the first invocations. An upload that
+arrives meanwhile waits for it, up to ``WAIT_SECONDS``, then gets a 503 it can retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Literal
+
+from image_search.errors import ImageModelLoadingError, ImageSearchError
+from image_search.model.embedder import Embedder
+
+LOG = logging.getLogger(__name__)
+
+# Long enough for any image tower we export to open on a cold machine (ViT-B/32 fp32's 351 MB
+# is mapped, not read), short enough to answer well inside API Gateway's 29 s limit.
+WAIT_SECONDS = 10.0
+
+State = Literal["loading", "ready"]
+
+
+class ImageTowerLoader:
+    def __init__(self, embedder: Callable[[], Embedder], *, wait: float | None = None) -> None:
+        self._embedder = embedder
+        self._wait = WAIT_SECONDS if wait is None else wait
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load the image tower in a thread (once; later calls do nothing)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._load, name="image-search-image-tower", daemon=True
+                )
+                self._thread.start()
+
+    @property
+    def state(self) -> State:
+        """``ready`` once the tower is in memory; ``loading`` before (and before any start: the
+        first upload then loads it)."""
+        return "ready" if self._embedder().image_ready else "loading"
+
+    def wait(self) -> None:
+        """Return once uploads can be embedded; ``ImageModelLoadingError`` (503) if the load in
+        flight outlasts the wait. Without one in flight, ``embed_images`` loads the tower itself."""
+        thread = self._thread
+        if thread is None or self._embedder().image_ready:
+            return
+        thread.join(self._wait)
+        if thread.is_alive():
+            raise ImageModelLoadingError(
+                "the image model is still loading after a cold start (text searches already "
+                "answer): retry the upload in a few seconds"
+            )
+
+    def _load(self) -> None:
+        try:
+            self._embedder().load()
+        except ImageSearchError as exc:  # the upload that needs it reports it, as a 503
+            LOG.warning("image tower not loaded: %s", exc)
