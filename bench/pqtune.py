@@ -43,27 +43,27 @@ def main(argv: list[str]) -> int:
 def sweep(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     import faiss
 
-    from image_search.index import faiss_index
+    from image_search.index import faiss_index, ivf_pq
 
     args.work.mkdir(parents=True, exist_ok=True)
     vectors = data.clustered_file(args.count, args.work / "pqtune-vectors.npy")
     probes = data.queries(args.count, args.queries)
     truth = data.exact_top_k(vectors, probes)
     built = faiss_index.build(vectors, index_type="ivf-pq")
-    assert isinstance(built, faiss_index.Reranked)
-    saved = faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR
+    assert built.kind == "ivf-pq"
+    saved = ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR
     try:
         for nprobe in _ints(args.nprobe):
             for factor in _ints(args.factor):
-                faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR = nprobe, factor
+                ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR = nprobe, factor
                 found, whole, scan = [], [], []
                 params = faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]  # SWIG kwargs
                 for probe in probes:
                     started = time.perf_counter()
-                    found.append(faiss_index.search(built, probe, k=K).ids)
+                    found.append(built.search(probe, k=K).ids)
                     whole.append(time.perf_counter() - started)
                     started = time.perf_counter()
-                    built.base.search(probe.reshape(1, -1), K * factor, params=params)
+                    built.faiss.search(probe.reshape(1, -1), K * factor, params=params)
                     scan.append(time.perf_counter() - started)
                 yield {
                     "count": args.count,
@@ -74,7 +74,7 @@ def sweep(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                     "pq_scan_p50_ms": round(float(np.median(scan)) * 1000, 3),
                 }
     finally:
-        faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR = saved
+        ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR = saved
         (args.work / "pqtune-vectors.npy").unlink(missing_ok=True)
 
 

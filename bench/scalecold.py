@@ -1,7 +1,7 @@
 """``python -m bench scale --count N``: a cold start of the service over N images, end to end.
 
 Publishes N synthetic clustered 512-d vectors (bench.fixtures.data) with realistic keys (about 60
-characters, a few hundred folders) through the product's own ``storage.artefacts.publish`` to a
+characters, a few hundred folders) through the product's own ``artefacts.publish.publish`` to a
 file-backed S3 on loopback (bench.fixtures.objectstore), then spawns a fresh process
 (bench.children.scale)
 that runs the service as Lambda would: pointer read, fetch, load, one text search through the
@@ -134,8 +134,8 @@ def keys(count: int) -> tuple[list[str], list[str]]:
 
 
 def _publish(count: int, *, vectors: np.ndarray, index: Any, model: str) -> str:
+    from image_search.artefacts.manifest import Item
     from image_search.storage import s3
-    from image_search.storage.manifest import Item
 
     client = s3.make_client()
     bucket = f"bench-scale-{count}"

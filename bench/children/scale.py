@@ -20,7 +20,7 @@ FILL_TIMEOUT_S = 600.0
 
 
 class _LoadTimes(logging.Handler):
-    """The split ``storage.artefacts.load`` logs: MB fetched, fetch seconds, open seconds."""
+    """The split ``artefacts.loader.load_build`` logs: MB fetched, fetch seconds, open seconds."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +40,7 @@ def main() -> None:
     create_app()
     lap("imports_s")
     load_times = _LoadTimes()
-    logger = logging.getLogger("image_search.storage.artefacts")
+    logger = logging.getLogger("image_search.artefacts.loader")
     logger.setLevel(logging.INFO)
     logger.addHandler(load_times)
     service = get_service()
@@ -68,8 +68,7 @@ def _queries(
     import numpy as np
 
     from bench.report.memory import peak_rss_bytes
-    from image_search.index import faiss_index
-    from image_search.storage.manifest import INDEX_FILE
+    from image_search.artefacts.manifest import INDEX_FILE
 
     probes = np.load(os.environ["BENCH_PROBES"])
     cold = [_timed(loaded.index, probe)[0] for probe in probes]
@@ -87,31 +86,30 @@ def _queries(
         "cold_search_p50_ms": round(float(np.percentile(cold, 50)), 3),
         "rerank_fill_s": fill_s,
         "index_bytes": os.path.getsize(os.path.join(cache, loaded.metadata.build_id, INDEX_FILE)),
-        "rerank_bytes": (
-            int(loaded.index.rerank.codes.nbytes)
-            if isinstance(loaded.index, faiss_index.Reranked)
-            else 0
-        ),
+        "rerank_bytes": _rerank_bytes(loaded.index),
         "ids": [ids for _, ids in timed],
     }
 
 
 def _timed(index: Any, probe: Any) -> tuple[float, list[int]]:
-    from image_search.index import faiss_index
-
     started = time.perf_counter()
-    hits = faiss_index.search(index, probe, k=10)
+    hits = index.search(probe, k=10)
     return (time.perf_counter() - started) * 1000, hits.ids + [-1] * (10 - len(hits.ids))
+
+
+def _rerank_bytes(index: Any) -> int:
+    """The size of ivf-pq's re-rank codes (0 for other types)."""
+    rerank = getattr(index, "rerank", None)
+    return 0 if rerank is None else int(rerank.codes.nbytes)
 
 
 def _wait_for_rerank(index: Any) -> float | None:
     """Seconds until ivf-pq's re-rank codes are all local (None for other types)."""
-    from image_search.index import faiss_index
-
-    if not isinstance(index, faiss_index.Reranked):
+    rerank = getattr(index, "rerank", None)  # ivf-pq only: its codes arrive after the start
+    if rerank is None:
         return None
     started = time.perf_counter()
-    index.rerank.filled.wait(FILL_TIMEOUT_S)
+    rerank.filled.wait(FILL_TIMEOUT_S)
     return round(time.perf_counter() - started, 2)
 
 

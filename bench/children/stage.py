@@ -30,21 +30,24 @@ def published(count: int) -> int:
 
 
 def child(stage: str, *, bucket: str, count: int, plan_id: str) -> dict[str, object]:
+    from image_search.artefacts.location import IndexLocation
     from image_search.build.merge_stage import merge_build
+    from image_search.build.options import BuildOptions
     from image_search.build.plan_stage import plan_listing
     from image_search.config import Settings
 
-    settings = Settings(bucket=bucket, model=MODEL, index_prefix=PREFIX)
+    options = BuildOptions.of(Settings(bucket=bucket, model=MODEL, index_prefix=PREFIX))
     client = s3.make_client(max_connections=work.PARALLEL_REQUESTS)
+    where = IndexLocation(client, bucket, PREFIX)
     if stage == "plan":
-        planned = plan_listing(settings, _listing(count), client=client, model=MODEL)
+        planned = plan_listing(where, options, _listing(count), model=MODEL)
         return {
             "plan_id": planned.plan.plan_id,
             "todo": sum(len(shard.objects) for shard in planned.shards),
             "reused": len(planned.plan.reused),
         }
-    plan = work.load_plan(client, bucket=bucket, index_prefix=PREFIX, plan_id=plan_id)
-    report = merge_build(settings, plan, client=client)
+    plan = work.load_plan(where, plan_id=plan_id)
+    report = merge_build(where, options, plan)
     assert report.published and report.count == count, report.line()
     return {"index_type": report.index_type}
 

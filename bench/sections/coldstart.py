@@ -26,9 +26,10 @@ from bench.fixtures.publish import Published
 from bench.fixtures.server import QUERY, first_answer, service_env
 from bench.paths import ROOT
 from bench.report.stats import Report, Rounds, Row, timed
-from image_search.index import faiss_index
-from image_search.storage import artefacts, s3
-from image_search.storage.manifest import Metadata
+from image_search.artefacts.loader import read_pointer
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Metadata
+from image_search.storage import s3
 
 if TYPE_CHECKING:
     from bench.sections.shared import Shared
@@ -119,7 +120,7 @@ def _steps(env: dict[str, str]) -> dict[str, float]:
 
 def _floors(embedder: Any, published: Published, *, rounds: int, runtime: str) -> dict[str, float]:
     client = s3.make_client()
-    pointer = artefacts.read_pointer(client, bucket=published.bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, published.bucket, "index/"))
     assert pointer is not None
     blobs: dict[str, bytes] = {}
 
@@ -146,7 +147,7 @@ def _floors(embedder: Any, published: Published, *, rounds: int, runtime: str) -
             timed(
                 lambda: (
                     embedder.embed_texts([QUERY]),
-                    faiss_index.search(published.index, vector, k=10),
+                    published.index.search(vector, k=10),
                 )
             )
             for _ in range(5)

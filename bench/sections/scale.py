@@ -23,6 +23,7 @@ from bench.fixtures.data import K
 from bench.report.memory import loaded_index_rss
 from bench.report.stats import Report, Rounds, Row, latency_rounds, recall
 from image_search.index import faiss_index as index
+from image_search.index.search_index import SearchIndex
 
 if TYPE_CHECKING:
     from bench.sections.shared import Shared
@@ -80,20 +81,19 @@ def _measure(
     started = time.perf_counter()
     built = index.build(vectors, index_type=kind)
     build_seconds = time.perf_counter() - started
-    serialised = index.to_bytes(built)
+    serialised = built.serialised().tobytes()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "index.bin"
         path.write_bytes(serialised)
         size = len(serialised)
         del serialised
         resident = loaded_index_rss(path)
-    if isinstance(built, index.Reranked):
-        # Its re-rank codes are a file of their own, mapped: queries read them.
-        resident += built.rerank.codes.nbytes
+    # ivf-pq's re-rank codes are a file of their own, mapped: queries read them.
+    resident += sum(len(p) for parts in built.sidecars().values() for p in parts)
     if kind == "flat":
         # Exact by construction and ~100x slower per query at 1M: a sample is enough.
         probes, truth = probes[:EXACT_QUERIES], truth[:EXACT_QUERIES]
-    recall_at_10 = recall([index.search(built, q, k=K).ids for q in probes], truth, k=K)
+    recall_at_10 = recall([built.search(q, k=K).ids for q in probes], truth, k=K)
     latency = _latency(built, probes, rounds=rounds)
     del built
     fits = resident <= MEMORY_TARGET
@@ -131,10 +131,10 @@ def _measure(
     )
 
 
-def _latency(built: index.Index, probes: np.ndarray, *, rounds: int) -> Rounds:
+def _latency(built: SearchIndex, probes: np.ndarray, *, rounds: int) -> Rounds:
     cursor = iter(range(10**9))
     latency, _ = latency_rounds(
-        lambda: index.search(built, probes[next(cursor) % len(probes)], k=K),
+        lambda: built.search(probes[next(cursor) % len(probes)], k=K),
         rounds=rounds,
         per_round=len(probes),
     )

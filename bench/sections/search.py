@@ -22,7 +22,6 @@ from bench.fixtures import photos
 from bench.fixtures.publish import Published, publish_synthetic
 from bench.fixtures.server import service_env, uvicorn_server
 from bench.report.stats import Report, Rounds, Row, percentile, timed
-from image_search.index import faiss_index
 from image_search.model import images
 from image_search.storage import s3
 
@@ -140,7 +139,7 @@ def _text(server: _Server, *, per_round: int) -> None:
         return _ok(client.post("/image_search/search", json=body))
 
     # Through index.faiss_index: the floor searches with the service's nprobe and efSearch.
-    search = {"faiss search": lambda: faiss_index.search(published.index, vector, k=K)}
+    search = {"faiss search": lambda: published.index.search(vector, k=K)}
     _measure(
         report,
         group=f"text search, {label}",
@@ -179,7 +178,7 @@ def _image(server: _Server, *, per_round: int) -> None:
         floors={
             "decode": lambda: images.decode(upload, max_pixels=10**8),
             "embed_images": lambda: embedder.embed_images([picture]),
-            "faiss search": lambda: faiss_index.search(published.index, vector, k=K),
+            "faiss search": lambda: published.index.search(vector, k=K),
         },
         request=request,
         rounds=rounds,

@@ -86,11 +86,14 @@ def _stage(stage: str, *, bucket: str, count: int, plan_id: str = "-") -> dict[s
 
 def _fake_shard_results(client: s3.S3Client, *, bucket: str, plan_id: object) -> int:
     """What the shards would have saved: a result and random unit vectors for each."""
-    plan = work.load_plan(client, bucket=bucket, index_prefix=PREFIX, plan_id=str(plan_id))
+    from image_search.artefacts.location import IndexLocation
+
+    where = IndexLocation(client, bucket, PREFIX)
+    plan = work.load_plan(where, plan_id=str(plan_id))
     rng = np.random.default_rng(3)
 
     def save(ref: work.ShardRef) -> None:
-        shard = work.load_shard(client, bucket=bucket, index_prefix=PREFIX, shard_id=ref.shard_id)
+        shard = work.load_shard(where, shard_id=ref.shard_id)
         vectors = normalise(rng.standard_normal((len(shard.objects), data.DIM)))
         result = work.ShardResult(
             shard_id=ref.shard_id,
@@ -99,7 +102,7 @@ def _fake_shard_results(client: s3.S3Client, *, bucket: str, plan_id: object) ->
             vectors_key="",
             rows=work.Rows.of(shard.objects),
         )
-        work.save_result(client, bucket=bucket, index_prefix=PREFIX, result=result, vectors=vectors)
+        work.save_result(where, result=result, vectors=vectors)
 
     work.in_parallel(save, plan.shards)
     return len(plan.shards)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, model_validator
 
+from image_search.artefacts.manifest import Pointer, Skipped
 from image_search.storage import s3
 from image_search.storage.lease import LeaseRecord
-from image_search.storage.manifest import Pointer, Skipped
 
 PLAN_SCHEMA_VERSION = 1
 

@@ -9,7 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from PIL import Image
 
-from image_search.config import Settings
+from image_search.artefacts.manifest import Skipped
+from image_search.build.options import BuildOptions
 from image_search.errors import (
     ImageSearchError,
     ImageTooLargeError,
@@ -18,7 +19,6 @@ from image_search.errors import (
 )
 from image_search.model import images
 from image_search.storage import s3
-from image_search.storage.manifest import Skipped
 
 LOG = logging.getLogger(__name__)
 
@@ -26,14 +26,19 @@ Batch = list[tuple[s3.S3Object, Image.Image]]
 
 
 def decoded_batches(
-    settings: Settings, todo: list[s3.S3Object], *, client: s3.S3Client, batch_size: int
+    todo: list[s3.S3Object],
+    *,
+    client: s3.S3Client,
+    bucket: str,
+    options: BuildOptions,
+    batch_size: int,
 ) -> Iterator[tuple[Batch, list[Skipped]]]:
     """Batches of decoded images in ``todo`` order, with the objects that failed since the last.
 
     Downloads run ahead in a thread pool so the model never waits on S3, while the window bounds
     how many images sit in memory.
     """
-    workers = settings.download_workers
+    workers = options.download_workers
     window = batch_size * 2 + workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
         pending: deque[tuple[s3.S3Object, Future[Image.Image]]] = deque()
@@ -42,7 +47,9 @@ def decoded_batches(
         failures: list[Skipped] = []
         while True:
             while len(pending) < window and (obj := next(remaining, None)) is not None:
-                pending.append((obj, pool.submit(fetch_image, client, settings, obj)))
+                pending.append(
+                    (obj, pool.submit(fetch_image, client, bucket, obj, options.max_image_pixels))
+                )
             if not pending:
                 break
             obj, future = pending.popleft()
@@ -67,11 +74,11 @@ def _skipped(obj: s3.S3Object, exc: Exception) -> Skipped:
     )
 
 
-def fetch_image(client: s3.S3Client, settings: Settings, obj: s3.S3Object) -> Image.Image:
+def fetch_image(client: s3.S3Client, bucket: str, obj: s3.S3Object, max_pixels: int) -> Image.Image:
     try:
-        data = s3.get_bytes(client, bucket=settings.bucket, key=obj.key)
+        data = s3.get_bytes(client, bucket=bucket, key=obj.key)
     except Exception as exc:
         if s3.is_missing(exc):
             raise StorageUnavailableError("deleted during the build") from exc
         raise
-    return images.decode(data, max_pixels=settings.max_image_pixels)
+    return images.decode(data, max_pixels=max_pixels)

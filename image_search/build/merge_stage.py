@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from image_search.artefacts.loader import load_vectors
+from image_search.artefacts.location import IndexLocation, new_build_id
+from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
+from image_search.artefacts.publish import publish
 from image_search.build import work
 from image_search.build.duplicates import publish_groups
+from image_search.build.options import BuildOptions
 from image_search.build.plan import same_as_previous, tally
 from image_search.build.report import BuildReport
-from image_search.config import Settings
 from image_search.errors import NoImagesError, PublishConflictError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
-from image_search.storage import artefacts, layout, lease, s3
-from image_search.storage.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
+from image_search.storage import lease, s3
 
 LOG = logging.getLogger(__name__)
 
@@ -33,10 +36,10 @@ COPY_ROWS = 65_536
 
 
 def merge_build(
-    settings: Settings,
+    where: IndexLocation,
+    options: BuildOptions,
     plan: work.BuildPlan,
     *,
-    client: s3.S3Client,
     held: lease.Lease | None = None,
 ) -> BuildReport:
     """Publish the build ``plan`` describes and delete its work files.
@@ -45,35 +48,43 @@ def merge_build(
     (the build lease) was taken over by another build, or when ``current.json`` changed since
     the plan read it (``PublishConflictError``).
     """
-    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-    shards = _collect(client, settings, plan)
+    shards = _collect(where, plan)
     found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
     if not found:
         raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
     order = sorted(range(len(found)), key=lambda i: found[i].key)
     items = [found[i] for i in order]
-    previous = _previous_metadata(client, settings, plan)
+    previous = _previous_metadata(where, plan)
     done = shards.embedded + shards.resumed
     report = tally(previous, items, skipped=shards.skipped, embedded=done)
     report.embedded, report.resumed = shards.embedded, shards.resumed
-    report.index_type = faiss_index.choose_type(settings.index_type, len(items))
+    report.index_type = faiss_index.choose_type(options.index_type, len(items))
     if not plan.full and same_as_previous(
-        previous, items, model=plan.model, index_type=report.index_type, settings=settings
+        previous,
+        items,
+        model=plan.model,
+        index_type=report.index_type,
+        duplicate_score=options.duplicate_score,
     ):
         assert previous is not None
         report.build_id = previous.build_id
-        work.clean(client, plan=plan, **where)
+        work.clean(where, plan=plan)
         return report
 
     position = np.empty(len(found), dtype=np.int64)
     position[order] = np.arange(len(found))
-    matrix = _gather(client, settings, plan, shards.finished, position)
+    matrix = _gather(where, plan, shards.finished, position)
     index = faiss_index.build(matrix, index_type=report.index_type)
-    build_id = layout.new_build_id()
+    build_id = new_build_id()
     if held is not None:
         held.ensure_held()
     groups = publish_groups(
-        settings, client=client, build_id=build_id, items=items, vectors=matrix, index=index
+        where,
+        min_score=options.duplicate_score,
+        build_id=build_id,
+        items=items,
+        vectors=matrix,
+        index=index,
     )
     metadata = Metadata(
         build_id=build_id,
@@ -81,7 +92,7 @@ def merge_build(
         dim=matrix.shape[1],
         index_type=report.index_type,
         count=len(items),
-        bucket=settings.bucket,
+        bucket=where.bucket,
         folders=folder_ranges(items),
         items=items,
         skipped=report.skipped,
@@ -90,16 +101,15 @@ def merge_build(
     )
     if held is not None:
         held.ensure_held()
-    artefacts.publish(
-        client,
+    publish(
+        where,
         metadata=metadata,
         index=index,
         vectors=matrix,
-        keep_builds=settings.keep_builds,
+        keep_builds=options.keep_builds,
         pointer_etag=plan.pointer_etag,
-        **where,
     )
-    deleted = work.clean(client, plan=plan, **where)
+    deleted = work.clean(where, plan=plan)
     LOG.info("build %s published; %d work file(s) deleted", metadata.build_id, deleted)
     report.build_id = metadata.build_id
     report.duplicate_groups = groups.groups if groups else None
@@ -115,21 +125,15 @@ class _Shards:
     resumed: int = 0  # vectors from shards an earlier, interrupted run finished
 
 
-def _collect(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> _Shards:
+def _collect(where: IndexLocation, plan: work.BuildPlan) -> _Shards:
     """Every shard's result, in plan order; a shard without one has its images skipped."""
     results = work.in_parallel(
-        lambda ref: work.load_result(
-            client,
-            bucket=settings.bucket,
-            index_prefix=settings.index_prefix,
-            shard_id=ref.shard_id,
-        ),
-        plan.shards,
+        lambda ref: work.load_result(where, shard_id=ref.shard_id), plan.shards
     )
     shards = _Shards(skipped=list(plan.still_broken))
     for ref, result in zip(plan.shards, results, strict=True):
         if result is None or result.model != plan.model:
-            shards.skipped.extend(_unfinished(client, settings, ref.shard_id))
+            shards.skipped.extend(_unfinished(where, ref.shard_id))
             continue
         shards.finished.append(result)
         shards.skipped.extend(result.skipped)
@@ -140,13 +144,11 @@ def _collect(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> _
     return shards
 
 
-def _previous_metadata(
-    client: s3.S3Client, settings: Settings, plan: work.BuildPlan
-) -> Metadata | None:
+def _previous_metadata(where: IndexLocation, plan: work.BuildPlan) -> Metadata | None:
     if plan.previous is None:
         return None
     with _still_there(plan.previous):
-        data = s3.get_bytes(client, bucket=settings.bucket, key=plan.previous.metadata_key)
+        data = s3.get_bytes(where.client, bucket=where.bucket, key=plan.previous.metadata_key)
     return Metadata.model_validate_json(data)
 
 
@@ -166,8 +168,7 @@ def _still_there(previous: Pointer) -> Iterator[None]:
 
 
 def _gather(
-    client: s3.S3Client,
-    settings: Settings,
+    where: IndexLocation,
     plan: work.BuildPlan,
     finished: list[work.ShardResult],
     position: np.ndarray,
@@ -175,10 +176,10 @@ def _gather(
     """One matrix, row ``position[i]`` holding item i's vector (reused items first, then each
     shard's), filled in place so no second full-size copy is ever made."""
     parts = work.in_parallel(
-        lambda r: work.load_vectors(client, bucket=settings.bucket, key=r.vectors_key),
+        lambda r: work.load_vectors(where.client, bucket=where.bucket, key=r.vectors_key),
         [r for r in finished if len(r.rows)],
     )
-    previous = _previous_vectors(client, settings, plan)
+    previous = _previous_vectors(where, plan)
     dim = previous.shape[1] if len(plan.reused) else parts[0].shape[1]
     matrix = np.empty((len(position), dim), dtype=np.float32)
     start = 0
@@ -193,21 +194,19 @@ def _gather(
     return matrix
 
 
-def _previous_vectors(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> Vectors:
+def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> Vectors:
     if not len(plan.reused):
         return np.zeros((0, 0), dtype=np.float32)
     assert plan.previous is not None, "a plan that reuses rows names their build"
     # Raises IndexMismatchError if the build was damaged since the plan checked it; the next
     # plan then finds it damaged and embeds everything.
     with _still_there(plan.previous):
-        _, vectors = artefacts.load_vectors(client, bucket=settings.bucket, pointer=plan.previous)
+        _, vectors = load_vectors(where, pointer=plan.previous)
     return vectors
 
 
-def _unfinished(client: s3.S3Client, settings: Settings, shard_id: str) -> list[Skipped]:
-    shard = work.load_shard(
-        client, bucket=settings.bucket, index_prefix=settings.index_prefix, shard_id=shard_id
-    )
+def _unfinished(where: IndexLocation, shard_id: str) -> list[Skipped]:
+    shard = work.load_shard(where, shard_id=shard_id)
     LOG.warning(
         "shard %s did not finish: its %d image(s) wait for the next build",
         shard_id,

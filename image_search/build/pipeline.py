@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from image_search.artefacts.location import IndexLocation
 from image_search.build.merge_stage import merge_build
+from image_search.build.options import BuildOptions
 from image_search.build.plan_stage import PlannedBuild, plan_build
 from image_search.build.report import BuildReport
 from image_search.build.shard_stage import embed_shard
@@ -42,22 +44,25 @@ def run_build(
     an interrupted run are not embedded again.
     """
 
+    where = IndexLocation(client, settings.bucket, settings.index_prefix)
+    options = BuildOptions.of(settings)
+
     def embed_here(planned: PlannedBuild) -> None:
         total = sum(len(shard.objects) for shard in planned.shards)
         with tqdm(total=total, unit="img", desc="embedding", disable=None) as progress:
             for shard in planned.shards:
                 embed_shard(
-                    settings,
+                    where,
+                    options,
                     shard,
                     plan_id=planned.plan.plan_id,
-                    client=client,
                     embedder=embedder,
                     progress=progress.update,
                 )
 
     return run_stages(
-        settings,
-        client=client,
+        where,
+        options,
         model=embedder.identity,
         full=full,
         dry_run=dry_run,
@@ -66,9 +71,9 @@ def run_build(
 
 
 def run_stages(
-    settings: Settings,
+    where: IndexLocation,
+    options: BuildOptions,
     *,
-    client: s3.S3Client,
     model: str,
     full: bool,
     dry_run: bool,
@@ -82,14 +87,18 @@ def run_stages(
     """
     started = time.monotonic()
     if dry_run:
-        report = plan_build(settings, client=client, model=model, full=full, dry_run=True).report
+        report = plan_build(where, options, model=model, full=full, dry_run=True).report
     else:
-        where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-        with lease.held(client, seconds=settings.build_lease_seconds, **where) as held:
-            planned = plan_build(settings, client=client, model=model, full=full)
+        with lease.held(
+            where.client,
+            bucket=where.bucket,
+            key=where.lease_key,
+            seconds=options.build_lease_seconds,
+        ) as held:
+            planned = plan_build(where, options, model=model, full=full)
             if planned.has_work:
                 embed(planned)
-                report = merge_build(settings, planned.plan, client=client, held=held)
+                report = merge_build(where, options, planned.plan, held=held)
             else:
                 report = planned.report
     report.seconds = time.monotonic() - started

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped
 from image_search.build.previous import Previous
 from image_search.build.report import BuildReport
-from image_search.config import Settings, canonical_index_type
+from image_search.config import canonical_index_type
 from image_search.storage import s3
-from image_search.storage.manifest import Item, Metadata, Pointer, Skipped
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def same_as_previous(
     *,
     model: str,
     index_type: str,
-    settings: Settings,
+    duplicate_score: float,
 ) -> bool:
     """The last build already holds exactly these items, built the same way.
 
@@ -105,9 +105,7 @@ def same_as_previous(
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
     groups = previous.duplicates
     current_layout = (
-        previous.sorted_by == "key"
-        and groups is not None
-        and groups.min_score == settings.duplicate_score
+        previous.sorted_by == "key" and groups is not None and groups.min_score == duplicate_score
     )
     same_index = canonical_index_type(previous.index_type) == index_type
     return same_items and current_layout and same_index

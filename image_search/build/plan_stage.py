@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from image_search.artefacts.location import IndexLocation
 from image_search.build import work
+from image_search.build.options import BuildOptions
 from image_search.build.plan import Plan, diff, same_as_previous, tally
 from image_search.build.previous import read_previous
 from image_search.build.report import BuildReport
 from image_search.build.shards import Shard, cut
-from image_search.config import Settings
 from image_search.errors import NoImagesError
 from image_search.index import faiss_index
 from image_search.storage import s3
@@ -29,9 +30,9 @@ class PlannedBuild:
 
 
 def plan_build(
-    settings: Settings,
+    where: IndexLocation,
+    options: BuildOptions,
     *,
-    client: s3.S3Client,
     model: str,
     full: bool = False,
     dry_run: bool = False,
@@ -43,32 +44,31 @@ def plan_build(
     export and its source model under torch continue each other's builds.
     """
     objects = s3.list_images(
-        client,
-        bucket=settings.bucket,
-        folders=settings.folders,
-        exclude_prefix=settings.index_prefix,
+        where.client,
+        bucket=where.bucket,
+        folders=list(options.folders),
+        exclude_prefix=where.prefix,
     )
     return plan_listing(
-        settings, objects, client=client, model=model, full=full, dry_run=dry_run, lease=lease
+        where, options, objects, model=model, full=full, dry_run=dry_run, lease=lease
     )
 
 
 def plan_listing(
-    settings: Settings,
+    where: IndexLocation,
+    options: BuildOptions,
     objects: list[s3.S3Object],
     *,
-    client: s3.S3Client,
     model: str,
     full: bool = False,
     dry_run: bool = False,
     lease: work.HeldLease | None = None,
 ) -> PlannedBuild:
     """The plan for ``objects``, the bucket's images sorted by (folder, key) as listed."""
-    bucket, prefix = settings.bucket, settings.index_prefix
     if not objects:
-        where = ", ".join(settings.folders) or "any folder"
-        raise NoImagesError(f"no images found in s3://{bucket}/ ({where})")
-    last = read_previous(client, bucket=bucket, index_prefix=prefix)
+        folders = ", ".join(options.folders) or "any folder"
+        raise NoImagesError(f"no images found in s3://{where.bucket}/ ({folders})")
+    last = read_previous(where)
     plan = diff(objects, last, model=model, full=full)
     reused = plan.reused
     saved = work.BuildPlan(
@@ -83,11 +83,11 @@ def plan_listing(
         lease=lease,
     )
     report = _forecast(plan)
-    if dry_run or _unchanged(settings, plan, model=model, full=full, report=report):
+    if dry_run or _unchanged(options, plan, model=model, full=full, report=report):
         return PlannedBuild(plan=saved, report=report, has_work=False)
-    shards = cut(plan.todo, size=settings.shard_size, model=model)
+    shards = cut(plan.todo, size=options.shard_size, model=model)
     saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
-    work.save_plan(client, bucket=bucket, index_prefix=prefix, plan=saved, shards=shards)
+    work.save_plan(where, plan=saved, shards=shards)
     return PlannedBuild(plan=saved, report=report, shards=shards)
 
 
@@ -101,14 +101,18 @@ def _forecast(plan: Plan) -> BuildReport:
 
 
 def _unchanged(
-    settings: Settings, plan: Plan, *, model: str, full: bool, report: BuildReport
+    options: BuildOptions, plan: Plan, *, model: str, full: bool, report: BuildReport
 ) -> bool:
     """Nothing to embed and the last build holds exactly these images, built the same way."""
     if full or plan.todo or not report.count:
         return False
-    index_type = faiss_index.choose_type(settings.index_type, report.count)
+    index_type = faiss_index.choose_type(options.index_type, report.count)
     same = same_as_previous(
-        plan.previous, plan.items, model=model, index_type=index_type, settings=settings
+        plan.previous,
+        plan.items,
+        model=model,
+        index_type=index_type,
+        duplicate_score=options.duplicate_score,
     )
     if not same:
         return False

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
+from image_search.artefacts.loader import EMPTY_VECTORS, load_vectors
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Metadata, Pointer
 from image_search.errors import IndexMismatchError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
-from image_search.storage import artefacts, s3
-from image_search.storage.layout import pointer_key
-from image_search.storage.manifest import Metadata, Pointer
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -35,17 +36,17 @@ class Previous:
     pointer_etag: str | None = None
     pointer: Pointer | None = None
     metadata: Metadata | None = None
-    vectors: Vectors = field(default_factory=lambda: artefacts.EMPTY_VECTORS)
+    vectors: Vectors = field(default_factory=lambda: EMPTY_VECTORS)
 
 
-def read_previous(client: s3.S3Client, *, bucket: str, index_prefix: str) -> Previous:
-    found = s3.get_tagged(client, bucket=bucket, key=pointer_key(index_prefix))
+def read_previous(where: IndexLocation) -> Previous:
+    found = s3.get_tagged(where.client, bucket=where.bucket, key=where.pointer_key)
     if found is None:
         return Previous()
     data, etag = found
     try:
         pointer = Pointer.model_validate_json(data)
-        metadata, vectors = _load_checked(client, bucket=bucket, pointer=pointer)
+        metadata, vectors = _load_checked(where, pointer=pointer)
     except DAMAGE as exc:
         LOG.warning(
             "the current build is unusable (%s: %s); building everything from scratch",
@@ -56,14 +57,13 @@ def read_previous(client: s3.S3Client, *, bucket: str, index_prefix: str) -> Pre
     return Previous(pointer_etag=etag, pointer=pointer, metadata=metadata, vectors=vectors)
 
 
-def _load_checked(
-    client: s3.S3Client, *, bucket: str, pointer: Pointer
-) -> tuple[Metadata, Vectors]:
+def _load_checked(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]:
     """The build's metadata and vectors, after checking that its three files agree, as the
     service does when it loads them."""
-    metadata, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
-    index = faiss_index.from_bytes(s3.get_bytes(client, bucket=bucket, key=pointer.index_key))
-    metadata.check(index_count=index.ntotal, index_dim=index.d)
+    metadata, vectors = load_vectors(where, pointer=pointer)
+    data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.index_key)
+    index = faiss_index.from_bytes(data)
+    metadata.check(index_count=index.ntotal, index_dim=index.dim)
     return metadata, vectors
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from image_search.artefacts.location import IndexLocation
+from image_search.build.options import BuildOptions
 from image_search.build.pipeline import run_stages
 from image_search.build.plan_stage import PlannedBuild
 from image_search.build.report import BuildReport
@@ -49,14 +51,16 @@ class ShardWorker:
     """One Ray actor: a model and an S3 client, loaded once, then one shard per call."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.client = s3.make_client(max_connections=settings.download_workers + 2)
+        # An actor is a process of its own: it reads its settings here, at its edge.
+        client = s3.make_client(max_connections=settings.download_workers + 2)
+        self.where = IndexLocation(client, settings.bucket, settings.index_prefix)
+        self.options = BuildOptions.of(settings)
         self.embedder = embedder_for(settings).load()
 
     def embed(self, plan_id: str, shard: Shard) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = embed_shard(
-            self.settings, shard, plan_id=plan_id, client=self.client, embedder=self.embedder
+            self.where, self.options, shard, plan_id=plan_id, embedder=self.embedder
         )
         return {
             **outcome.summary(),
@@ -113,7 +117,12 @@ def run_on_ray(
     # The model's identity, read here without loading it (the actors load it).
     model = embedder_for(settings).identity
     return run_stages(
-        settings, client=client, model=model, full=full, dry_run=dry_run, embed=embed_on_cluster
+        IndexLocation(client, settings.bucket, settings.index_prefix),
+        BuildOptions.of(settings),
+        model=model,
+        full=full,
+        dry_run=dry_run,
+        embed=embed_on_cluster,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from image_search.storage.manifest import Skipped
+from image_search.artefacts.manifest import Skipped
 
 # Skipped objects listed in a summary (all of them are in the published metadata).
 SUMMARY_SKIPPED = 20

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Skipped
 from image_search.build import work
 from image_search.build.fetch import decoded_batches
+from image_search.build.options import BuildOptions
 from image_search.build.shards import Shard
-from image_search.config import Settings
 from image_search.model.embedder import Embedder
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
-from image_search.storage.manifest import Skipped
 
 LOG = logging.getLogger(__name__)
 
@@ -42,17 +43,16 @@ class ShardOutcome:
 
 
 def embed_shard(
-    settings: Settings,
+    where: IndexLocation,
+    options: BuildOptions,
     shard: Shard,
     *,
     plan_id: str,
-    client: s3.S3Client,
     embedder: Embedder,
     progress: Callable[[int], None] | None = None,
 ) -> ShardOutcome:
     """Embed ``shard`` unless its result exists; either way, return its result."""
-    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
-    done = work.load_result(client, shard_id=shard.shard_id, **where)
+    done = work.load_result(where, shard_id=shard.shard_id)
     if done is not None and done.model == embedder.identity:
         if progress is not None:
             progress(len(shard.objects))
@@ -63,7 +63,11 @@ def embed_shard(
     parts: list[Vectors] = []
     skipped: list[Skipped] = []
     batches = decoded_batches(
-        settings, shard.objects, client=client, batch_size=embedder.batch_size
+        shard.objects,
+        client=where.client,
+        bucket=where.bucket,
+        options=options,
+        batch_size=embedder.batch_size,
     )
     for batch, failures in batches:
         skipped.extend(failures)
@@ -74,7 +78,7 @@ def embed_shard(
             progress(len(batch) + len(failures))
     vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
     result = work.save_result(
-        client,
+        where,
         result=work.ShardResult(
             shard_id=shard.shard_id,
             model=embedder.identity,
@@ -85,7 +89,6 @@ def embed_shard(
             seconds=round(time.monotonic() - started, 3),
         ),
         vectors=vectors.astype(np.float32, copy=False),
-        **where,
     )
     LOG.info(
         "shard %s: %d embedded, %d skipped in %.1f s",

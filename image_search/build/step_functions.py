@@ -19,8 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from image_search.artefacts.location import IndexLocation
 from image_search.build import work
 from image_search.build.merge_stage import merge_build
+from image_search.build.options import BuildOptions
 from image_search.build.plan_stage import plan_build
 from image_search.build.shard_stage import embed_shard
 from image_search.config import Settings, get_settings
@@ -28,7 +30,6 @@ from image_search.errors import BuildRunningError, ConfigError
 from image_search.messages import settings_problem
 from image_search.model.factory import embedder_for
 from image_search.storage import lease, s3
-from image_search.storage.layout import lease_key
 
 LOG = logging.getLogger(__name__)
 
@@ -64,14 +65,18 @@ def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any
     """List, diff and save the plan; tell the state machine whether there is work and where."""
     request = StartEvent.model_validate(event or {})
     settings = _settings()
-    client = _s3_client()
+    where, options = _location(settings, _s3_client()), BuildOptions.of(settings)
     if request.dry_run:
         model = embedder_for(settings).identity
-        planned = plan_build(settings, client=client, model=model, full=request.full, dry_run=True)
-        return _planned(settings, planned.plan.plan_id, planned.has_work, planned.report.summary())
-    where = {"bucket": settings.bucket, "index_prefix": settings.index_prefix}
+        planned = plan_build(where, options, model=model, full=request.full, dry_run=True)
+        return _planned(where, planned.plan.plan_id, planned.has_work, planned.report.summary())
     try:
-        taken = lease.acquire(client, seconds=settings.build_lease_seconds, **where)
+        taken = lease.acquire(
+            where.client,
+            bucket=where.bucket,
+            key=where.lease_key,
+            seconds=options.build_lease_seconds,
+        )
     except BuildRunningError as exc:
         # Not a failure: the build holding the lease does the work, and its shards stay reusable.
         LOG.warning("not building: %s", exc)
@@ -80,13 +85,13 @@ def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any
         held = work.HeldLease(record=taken.record, etag=taken.etag)
         # The model's identity (an ONNX export names the model it came from), without loading it.
         model = embedder_for(settings).identity
-        planned = plan_build(settings, client=client, model=model, full=request.full, lease=held)
+        planned = plan_build(where, options, model=model, full=request.full, lease=held)
     except BaseException:
         taken.release()
         raise
     if not planned.has_work:
         taken.release()
-    output = _planned(settings, planned.plan.plan_id, planned.has_work, planned.report.summary())
+    output = _planned(where, planned.plan.plan_id, planned.has_work, planned.report.summary())
     output["shards"] = len(planned.shards)
     output["images"] = sum(len(shard.objects) for shard in planned.shards)
     LOG.info(
@@ -99,15 +104,14 @@ def embed_shard_handler(event: dict[str, Any], context: object) -> dict[str, Any
     """Embed one shard (or find it done); a small summary, as Step Functions keeps each one."""
     request = ShardEvent.model_validate(event)
     settings = _settings()
-    client = _s3_client(settings.download_workers + 2)
-    shard = work.load_shard(
-        client,
-        bucket=settings.bucket,
-        index_prefix=settings.index_prefix,
-        shard_id=request.shard_id,
-    )
+    where = _location(settings, _s3_client(settings.download_workers + 2))
+    shard = work.load_shard(where, shard_id=request.shard_id)
     outcome = embed_shard(
-        settings, shard, plan_id=request.plan_id, client=client, embedder=embedder_for(settings)
+        where,
+        BuildOptions.of(settings),
+        shard,
+        plan_id=request.plan_id,
+        embedder=embedder_for(settings),
     )
     return outcome.summary()
 
@@ -117,18 +121,16 @@ def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     is the execution's output."""
     request = MergeEvent.model_validate(event)
     settings = _settings()
-    client = _s3_client()
-    plan = work.load_plan(
-        client, bucket=settings.bucket, index_prefix=settings.index_prefix, plan_id=request.plan_id
-    )
-    held = _lease(client, settings, plan)
+    where = _location(settings, _s3_client())
+    plan = work.load_plan(where, plan_id=request.plan_id)
+    held = _lease(where, plan)
     try:
         if request.abandon:
             LOG.error(
                 "index build %s abandoned; its finished shards wait for the next", plan.plan_id
             )
             return {"state": "abandoned", "plan_id": plan.plan_id}
-        report = merge_build(settings, plan, client=client, held=held)
+        report = merge_build(where, BuildOptions.of(settings), plan, held=held)
         # The build's time is the execution's, from the plan to now.
         report.seconds = (datetime.now(UTC) - plan.created_at).total_seconds()
         summary = report.summary()
@@ -140,23 +142,27 @@ def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
 
 
 def _planned(
-    settings: Settings, plan_id: str, has_work: bool, summary: dict[str, Any]
+    where: IndexLocation, plan_id: str, has_work: bool, summary: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "plan_id": plan_id,
         "has_work": has_work,
-        "items_key": work.items_key(settings.index_prefix, plan_id),
+        "items_key": where.items_key(plan_id),
         "summary": summary,
     }
 
 
-def _lease(client: s3.S3Client, settings: Settings, plan: work.BuildPlan) -> lease.Lease | None:
+def _location(settings: Settings, client: s3.S3Client) -> IndexLocation:
+    return IndexLocation(client, settings.bucket, settings.index_prefix)
+
+
+def _lease(where: IndexLocation, plan: work.BuildPlan) -> lease.Lease | None:
     if plan.lease is None:
         return None
     return lease.Lease(
-        client,
-        bucket=settings.bucket,
-        key=lease_key(settings.index_prefix),
+        where.client,
+        bucket=where.bucket,
+        key=where.lease_key,
         record=plan.lease.record,
         etag=plan.lease.etag,
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from image_search.index import faiss_index
+from image_search.index.search_index import SearchIndex
 from image_search.model.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Group:
 
 
 def find_groups(
-    vectors: Vectors, *, min_score: float, index: faiss_index.Index | None = None
+    vectors: Vectors, *, min_score: float, index: SearchIndex | None = None
 ) -> list[Group]:
     """Groups of near-identical ``vectors`` (unit rows): pairs with cosine ≥ ``min_score``.
 
@@ -88,7 +88,7 @@ def split(group: Group, *, min_score: float) -> list[Group]:
 
 
 def _pairs(
-    vectors: Vectors, *, min_score: float, index: faiss_index.Index | None
+    vectors: Vectors, *, min_score: float, index: SearchIndex | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair (first < second) scoring at least ``min_score``, with its score."""
     count = len(vectors)
@@ -106,12 +106,12 @@ def _pairs(
     return first[once], second[once], scores[once]
 
 
-def _buckets(vectors: Vectors, index: faiss_index.Index | None) -> list[np.ndarray]:
+def _buckets(vectors: Vectors, index: SearchIndex | None) -> list[np.ndarray]:
     """Row ids to search among themselves: all of them, or one bucket per coarse centroid."""
     count, dim = vectors.shape
     if count <= EXACT_MAX:
         return [np.arange(count)]
-    quantizer = None if index is None else faiss_index.coarse_quantizer(index)
+    quantizer = None if index is None else index.coarse_quantizer()
     if quantizer is None:
         lists = max(16, int(2 * np.sqrt(count)))
         kmeans = faiss.Kmeans(dim, lists, niter=10, spherical=True, seed=0)

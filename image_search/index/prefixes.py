@@ -15,8 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
-from image_search.index.faiss_index import Ranges
-from image_search.storage.catalog import Catalog
+from image_search.index.search_index import Ranges
 
 
 class KeyOrder:
@@ -25,12 +24,6 @@ class KeyOrder:
     def __init__(self, keys: Sequence[str], runs: Ranges) -> None:
         self.keys = keys
         self.runs = runs
-
-    @classmethod
-    def of(cls, catalog: Catalog) -> KeyOrder:
-        if catalog.sorted_by == "key":
-            return cls(catalog.keys, [(0, len(catalog.keys))])
-        return cls(catalog.keys, sorted(catalog.folders.values()))
 
     def ranges(self, prefix: str) -> Ranges:
         """The id ranges of the keys starting with ``prefix``, adjacent ranges merged."""

@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 from cachetools import LRUCache
 
+from image_search.artefacts import duplicates
+from image_search.artefacts.loader import LoadedBuild
+from image_search.artefacts.location import IndexLocation
 from image_search.config import Settings
 from image_search.errors import DuplicatesUnavailableError, IndexNotReadyError
 from image_search.index.duplicates import Group, split
 from image_search.serve.scope import Scope
 from image_search.serve.urls import ImageUrls
-from image_search.storage import duplicates, s3
-from image_search.storage.artefacts import LoadedBuild
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -113,8 +115,7 @@ class DuplicateGroups:
             )
         try:
             doc = duplicates.read(
-                self._client(),
-                bucket=self.settings.bucket,
+                IndexLocation(self._client(), self.settings.bucket, self.settings.index_prefix),
                 key=ref.key,
                 cache_dir=self.settings.index_cache_dir,
             )

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from image_search.artefacts import loader
+from image_search.artefacts.catalog import Catalog
+from image_search.artefacts.loader import LoadedBuild
+from image_search.artefacts.location import IndexLocation, is_build_id
 from image_search.config import Settings
 from image_search.errors import ImageSearchError, IndexNotReadyError
-from image_search.storage import artefacts, s3
-from image_search.storage.artefacts import LoadedBuild
-from image_search.storage.catalog import Catalog
-from image_search.storage.layout import is_build_id
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
@@ -154,17 +155,15 @@ class ServedIndex:
         build = "current.json"
         pointer = None
         try:
-            client = self._client()
-            pointer = artefacts.read_pointer(client, bucket=s.bucket, index_prefix=s.index_prefix)
+            where = IndexLocation(self._client(), s.bucket, s.index_prefix)
+            pointer = loader.read_pointer(where)
             if pointer is None:
                 self._last_error = f"no index published under s3://{s.bucket}/{s.index_prefix}"
                 return
             if self._current and self._current.metadata.build_id == pointer.build_id:
                 return
             build = f"build {pointer.build_id}"
-            loaded = artefacts.load(
-                client, bucket=s.bucket, pointer=pointer, cache_dir=s.index_cache_dir
-            )
+            loaded = loader.load_build(where, pointer=pointer, cache_dir=s.index_cache_dir)
             self._check(loaded.metadata)
         except (ImageSearchError, ValueError, RuntimeError, OSError, ClientError) as exc:
             # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON or metadata;

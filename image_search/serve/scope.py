@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from image_search.artefacts.catalog import Catalog
 from image_search.errors import UnknownFolderError, UnknownPrefixError
-from image_search.index.faiss_index import Ranges
-from image_search.index.prefixes import KeyOrder, intersect
-from image_search.storage.catalog import Catalog
+from image_search.index.prefixes import intersect
+from image_search.index.search_index import Ranges
 
 # An explicit "every folder": a text query then skips folder detection.
 ALL_FOLDERS = "*"
@@ -36,7 +36,7 @@ def resolve(metadata: Catalog, *, folder: str = "", prefix: str = "") -> Scope:
         return Scope()
     ranges = [metadata.folders[name] for name in folders] if folders else None
     if prefix:
-        found = KeyOrder.of(metadata).ranges(prefix)
+        found = metadata.key_order().ranges(prefix)
         ranges = found if ranges is None else intersect(sorted(ranges), found)
         if not ranges:
             where = f" in folder {folder!r}" if folders else ""
@@ -55,7 +55,7 @@ def sub_folders(metadata: Catalog, parent: str) -> list[tuple[str, int]]:
     parent = parent.strip("/")
     if not parent:
         return [(name, end - start) for name, (start, end) in metadata.folders.items()]
-    order = KeyOrder.of(metadata)
+    order = metadata.key_order()
     children = order.children(parent + "/")
     if not children and not order.ranges(parent + "/"):
         raise UnknownPrefixError(f"no indexed image is under {parent + '/'!r}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from image_search.artefacts.catalog import Catalog
+from image_search.artefacts.loader import LoadedBuild
 from image_search.config import Settings, get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -22,7 +24,6 @@ from image_search.errors import (
     IndexMismatchError,
     UnknownKeyError,
 )
-from image_search.index import faiss_index
 from image_search.model import images
 from image_search.model.embedder import Embedder
 from image_search.model.factory import embedder_for
@@ -35,8 +36,6 @@ from image_search.serve.lifecycle import ServedIndex
 from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
-from image_search.storage.artefacts import LoadedBuild
-from image_search.storage.catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
@@ -236,7 +235,7 @@ class SearchService:
         row = loaded.rows.get(key)
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
-        vector = faiss_index.vector(loaded.index, row)
+        vector = loaded.index.vector(row)
         found = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
         return _result("similar", loaded, where, found, timings=found.timings)
 
@@ -279,7 +278,7 @@ class SearchService:
         started = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
-        found = faiss_index.search(loaded.index, vector, k=wanted, ranges=where.ranges)
+        found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
         searched = time.perf_counter()
         pairs = [
             (row, score)

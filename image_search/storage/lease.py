@@ -24,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from image_search.errors import BuildRunningError, ImageSearchError
 from image_search.storage import s3
-from image_search.storage.layout import lease_key
 
 LOG = logging.getLogger(__name__)
 
@@ -100,9 +99,9 @@ class Lease:
         return timedelta(seconds=self._seconds)
 
 
-def acquire(client: s3.S3Client, *, bucket: str, index_prefix: str, seconds: float) -> Lease:
-    """Take the build lease, or raise ``BuildRunningError`` naming the build that holds it."""
-    key = lease_key(index_prefix)
+def acquire(client: s3.S3Client, *, bucket: str, key: str, seconds: float) -> Lease:
+    """Take the build lease at ``key``, or raise ``BuildRunningError`` naming the build that
+    holds it."""
     now = _now()
     record = LeaseRecord(
         owner=uuid.uuid4().hex,
@@ -135,9 +134,9 @@ def acquire(client: s3.S3Client, *, bucket: str, index_prefix: str, seconds: flo
 
 
 @contextmanager
-def held(client: s3.S3Client, *, bucket: str, index_prefix: str, seconds: float) -> Iterator[Lease]:
+def held(client: s3.S3Client, *, bucket: str, key: str, seconds: float) -> Iterator[Lease]:
     """The lease for the duration of the block, renewed in the background, released at the end."""
-    lease = acquire(client, bucket=bucket, index_prefix=index_prefix, seconds=seconds)
+    lease = acquire(client, bucket=bucket, key=key, seconds=seconds)
     stop = threading.Event()
     renewer = threading.Thread(
         target=_keep_renewed, args=(lease, stop, seconds / 3), name="lease", daemon=True

@@ -263,6 +263,24 @@ def put_if(
     return str(answer["ETag"])
 
 
+def create(client: S3Client, *, bucket: str, key: str, data: bytes, content_type: str) -> bool:
+    """Create ``key`` unless it exists (If-None-Match: *); False when it already did.
+
+    Unlike ``put_if``, only a 412 is a lost race: a 409 (another conditional write in flight)
+    is raised, since the winner's object may not be readable yet.
+    """
+    try:
+        client.put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+        )
+    except ClientError as exc:
+        if _code(exc) in {"PreconditionFailed", "412"}:
+            return False
+        with translate_errors(bucket):
+            raise
+    return True
+
+
 def delete_if(client: S3Client, *, bucket: str, key: str, etag: str) -> bool:
     """Delete the object only if it still has ``etag``; False when it changed or is gone."""
     try:

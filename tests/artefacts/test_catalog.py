@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_search.storage.catalog import Catalog, Entry
-from image_search.storage.manifest import KEY_ORDER_FILE
+from image_search.artefacts.catalog import Catalog, Entry
+from image_search.artefacts.manifest import KEY_ORDER_FILE
 from tests.support.factories import metadata_for
 
 # Row order is folder order, which is not key order: "a-b/…" sorts before "a/…" as a key ('-' <

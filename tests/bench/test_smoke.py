@@ -124,9 +124,9 @@ def test_pqtune_prints_a_row_for_each_setting_and_restores_the_service_settings(
 ) -> None:
     """The sweep behind ivf-pq's settings, at the smallest size an IVF index trains at."""
     from bench import pqtune
-    from image_search.index import faiss_index
+    from image_search.index import ivf_pq
 
-    before = faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR
+    before = ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR
     args = pqtune.parse(
         ["--count", "20000", "--nprobe", "1,8", "--factor", "1,20", "--queries", "30"]
         + ["--work", str(tmp_path)]
@@ -141,7 +141,7 @@ def test_pqtune_prints_a_row_for_each_setting_and_restores_the_service_settings(
     recall = {(r["nprobe"], r["candidates_per_result"]): r["recall_at_10"] for r in rows}
     # More lists and more candidates never find fewer of the true neighbours on this data.
     assert recall[(8, 20)] >= recall[(1, 1)] and recall[(8, 20)] > 0.5
-    assert (faiss_index.PQ_NPROBE, faiss_index.RERANK_FACTOR) == before
+    assert (ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR) == before
     assert list(tmp_path.iterdir()) == []
 
 

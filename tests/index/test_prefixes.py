@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from image_search.artefacts.catalog import Catalog
 from image_search.index import faiss_index as index
 from image_search.index.prefixes import KeyOrder, intersect
-from image_search.storage.catalog import Catalog
 from tests.support.factories import metadata_for
 from tests.support.vectors import clustered
 
@@ -67,7 +67,7 @@ def test_builds_sorted_by_folder_then_key_answer_prefixes_per_folder() -> None:
     # Builds published before key order hold (folder, key) order: a prefix spanning folders
     # ("animals" → animals/, animals-x/, animals.old/, animals_y/) is one range per folder.
     keys = sorted(synthetic_keys(600), key=lambda key: (key.split("/")[0], key))
-    order = KeyOrder.of(metadata_of(keys, sorted_by="folder"))
+    order = metadata_of(keys, sorted_by="folder").key_order()
     for prefix in [*PREFIXES, "animals", ""]:
         assert ids_of(order.ranges(prefix)) == rows_starting_with(keys, prefix), prefix
 
@@ -77,7 +77,7 @@ def test_children_are_the_sub_folders_with_their_counts(sorted_by: str) -> None:
     keys = synthetic_keys(600)
     if sorted_by == "folder":
         keys.sort(key=lambda key: (key.split("/")[0], key))
-    order = KeyOrder.of(metadata_of(keys, sorted_by=sorted_by))
+    order = metadata_of(keys, sorted_by=sorted_by).key_order()
     for parent in ["", "a/", "b/y/", "c/z/2/", "animals/", "nothing/"]:
         expected: dict[str, int] = {}
         for key in keys:
@@ -107,13 +107,13 @@ def test_top_k_inside_a_prefix_equals_brute_force(kind: str) -> None:
     keys = synthetic_keys(256)
     vectors = clustered(len(keys), dim=16, seed=3)
     built = index.build(vectors, index_type=kind)
-    assert index.kind_of(built) == kind
-    stored = built.reconstruct_n(0, built.ntotal)
+    assert built.kind == kind
+    stored = np.vstack([built.vector(row) for row in range(built.ntotal)])
     order = KeyOrder(keys, [(0, len(keys))])
     for prefix in PREFIXES:
         rows = rows_starting_with(keys, prefix)
         for query in vectors[::37]:
-            hits = index.search(built, query, k=5, ranges=order.ranges(prefix))
+            hits = built.search(query, k=5, allowed=order.ranges(prefix))
             assert hits.ids == brute_force(stored, query, rows, 5), (kind, prefix)
 
 
@@ -124,13 +124,13 @@ def test_ann_top_k_inside_a_prefix_at_full_size(kind: str) -> None:
     keys = synthetic_keys(index.IVF_MIN + 4000)
     vectors = clustered(len(keys), dim=32, seed=4)
     built = index.build(vectors, index_type=kind)
-    stored = built.reconstruct_n(0, built.ntotal)
+    stored = np.vstack([built.vector(row) for row in range(built.ntotal)])
     order = KeyOrder(keys, [(0, len(keys))])
     found = expected = 0
     for prefix in ["a/", "b/y/", "c/z/2/"]:
         rows = rows_starting_with(keys, prefix)
         for query in vectors[::1999]:
-            hits = index.search(built, query, k=10, ranges=order.ranges(prefix))
+            hits = built.search(query, k=10, allowed=order.ranges(prefix))
             truth = brute_force(stored, query, rows, 10)
             assert len(hits.ids) == 10 and set(hits.ids) <= set(rows)
             found += len(set(hits.ids) & set(truth))

@@ -13,17 +13,19 @@ import httpx
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
 from image_search.serve.service import get_service
-from image_search.storage import artefacts, s3
+from image_search.storage import s3
 from tests.support.factories import encode, phone_bytes, random_image, skimage_photos
 from tests.support.service import make_api
 
 
 def stored_vectors(bucket: str) -> tuple[list[str], np.ndarray]:
     client = s3.make_client()
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
-    metadata, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+    metadata, vectors = load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
     return [item.key for item in metadata.items], vectors
 
 

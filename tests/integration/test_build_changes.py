@@ -11,10 +11,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import read_pointer
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Metadata, Pointer
 from image_search.config import get_settings
 from image_search.serve.service import SearchService
-from image_search.storage import artefacts, s3
-from image_search.storage.manifest import Metadata, Pointer
+from image_search.storage import s3
 from tests.integration.test_build import build, current, populate
 from tests.support.buckets import put
 from tests.support.factories import (
@@ -39,7 +41,7 @@ def read(client: s3.S3Client, bucket: str, key: str) -> bytes:
 
 
 def pointer_of(client: s3.S3Client, bucket: str) -> Pointer:
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
     return pointer
 

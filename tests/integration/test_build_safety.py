@@ -12,21 +12,23 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from image_search.artefacts.catalog import FILES as CATALOG_FILES
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation, beside, new_build_id
+from image_search.artefacts.prune import prune
+from image_search.artefacts.publish import publish
 from image_search.build.pipeline import run_build
 from image_search.config import Settings, get_settings
 from image_search.errors import BuildRunningError, ConfigError, PublishConflictError
 from image_search.index import faiss_index
 from image_search.messages import settings_problem
-from image_search.storage import artefacts, lease, s3
-from image_search.storage.catalog import FILES as CATALOG_FILES
-from image_search.storage.layout import beside, lease_key, new_build_id
+from image_search.storage import lease, s3
 from image_search.storage.lease import LeaseRecord
-from image_search.storage.prune import prune
 from tests.integration.test_build import build, builds_in_a_row, populate
 from tests.support.buckets import put
 from tests.support.factories import encode, random_image
 
-LEASE = lease_key("index/")
+LEASE = "index/work/build-lease.json"
 
 
 def images(count: int, *, start: int = 0) -> dict[str, bytes]:
@@ -38,7 +40,7 @@ def keys_under(client: s3.S3Client, bucket: str, prefix: str) -> set[str]:
 
 
 def pointer_id(client: s3.S3Client, bucket: str) -> str:
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
     return pointer.build_id
 
@@ -132,7 +134,7 @@ def test_pruning_spares_the_current_build_and_newer_ones(client, bucket) -> None
     ids = [f"2024010{day}T000000000000Z-abcdef" for day in range(1, 6)]
     for build_id in ids:
         put(client, bucket, f"index/builds/{build_id}/image_metadata.json", b"{}")
-    prune(client, bucket=bucket, index_prefix="index/", keep=2, current=ids[2])
+    prune(IndexLocation(client, bucket, "index/"), keep=2, current=ids[2])
     left = {key.split("/")[2] for key in keys_under(client, bucket, "index/builds/")}
     # The current build and the one before it; the two newer ones (another builder's) stay.
     assert left == {ids[1], ids[2], ids[3], ids[4]}
@@ -162,7 +164,7 @@ def test_the_cli_says_a_build_is_running_in_one_line(client, bucket, capsys) -> 
     from image_search.cli import main
 
     populate(client, bucket, images(1))
-    other = lease.acquire(client, bucket=bucket, index_prefix="index/", seconds=600)
+    other = lease.acquire(client, bucket=bucket, key=LEASE, seconds=600)
     assert main(["build"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]
@@ -190,7 +192,7 @@ def test_a_lease_left_by_a_killed_build_expires(client, bucket, embedder, caplog
 
 
 def test_a_running_build_renews_its_lease(client, bucket) -> None:
-    with lease.held(client, bucket=bucket, index_prefix="index/", seconds=1.5) as held:
+    with lease.held(client, bucket=bucket, key=LEASE, seconds=1.5) as held:
         first = held.record.expires_at
         deadline = time.monotonic() + 30
         while held.record.expires_at == first and time.monotonic() < deadline:
@@ -200,7 +202,7 @@ def test_a_running_build_renews_its_lease(client, bucket) -> None:
         )
         assert stored.expires_at == held.record.expires_at > first
         with pytest.raises(BuildRunningError):
-            lease.acquire(client, bucket=bucket, index_prefix="index/", seconds=1.5)
+            lease.acquire(client, bucket=bucket, key=LEASE, seconds=1.5)
     assert LEASE not in keys_under(client, bucket, "index/")
 
 
@@ -239,14 +241,12 @@ def test_a_stale_pointer_is_never_replaced_nor_its_build_pruned(
     def publish_elsewhere() -> None:
         # A builder that takes no lease (an older release still on its schedule) publishes a
         # build while this one runs, so current.json is no longer the one this build read.
-        pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+        pointer = read_pointer(IndexLocation(client, bucket, "index/"))
         assert pointer is not None
-        metadata, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+        metadata, vectors = load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
         etag = client.head_object(Bucket=bucket, Key="index/current.json")["ETag"]
-        other = artefacts.publish(
-            client,
-            bucket=bucket,
-            index_prefix="index/",
+        other = publish(
+            IndexLocation(client, bucket, "index/"),
             metadata=metadata.model_copy(update={"build_id": new_build_id()}),
             index=faiss_index.build(vectors, index_type="flat"),
             vectors=vectors,
@@ -260,7 +260,7 @@ def test_a_stale_pointer_is_never_replaced_nor_its_build_pruned(
         run_build(get_settings(), client=client, embedder=Interleaved(embedder, publish_elsewhere))
 
     assert pointer_id(client, bucket) == newer[0]
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
     assert pointer.catalog_key is not None
     named = {pointer.index_key, pointer.metadata_key, pointer.embeddings_key}

@@ -27,18 +27,21 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import LoadedBuild, load_build, load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Pointer
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.serve import lifecycle
 from image_search.serve.service import SearchService
-from image_search.storage import artefacts, s3
+from image_search.storage import s3
 from image_search.storage.lease import LeaseRecord
-from image_search.storage.manifest import Pointer
 from tests.support.buckets import put
 from tests.support.factories import LambdaContext, encode, free_port, random_image
 from tests.support.handlers import entry_point
 from tests.support.paths import ROOT
 from tests.support.service import make_api, wait_for_build
+from tests.support.vectors import stored
 
 S3_ERRORS = {503: "SlowDown", 500: "InternalError"}
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
@@ -228,7 +231,9 @@ def test_throttled_and_failing_gets_are_retried_then_skipped(
     assert (proxy.gets["animals/a01.png"], proxy.gets["animals/a02.png"]) == (3, 2)
     assert proxy.gets["animals/a03.png"] == 6
     assert proxy.gets["animals/a00.png"] == 1
-    meta = artefacts.load_vectors(client, bucket=bucket, pointer=current_pointer(client, bucket))[0]
+    meta = load_vectors(
+        IndexLocation(client, bucket, "index/"), pointer=current_pointer(client, bucket)
+    )[0]
     assert [s.key for s in meta.skipped] == ["animals/a03.png"]
     # The next build picks the skipped image up once S3 serves it.
     proxy.faults.clear()
@@ -240,7 +245,7 @@ def test_throttled_and_failing_gets_are_retried_then_skipped(
 
 
 def current_pointer(client: s3.S3Client, bucket: str) -> Pointer:
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
     return pointer
 
@@ -371,7 +376,7 @@ def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
     assert builder.returncode == -signal.SIGKILL
     saved = finished_images(client, bucket)  # what the killed run left behind
     assert 0 < saved < 24, (tmp_path / "build.log").read_text()
-    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert read_pointer(IndexLocation(client, bucket, "index/")) is None
     # The killed run's lease stays until it expires; then the next run takes it over.
     left = LeaseRecord.model_validate_json(read(client, bucket, "index/work/build-lease.json"))
     assert left.pid == builder.pid
@@ -391,7 +396,7 @@ def test_a_build_killed_with_sigkill_resumes_from_its_finished_shards(
     uninterrupted = load_index(client, bucket, tmp_path / "fresh")
     assert [i.key for i in resumed.metadata.items] == [i.key for i in uninterrupted.metadata.items]
     np.testing.assert_allclose(
-        resumed.index.reconstruct_n(0, 24), uninterrupted.index.reconstruct_n(0, 24), atol=1e-5
+        stored(resumed.index, 24), stored(uninterrupted.index, 24), atol=1e-5
     )
 
 
@@ -419,9 +424,9 @@ def finished_images(client: s3.S3Client, bucket: str) -> int:
     )
 
 
-def load_index(client: s3.S3Client, bucket: str, cache: Path) -> artefacts.LoadedBuild:
+def load_index(client: s3.S3Client, bucket: str, cache: Path) -> LoadedBuild:
     pointer = current_pointer(client, bucket)
-    return artefacts.load(client, bucket=bucket, pointer=pointer, cache_dir=cache)
+    return load_build(IndexLocation(client, bucket, "index/"), pointer=pointer, cache_dir=cache)
 
 
 # ---- secrets never reach the logs ------------------------------------------------------------

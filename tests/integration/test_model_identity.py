@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
 from image_search.build.pipeline import run_build
 from image_search.cli import main
 from image_search.config import get_settings
 from image_search.model.factory import choose_runtime
 from image_search.model.onnx_clip import OnnxEmbedder
 from image_search.model.torch_clip import ClipEmbedder
-from image_search.storage import artefacts
 from tests.support.buckets import put
 from tests.support.factories import encode, random_image, save_tiny_clip
 from tests.support.service import make_api
@@ -37,9 +38,9 @@ def test_a_torch_build_is_served_by_the_export(
 ) -> None:
     photos(client, bucket, 3)
     report = run_build(get_settings(), client=client, embedder=embedder)
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None and report.published
-    metadata, _ = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+    metadata, _ = load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
     assert metadata.model == str(tiny_model)
 
     monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(exported))

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation, new_build_id
+from image_search.artefacts.manifest import folder_ranges
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.index import faiss_index
 from image_search.serve.service import get_service
-from image_search.storage import artefacts, layout, s3
-from image_search.storage.manifest import folder_ranges
+from image_search.storage import s3
 from tests.integration.test_api import oracle, stored_vectors
 from tests.support.buckets import published_bucket
 from tests.support.factories import png_bytes
@@ -159,23 +161,23 @@ def test_builds_sorted_by_folder_still_answer_folders_and_prefixes(
 def publish_as_old_build(client: s3.S3Client, bucket: str) -> None:
     """Republish the bucket's build as the code before key order wrote it: items (and rows) in
     (folder, key) order, no ``sorted_by`` or ``duplicates`` in the metadata."""
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
-    metadata, vectors = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+    metadata, vectors = load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
     order = sorted(range(metadata.count), key=lambda row: (metadata.items[row].folder, row))
     items = [metadata.items[row] for row in order]
     document = metadata.model_copy(
-        update={"build_id": layout.new_build_id(), "items": items, "folders": folder_ranges(items)}
+        update={"build_id": new_build_id(), "items": items, "folders": folder_ranges(items)}
     ).model_dump(mode="json", exclude={"sorted_by", "duplicates"})
     matrix = np.ascontiguousarray(vectors[order])
     npy = io.BytesIO()
     np.save(npy, matrix)
-    old = layout.pointer_for("index/", document["build_id"])
+    old = IndexLocation(client, bucket, "index/").pointer_for(document["build_id"])
     files = {
-        old.index_key: faiss_index.to_bytes(faiss_index.build(matrix, index_type="flat")),
+        old.index_key: faiss_index.build(matrix, index_type="flat").serialised().tobytes(),
         old.metadata_key: json.dumps(document).encode(),
         old.embeddings_key or "": npy.getvalue(),
-        layout.pointer_key("index/"): old.model_dump_json().encode(),  # last
+        IndexLocation(client, bucket, "index/").pointer_key: old.model_dump_json().encode(),  # last
     }
     for key, data in files.items():
         s3.put_bytes(client, bucket=bucket, key=key, data=data, content_type="application/json")

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 import ray
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.manifest import Metadata
 from image_search.build import ray_engine
 from image_search.build.pipeline import run_build
 from image_search.build.report import BuildReport
 from image_search.config import Settings, get_settings
-from image_search.storage import artefacts, s3
-from image_search.storage.manifest import Metadata
+from image_search.storage import s3
 from tests.integration.test_build import CrashingEmbedder, finished_shards
 from tests.integration.test_faults import S3Proxy
 from tests.support.buckets import put
@@ -47,9 +49,9 @@ def ray_workers_s3(s3_endpoint: str) -> Iterator[S3Proxy]:
 
 
 def published(client: s3.S3Client, bucket: str) -> tuple[Metadata, np.ndarray]:
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
-    return artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+    return load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
 
 
 def assert_same_as_local(client: s3.S3Client, bucket: str, embedder, settings: Settings) -> None:  # type: ignore[no-untyped-def]
@@ -123,7 +125,7 @@ def test_a_worker_killed_mid_shard_is_retried_and_changes_nothing(
         images_before_kill = images_fetched(ray_workers_s3)
         os.kill(victim, signal.SIGKILL)
         # The kill landed before the build was done.
-        assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+        assert read_pointer(IndexLocation(client, bucket, "index/")) is None
     finally:
         builder.join(timeout=300)
         ray_workers_s3.get_delay = 0.0
@@ -183,4 +185,4 @@ def test_the_command_line_builds_on_a_ray_it_starts(client, bucket, tmp_path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = done.stdout.strip().splitlines()
     assert line.startswith("published ") and " count=6 " in line and " embedded=6 " in line
-    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is not None
+    assert read_pointer(IndexLocation(client, bucket, "index/")) is not None

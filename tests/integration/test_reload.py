@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from image_search.artefacts import loader
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.serve import lifecycle
 from image_search.serve.service import get_service
-from image_search.storage import artefacts
 from tests.integration.test_faults import S3Proxy
 from tests.support.buckets import put
 from tests.support.factories import encode, random_image
@@ -193,7 +193,7 @@ def test_at_most_two_builds_are_held_during_a_swap(
     api, _ = serving
     alive: list[weakref.ref] = []
     counts: list[tuple[int, int]] = []  # builds alive when a load starts, and when it ends
-    real_load = artefacts.load
+    real_load = loader.load_build
 
     def live() -> int:
         gc.collect()
@@ -206,7 +206,7 @@ def test_at_most_two_builds_are_held_during_a_swap(
         counts.append((before, live()))
         return loaded
 
-    monkeypatch.setattr(artefacts, "load", tracked_load)
+    monkeypatch.setattr(loader, "load_build", tracked_load)
     served = []
     for seed in range(2, 5):
         put(client, bucket, f"nature/{seed}.png", encode(random_image(seed)))

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.artefacts.catalog import FILES as CATALOG_FILES
+from image_search.artefacts.location import IndexLocation, beside, new_build_id
+from image_search.artefacts.manifest import Item, Metadata, folder_ranges
+from image_search.artefacts.publish import publish
 from image_search.index import faiss_index
-from image_search.storage import artefacts, s3
-from image_search.storage.catalog import FILES as CATALOG_FILES
-from image_search.storage.layout import beside, new_build_id, pointer_key
-from image_search.storage.manifest import Item, Metadata, folder_ranges
+from image_search.storage import s3
 from tests.support.buckets import put
 from tests.support.service import make_api, point_at_index
 from tests.support.vectors import clustered
@@ -49,7 +50,7 @@ def published(request, s3_endpoint: str, tiny_model: Path) -> tuple[str, str]:  
     listed = sorted(items(), key=lambda item: item.key)
     vectors = clustered(len(listed), dim=DIM)
     built = faiss_index.build(vectors, index_type=kind.split()[0])
-    assert faiss_index.kind_of(built) == kind.split()[0]
+    assert built.kind == kind.split()[0]
     metadata = Metadata(
         build_id=new_build_id(),
         model=str(tiny_model),
@@ -61,10 +62,8 @@ def published(request, s3_endpoint: str, tiny_model: Path) -> tuple[str, str]:  
         items=listed,
         sorted_by="key",
     )
-    pointer = artefacts.publish(
-        client,
-        bucket=bucket,
-        index_prefix="index/",
+    pointer = publish(
+        IndexLocation(client, bucket, "index/"),
         metadata=metadata,
         index=built,
         vectors=vectors,
@@ -76,7 +75,7 @@ def published(request, s3_endpoint: str, tiny_model: Path) -> tuple[str, str]:  
         gone = [{"Key": beside(pointer.catalog_key, name)} for name in CATALOG_FILES]
         client.delete_objects(Bucket=bucket, Delete={"Objects": gone})
         old = pointer.model_copy(update={"catalog_key": None})
-        put(client, bucket, pointer_key("index/"), old.model_dump_json().encode())
+        put(client, bucket, "index/current.json", old.model_dump_json().encode())
     return bucket, kind
 
 
@@ -96,7 +95,7 @@ def service():  # type: ignore[no-untyped-def]
 def oracle(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[list[int], list[float]]:
     """The top ``k`` of ``rows`` by brute force over the vectors the served index holds."""
     loaded = service().current()
-    stored = np.vstack([faiss_index.vector(loaded.index, int(row)) for row in rows])
+    stored = np.vstack([loaded.index.vector(int(row)) for row in rows])
     scores = stored @ query
     order = np.argsort(-scores, kind="stable")[:k]
     return [int(rows[i]) for i in order], [float(scores[i]) for i in order]
@@ -117,7 +116,7 @@ def test_the_build_loads_and_answers_text_search(api, published) -> None:  # typ
     health = api.get("/health")
     assert health.status_code == 200 and health.json()["count"] == sum(FOLDERS.values())
     loaded = service().current()
-    assert faiss_index.kind_of(loaded.index) == kind.split()[0]
+    assert loaded.index.kind == kind.split()[0]
     answer = api.post("/image_search/search", json={"query": "a red car", "folder": "*", "k": 10})
     assert answer.status_code == 200
     hits = answer.json()
@@ -160,7 +159,7 @@ def test_similar_by_key_finds_the_stored_neighbours_in_a_folder(api) -> None:  #
         "/image_search/similar", json={"key": catalog.key(row), "k": 5, "folder": "delta"}
     )
     assert answer.status_code == 200
-    vector = faiss_index.vector(service().current().index, row)[0]
+    vector = service().current().index.vector(row)[0]
     others = np.array([other for other in range(start, end) if other != row])
     assert_same_top(answer.json(), *oracle(others, vector, 5))
 
@@ -175,7 +174,7 @@ def test_similar_by_key_over_the_whole_index_ranks_its_own_neighbours(api) -> No
     hits = answer.json()
     assert len(hits) == 5 and row not in rows_of(hits)
     # Its nearest stored neighbour, by brute force, is found by every type.
-    vector = faiss_index.vector(service().current().index, row)[0]
+    vector = service().current().index.vector(row)[0]
     everything = np.array([other for other in range(len(catalog)) if other != row])
     best, _ = oracle(everything, vector, 1)
     assert best[0] in rows_of(hits)

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
-from image_search.storage import artefacts, s3
+from image_search.storage import s3
 from tests.support.buckets import put
 from tests.support.factories import encode, random_image, sample_bucket_layout
 from tests.support.paths import EVENTS
@@ -38,9 +40,9 @@ def build_env(bucket: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def published(client: s3.S3Client, bucket: str) -> tuple[Any, np.ndarray]:
-    pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
     assert pointer is not None
-    return artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+    return load_vectors(IndexLocation(client, bucket, "index/"), pointer=pointer)
 
 
 def work_files(client: s3.S3Client, bucket: str, prefix: str = "index/work/") -> list[str]:
@@ -95,7 +97,7 @@ def test_a_failed_execution_resumes_from_its_finished_shards(client, build_env) 
     failing = Execution(client, bucket, {**handlers, "EmbedShardFunction": dies_after_two})
     with pytest.raises(ExecutionFailed, match="ExceedToleratedFailureThreshold"):
         failing.run(recorded("sfn-execution-input.json"))
-    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert read_pointer(IndexLocation(client, bucket, "index/")) is None
     first_two = failing.payloads["EmbedShardFunction"][:2]
     # The Abandon state gave the build lease back: the next execution need not wait for it.
     (abandon,) = failing.payloads["BuildMergeFunction"]
@@ -157,13 +159,15 @@ def test_an_execution_while_another_build_holds_the_lease_does_nothing(client, b
 
     bucket = build_env
     put(client, bucket, "animals/a.png", encode(random_image(1)))
-    other = lease.acquire(client, bucket=bucket, index_prefix="index/", seconds=600)
+    other = lease.acquire(
+        client, bucket=bucket, key=IndexLocation(client, bucket, "index/").lease_key, seconds=600
+    )
     busy = Execution(client, bucket, real_handlers())
     output = busy.run(recorded("sfn-execution-input.json"))
     assert output["plan"]["state"] == "busy"  # not a failure: the other build does the work
     assert "another build is running" in output["plan"]["detail"]
     assert "EmbedShardFunction" not in busy.payloads
-    assert artefacts.read_pointer(client, bucket=bucket, index_prefix="index/") is None
+    assert read_pointer(IndexLocation(client, bucket, "index/")) is None
     other.release()
     again = Execution(client, bucket, real_handlers()).run(recorded("sfn-execution-input.json"))
     assert again["state"] == "published"

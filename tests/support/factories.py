@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from image_search.storage.manifest import Item, Metadata, folder_ranges
+from image_search.artefacts.manifest import Item, Metadata, folder_ranges
 
 
 def save_tiny_clip(directory: Path, *, seed: int = 0, projection_dim: int = 16) -> Path:

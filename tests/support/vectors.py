@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from image_search.index.search_index import SearchIndex
 from image_search.model.vectors import normalise
 
 
@@ -11,3 +12,8 @@ def clustered(count: int, dim: int = 32, *, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(16, dim))
     return normalise(centres[rng.integers(0, 16, count)] + 0.3 * rng.normal(size=(count, dim)))
+
+
+def stored(index: SearchIndex, count: int) -> np.ndarray:
+    """The first ``count`` vectors ``index`` holds, as it gives them back."""
+    return np.vstack([index.vector(row) for row in range(count)])

@@ -26,7 +26,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from image_search.storage.manifest import (
+from image_search.artefacts.manifest import (
     CATALOG_FILE,
     KEY_OFFSETS_FILE,
     KEY_ORDER_FILE,
@@ -35,6 +35,7 @@ from image_search.storage.manifest import (
     DuplicatesRef,
     Metadata,
 )
+from image_search.index.prefixes import KeyOrder
 
 FILES = (CATALOG_FILE, KEYS_FILE, KEY_OFFSETS_FILE, KEY_ORDER_FILE)
 Blob = bytes | mmap.mmap
@@ -134,6 +135,13 @@ class Catalog:
             if self.key(row) == key:
                 return row
         return None
+
+    def key_order(self) -> KeyOrder:
+        """Prefix lookups over the keys: one sorted run, or one a folder in builds sorted by
+        (folder, key) before key order (index/prefixes.py)."""
+        if self.sorted_by == "key":
+            return KeyOrder(self.keys, [(0, len(self.keys))])
+        return KeyOrder(self.keys, sorted(self.folders.values()))
 
     def check(self, *, index_count: int, index_dim: int) -> None:
         self.header.check(rows=len(self), index_count=index_count, index_dim=index_dim)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from image_search.artefacts.location import DUPLICATES_FILE, IndexLocation
 from image_search.storage import s3
 from image_search.storage.cache import cached
-from image_search.storage.layout import builds_prefix
 
 SCHEMA_VERSION = 1
-DUPLICATES_FILE = "duplicates.json"
 
 
 class GroupDoc(BaseModel):
@@ -31,17 +30,17 @@ class DuplicatesDoc(BaseModel):
     groups: list[GroupDoc]
 
 
-def duplicates_key(index_prefix: str, build_id: str) -> str:
-    return f"{builds_prefix(index_prefix)}{build_id}/{DUPLICATES_FILE}"
-
-
-def write(client: s3.S3Client, *, bucket: str, key: str, doc: DuplicatesDoc) -> None:
+def write(where: IndexLocation, *, key: str, doc: DuplicatesDoc) -> None:
     data = doc.model_dump_json().encode()
-    s3.put_bytes(client, bucket=bucket, key=key, data=data, content_type="application/json")
+    s3.put_bytes(
+        where.client, bucket=where.bucket, key=key, data=data, content_type="application/json"
+    )
 
 
-def read(client: s3.S3Client, *, bucket: str, key: str, cache_dir: Path) -> DuplicatesDoc:
+def read(where: IndexLocation, *, key: str, cache_dir: Path) -> DuplicatesDoc:
     """The file at ``key``, through this process's local copy of the build's files."""
     build_id = key.rstrip("/").split("/")[-2]
-    path = cached(client, bucket=bucket, key=key, path=cache_dir / build_id / DUPLICATES_FILE)
+    path = cached(
+        where.client, bucket=where.bucket, key=key, path=cache_dir / build_id / DUPLICATES_FILE
+    )
     return DuplicatesDoc.model_validate_json(path.read_bytes())

@@ -14,7 +14,7 @@ INDEX_FILE = "image_faiss_index.bin"
 METADATA_FILE = "image_metadata.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 POINTER_FILE = "current.json"
-# The items again, in a form read without a Python object per item (storage/catalog.py).
+# The items again, in a form read without a Python object per item (artefacts/catalog.py).
 CATALOG_FILE = "catalog.json"
 KEYS_FILE = "keys.bin"
 KEY_OFFSETS_FILE = "key_offsets.npy"

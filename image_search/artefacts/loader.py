@@ -1,0 +1,125 @@
+"""Loading a published build back: the pointer, then the build's files through the local cache."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from image_search.artefacts.catalog import FILES as CATALOG_FILES
+from image_search.artefacts.catalog import Catalog
+from image_search.artefacts.location import IndexLocation, beside
+from image_search.artefacts.manifest import (
+    INDEX_FILE,
+    METADATA_FILE,
+    RERANK_CODES_FILE,
+    RERANK_FILE,
+    Metadata,
+    Pointer,
+)
+from image_search.errors import IndexMismatchError
+from image_search.index import faiss_index
+from image_search.index.search_index import SearchIndex
+from image_search.model.vectors import Vectors
+from image_search.storage import s3
+from image_search.storage.cache import fetch
+
+LOG = logging.getLogger(__name__)
+
+EMPTY_VECTORS = np.zeros((0, 0), dtype=np.float32)
+# The local name of the re-rank codes once complete (raw rows, no .npy header).
+LOCAL_CODES = "rerank_codes.u8"
+
+
+@dataclass(frozen=True)
+class LoadedBuild:
+    """A published build ready to search: its catalog and its index."""
+
+    metadata: Catalog
+    index: SearchIndex
+
+    @property
+    def rows(self) -> Mapping[str, int]:
+        """key → row, for looking an indexed image up by key."""
+        return self.metadata.rows
+
+
+def read_pointer(where: IndexLocation) -> Pointer | None:
+    """The current pointer, or None when nothing has been published yet."""
+    data = s3.get_bytes_if_present(where.client, bucket=where.bucket, key=where.pointer_key)
+    return None if data is None else Pointer.model_validate_json(data)
+
+
+def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> LoadedBuild:
+    """The build ``pointer`` names, from the local cache when this process fetched it before.
+
+    Every file is downloaded in parallel, then mapped into memory rather than parsed: the time
+    after the download does not grow with the number of images. ivf-pq's re-rank codes are not
+    downloaded here: they arrive list by list as queries need them (index/rerank.py).
+    """
+    local = cache_dir / pointer.build_id
+    files = {pointer.index_key: local / INDEX_FILE}
+    if pointer.catalog_key is not None:
+        files.update({beside(pointer.catalog_key, name): local / name for name in CATALOG_FILES})
+    else:  # published before the compact files existed
+        files[pointer.metadata_key] = local / METADATA_FILE
+    if pointer.rerank_key is not None:
+        files[pointer.rerank_key] = local / RERANK_FILE
+    started = time.perf_counter()
+    fetched = fetch(where.client, bucket=where.bucket, files=files)
+    opened = time.perf_counter()
+    if pointer.catalog_key is not None:
+        catalog = Catalog.open(local)
+    else:
+        metadata = Metadata.model_validate_json((local / METADATA_FILE).read_bytes())
+        # The per-item objects are made anyway here, so keys listed twice are checked too; the
+        # compact catalog skips that check, which would cost what it exists to avoid.
+        metadata.check_keys()
+        catalog = Catalog.from_metadata(metadata)
+    rerank_files = None
+    if pointer.rerank_key is not None:
+        codes_key = beside(pointer.rerank_key, RERANK_CODES_FILE)
+        rerank_files = faiss_index.RerankFiles(
+            layout=local / RERANK_FILE, codes=local / LOCAL_CODES, fetch=_ranges(where, codes_key)
+        )
+    index = faiss_index.open_local(local / INDEX_FILE, rerank_files=rerank_files)
+    catalog.check(index_count=index.ntotal, index_dim=index.dim)
+    LOG.info(
+        "build %s: fetched %.1f MB in %.2f s, opened in %.3f s",
+        pointer.build_id,
+        fetched / 2**20,
+        opened - started,
+        time.perf_counter() - opened,
+    )
+    return LoadedBuild(catalog, index)
+
+
+def _ranges(where: IndexLocation, key: str) -> faiss_index.Fetch:
+    def get(start: int, end: int) -> bytes:
+        data, _ = s3.get_range(where.client, bucket=where.bucket, key=key, start=start, end=end)
+        return data
+
+    return get
+
+
+def load_vectors(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]:
+    """A build's metadata and raw vectors, for an incremental build to reuse; vectors that do
+    not match the metadata raise ``IndexMismatchError``."""
+    metadata = Metadata.model_validate_json(
+        s3.get_bytes(where.client, bucket=where.bucket, key=pointer.metadata_key)
+    )
+    if pointer.embeddings_key is None:
+        return metadata, EMPTY_VECTORS
+    data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.embeddings_key)
+    vectors = np.load(io.BytesIO(data), allow_pickle=False)
+    if vectors.shape != (metadata.count, metadata.dim) or not np.isfinite(vectors).all():
+        raise IndexMismatchError(
+            f"build {metadata.build_id}: embeddings of shape {vectors.shape} do not match "
+            f"{metadata.count} x {metadata.dim}"
+        )
+    return metadata, vectors.astype(np.float32, copy=False)

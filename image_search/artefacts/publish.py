@@ -1,0 +1,112 @@
+"""Publishing a build: every file under its own folder first, the pointer last, then pruning."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from image_search.artefacts.catalog import FILES as CATALOG_FILES
+from image_search.artefacts.catalog import Catalog
+from image_search.artefacts.loader import read_pointer
+from image_search.artefacts.location import IndexLocation, beside
+from image_search.artefacts.manifest import (
+    CATALOG_FILE,
+    RERANK_CODES_FILE,
+    RERANK_FILE,
+    Metadata,
+    Pointer,
+)
+from image_search.artefacts.prune import prune
+from image_search.errors import PublishConflictError
+from image_search.index import ivf_pq
+from image_search.index.search_index import Parts, SearchIndex
+from image_search.model.vectors import Vectors
+from image_search.storage import s3
+
+LOG = logging.getLogger(__name__)
+
+BINARY = "application/octet-stream"
+# Files past this size go up as a multipart upload read straight from the arrays.
+UPLOAD_PART_BYTES = 64 * 2**20
+# The published names of the files an index kind needs beside its FAISS file.
+SIDECAR_FILES = {ivf_pq.CODES: RERANK_CODES_FILE, ivf_pq.LAYOUT: RERANK_FILE}
+
+
+def publish(
+    where: IndexLocation,
+    *,
+    metadata: Metadata,
+    index: SearchIndex,
+    vectors: Vectors,
+    keep_builds: int,
+    pointer_etag: str | None,
+) -> Pointer:
+    """Upload a build's files, then switch ``current.json`` to it, then prune old builds.
+
+    If any upload fails the pointer still names the previous build, which stays intact.
+    ``pointer_etag`` is the ETag of ``current.json`` when the build read it (None: there was
+    none). The pointer is only replaced if it is still that one, so a slower builder can never
+    replace a newer build with an older one: it gets ``PublishConflictError`` and prunes nothing.
+    """
+    pointer = where.pointer_for(metadata.build_id)
+    catalog = Catalog.from_metadata(metadata)
+    catalog_key = beside(pointer.index_key, CATALOG_FILE)
+    pointer = pointer.model_copy(update={"catalog_key": catalog_key})
+    assert pointer.embeddings_key is not None
+
+    def put(key: str, parts: Parts, content_type: str = BINARY) -> None:
+        s3.put_buffers(
+            where.client,
+            bucket=where.bucket,
+            key=key,
+            parts=parts,
+            content_type=content_type,
+            part_bytes=UPLOAD_PART_BYTES,
+        )
+
+    files = [pointer.embeddings_key, pointer.index_key, pointer.metadata_key]
+    files += [beside(catalog_key, name) for name in CATALOG_FILES]
+    if metadata.duplicates is not None:  # uploaded by the build beforehand
+        files.append(metadata.duplicates.key)
+    put(pointer.embeddings_key, ivf_pq.npy_parts(np.ascontiguousarray(vectors, dtype=np.float32)))
+    put(pointer.index_key, [index.serialised().data])
+    sidecars = index.sidecars()
+    for name in sidecars:
+        key = beside(pointer.index_key, SIDECAR_FILES[name])
+        files.append(key)
+        put(key, sidecars[name])
+    if sidecars:
+        pointer = pointer.model_copy(update={"rerank_key": beside(pointer.index_key, RERANK_FILE)})
+    for name, data in catalog.files().items():
+        put(
+            beside(catalog_key, name),
+            [data],
+            "application/json" if name == CATALOG_FILE else BINARY,
+        )
+    put(pointer.metadata_key, [metadata.model_dump_json().encode()], "application/json")
+    replaced = s3.put_if(
+        where.client,
+        bucket=where.bucket,
+        key=where.pointer_key,
+        data=pointer.model_dump_json().encode(),
+        content_type="application/json",
+        etag=pointer_etag,
+    )
+    if replaced is None and _named(where) != pointer:
+        s3.delete_keys(where.client, bucket=where.bucket, keys=files)  # ours, never published
+        raise PublishConflictError(
+            f"{where.pointer_key} changed while this build ran (another build published); "
+            f"build {metadata.build_id} was not published: run the build again"
+        )
+    LOG.info("published build %s (%d vectors)", metadata.build_id, metadata.count)
+    prune(where, keep=keep_builds, current=pointer.build_id)
+    return pointer
+
+
+def _named(where: IndexLocation) -> Pointer | None:
+    """The pointer now in S3, or None when it is absent or unreadable."""
+    try:
+        return read_pointer(where)
+    except ValueError:
+        return None
