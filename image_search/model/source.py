@@ -23,7 +23,7 @@ def resolve(source: str, *, cache_dir: Path, client: s3.S3Client | None = None) 
 def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -> Path:
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-    target = cache_dir / bucket / prefix
+    target = _inside(cache_dir, f"{bucket}/{prefix}", what=url)
     # A transformers model has a config.json, an ONNX export its manifest.
     if (target / "config.json").is_file() or (target / MANIFEST).is_file():
         return target
@@ -34,9 +34,23 @@ def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -
         raise ModelLoadError(f"no model files under {url}")
     LOG.info("downloading model %s (%d files) to %s", url, len(keys), target)
     # A crash never leaves half a model that a later start would take for a complete one.
+    # Keys are data from the bucket: one with "..", an empty part ("a//b") or a leading "/"
+    # would write outside the cache on every host that loads the model. Refuse the model.
+    names = {key: _inside(target, key[len(prefix) :], what=f"s3://{bucket}/{key}") for key in keys}
     with atomic_path(target, directory=True) as staging:
         for key in keys:
-            destination = staging / key[len(prefix) :]
+            destination = staging / names[key].relative_to(target)
             destination.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(destination))
     return target
+
+
+def _inside(folder: Path, relative: str, *, what: str) -> Path:
+    """``folder / relative``, refusing a name that could leave ``folder``."""
+    parts = relative.rstrip("/").split("/")
+    if not relative or any(part in ("", ".", "..") or "\\" in part for part in parts):
+        raise ModelLoadError(f"refusing {what}: its name is not a plain relative path")
+    path = folder.joinpath(*parts)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ModelLoadError(f"refusing {what}: it would be written outside {folder}")
+    return path
