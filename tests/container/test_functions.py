@@ -17,7 +17,9 @@ import pytest
 from image_search.build.pipeline import run_build
 from image_search.config import Settings
 from image_search.model.onnx_clip import OnnxEmbedder
-from image_search.storage import artefacts, s3
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
+from image_search.storage import s3
 from tests.container import rie
 from tests.container.conftest import (
     IMAGE,
@@ -120,9 +122,10 @@ def test_the_build_functions_publish_the_index_the_local_engine_publishes(
 
     built = {}
     for bucket in (container_build.bucket, local_bucket):
-        pointer = artefacts.read_pointer(client, bucket=bucket, index_prefix="index/")
+        where = IndexLocation(client, bucket, "index/")
+        pointer = read_pointer(where)
         assert pointer is not None
-        built[bucket] = artefacts.load_vectors(client, bucket=bucket, pointer=pointer)
+        built[bucket] = load_vectors(where, pointer=pointer)
     (remote_meta, remote), (local_meta, local) = built.values()
     assert [i.key for i in remote_meta.items] == [i.key for i in local_meta.items]
     assert remote_meta.model == local_meta.model == "/opt/models/openai/clip-vit-base-patch32"
