@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from image_search.artefacts.loader import load_vectors, read_pointer
+from image_search.artefacts.location import IndexLocation
 from image_search.build.pipeline import run_build
 from image_search.config import Settings
 from image_search.model.onnx_clip import OnnxEmbedder
-from image_search.artefacts.loader import load_vectors, read_pointer
-from image_search.artefacts.location import IndexLocation
 from image_search.storage import s3
 from tests.container import rie
 from tests.container.conftest import (
