@@ -136,3 +136,23 @@ def test_nothing_is_published_when_the_build_it_started_from_is_gone(where, opti
     with pytest.raises(PublishConflictError, match="current.json changed"):
         merge_build(where, options, planned.plan)
     assert read_pointer(where) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: with only images known to be undecodable left, the plan saves a plan of no "
+    "shards and the merge says 'none of the 0 images could be decoded', leaving the plan's work "
+    "files behind",
+)
+def test_a_bucket_of_only_known_broken_images_is_an_error_that_counts_them(
+    where, options, put
+) -> None:
+    put({**pictures(1), "animals/broken.png": b"not an image"})
+    build_here(where, options, CountingEmbedder())
+    s3.delete_keys(where.client, bucket=where.bucket, keys=["animals/img000.png"])
+
+    with pytest.raises(NoImagesError) as raised:
+        build_here(where, options, CountingEmbedder())
+
+    assert "0 images" not in str(raised.value)
+    assert keys_under(where, where.work_prefix) == set()
