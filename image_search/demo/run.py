@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -76,10 +77,14 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     get_settings.cache_clear()
     get_service.cache_clear()
     try:
-        service = get_service()
+        settings = get_settings()
     except ValidationError as exc:
         return fail(settings_problem(exc, flags=False))
-    if problem := _load_model(service.embedder, service.settings.model):
+    # Before anything imports huggingface_hub (creating the service may): it reads
+    # HF_HUB_OFFLINE once, at import.
+    hub_unreachable = _offline_unless_hub_reachable(settings.model)
+    service = get_service()
+    if problem := _load_model(service.embedder, settings.model, hub_unreachable=hub_unreachable):
         return fail(problem)
     try:
         report = prepare(target, options=options, client=service.client, embedder=service.embedder)
@@ -100,13 +105,12 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     return 0
 
 
-def _load_model(embedder: Embedder, model: str) -> str | None:
+def _load_model(embedder: Embedder, model: str, *, hub_unreachable: bool) -> str | None:
     """Load the model now, before any S3 work; what went wrong, in one line, if it fails."""
     print(f"loading model {model} …", flush=True)
     looks_like_a_path = model.startswith((".", "~")) or Path(model).is_absolute()
     if looks_like_a_path and not Path(model).expanduser().is_dir():
         return f"cannot load model {model!r}: {_reason('no such directory')}"
-    hub_unreachable = _offline_unless_hub_reachable(model)
     try:
         embedder.load()
     except ModelLoadError as exc:
@@ -143,11 +147,16 @@ def _offline_unless_hub_reachable(model: str) -> bool:
     fails at once instead of retrying for half a minute. True when it went offline."""
     if Path(model).exists() or model.startswith("s3://") or "HF_HUB_OFFLINE" in os.environ:
         return False
-    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((endpoint.hostname or "", port), timeout=3).close()
     except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"  # read when transformers is first imported, just after
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        # huggingface_hub reads the variable once, at import; if something imported it already,
+        # its constant is what transformers asks (through is_offline_mode()).
+        if hub := sys.modules.get("huggingface_hub.constants"):
+            setattr(hub, "HF_HUB_OFFLINE", True)  # noqa: B010 - the module declares no such name
         return True
     return False
 

@@ -55,6 +55,9 @@ def choose_runtime(source: str, *, runtime: str, device: str, cache_dir: Path) -
             f"IMAGE_SEARCH_RUNTIME=onnx runs on the CPU; IMAGE_SEARCH_DEVICE={device} "
             "needs IMAGE_SEARCH_RUNTIME=torch (or auto)"
         )
+    if model_source.looks_like_a_path(source):
+        # A mistyped directory fails here, when the embedder is made: before a build plans.
+        model_source.resolve(source, cache_dir=cache_dir)
     if runtime != "auto":
         return runtime
     if gpu:

@@ -14,10 +14,27 @@ LOG = logging.getLogger(__name__)
 
 
 def resolve(source: str, *, cache_dir: Path, client: s3.S3Client | None = None) -> str:
-    """A name or local path that ``from_pretrained`` can open, downloading S3 models once."""
+    """A name or local path that ``from_pretrained`` can open, downloading S3 models once.
+
+    A source written as a path must be a directory: otherwise transformers takes it for a hub id
+    and answers with the hub's rules for repository names, which says nothing of the typo.
+    """
     if source.startswith("s3://"):
         return str(_download_s3_dir(source, cache_dir=cache_dir, client=client))
+    if looks_like_a_path(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"cannot load model {source!r}: no such directory ({path.absolute()}); "
+                "check the path given as IMAGE_SEARCH_MODEL or --model"
+            )
+        return str(path)
     return source
+
+
+def looks_like_a_path(source: str) -> bool:
+    """``./m``, ``../m``, ``~/m``, ``/m`` or an existing directory; a hub id is ``org/name``."""
+    return source.startswith((".", "~")) or Path(source).is_absolute() or Path(source).is_dir()
 
 
 def _download_s3_dir(url: str, *, cache_dir: Path, client: s3.S3Client | None) -> Path:

@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,14 +28,14 @@ STARTUP_SECONDS = 180  # importing torch and transformers dominates; 2 busy core
 class Demo:
     """``python -m image_search demo`` in a child process, its output read line by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, hub: dict[str, str] | None = None) -> None:
         env = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith("IMAGE_SEARCH_") and name != "AWS_ENDPOINT_URL_S3"
+            if not name.startswith(("IMAGE_SEARCH_", "HF_")) and name != "AWS_ENDPOINT_URL_S3"
         }
         # No model hub here or in CI: the demo must never try it, and fail at once if it would.
-        env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        env.update(hub if hub is not None else {"HF_HUB_OFFLINE": "1"}, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "image_search", "demo", "--port", "0", *args],
             cwd=ROOT,
@@ -82,8 +83,8 @@ class Demo:
 
 
 @contextmanager
-def demo(*args: str) -> Iterator[Demo]:
-    running = Demo(*args)
+def demo(*args: str, hub: dict[str, str] | None = None) -> Iterator[Demo]:
+    running = Demo(*args, hub=hub)
     try:
         yield running
     finally:
@@ -138,6 +139,22 @@ def test_demo_without_the_model_says_in_one_line_how_to_pass_one(tmp_path: Path)
     assert "python -m image_search demo --model" in errors[0]
     assert "IMAGE_SEARCH_MODEL" in errors[0]
     assert not any("Traceback" in line for line in run.lines), run.lines
+
+
+def test_demo_with_the_hub_unreachable_fails_at_once_and_quietly(tmp_path: Path):
+    """No HF_HUB_OFFLINE: the demo's own check finds the hub unreachable (a closed loopback port
+    here) and must make the load offline, so no download is tried and retried."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    hub = {"HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HF_HOME": str(tmp_path / "hf")}
+    with demo("--state-dir", str(tmp_path / "state"), hub=hub) as run:
+        code = run.process.wait(timeout=STARTUP_SECONDS)
+        run.wait_for(r"^error:", timeout=5)
+    errors = [line for line in run.lines if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, run.lines
+    assert "the model hub is unreachable and the model is not cached" in errors[0]
+    assert not any("Retrying" in line or str(closed) in line for line in run.lines), run.lines
 
 
 def test_demo_on_a_named_bucket_uploads_nothing(

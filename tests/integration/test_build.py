@@ -330,6 +330,21 @@ def test_cli_without_a_bucket_setting_fails_with_one_line(s3_endpoint, monkeypat
     ]
 
 
+def test_a_mistyped_model_directory_is_named_before_anything_is_planned(
+    client, bucket, capsys
+) -> None:
+    from image_search.cli import main
+
+    put(client, bucket, "animals/a.png", encode(random_image(1)))
+    assert main(["build", "--model", "./modles/clip-vit-b32"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    [error] = [line for line in lines if line.startswith("error:")]
+    assert "'./modles/clip-vit-b32': no such directory" in error, lines
+    assert "hub" not in error and "Repo id" not in error
+    written = s3.list_objects(client, bucket=bucket, prefix="index/")
+    assert [o["Key"] for o in written] == []  # no plan, no lease
+
+
 @pytest.mark.parametrize(
     ("args", "with_image", "reason"),
     [
