@@ -77,3 +77,16 @@ class UnknownPrefixError(UnknownFolderError):
 
 class DuplicatesUnavailableError(ImageSearchError):
     """The served build holds no near-duplicate groups (made before they were computed)."""
+
+
+class InvalidQueryError(ImageSearchError):
+    """A combined query that cannot be answered as given (its parts cancel out, a file it names
+    was not uploaded, an image that is not base64)."""
+
+
+class InvalidCursorError(ImageSearchError):
+    """A cursor that is damaged, or was made for another query."""
+
+
+class CursorExpiredError(ImageSearchError):
+    """A cursor from a build that is no longer served: its pages would not follow on."""

@@ -15,10 +15,20 @@ from image_search.observe.logs import json_lines
 from image_search.observe.requests import RequestLog
 from image_search.serve.http_errors import add_error_handlers
 from image_search.serve.limits import BodyLimit
-from image_search.serve.routes import duplicates, folders, health, page, search
+from image_search.serve.openapi import add_schemas
+from image_search.serve.routes import duplicates, embed, folders, health, page, query, search
+from image_search.serve.schemas import EmbedRequest, QueryRequest
 from image_search.serve.service import get_service
 
-ROUTERS = (search.router, folders.router, duplicates.router, health.router, page.router)
+ROUTERS = (
+    search.router,
+    query.router,
+    embed.router,
+    folders.router,
+    duplicates.router,
+    health.router,
+    page.router,
+)
 
 
 @asynccontextmanager
@@ -44,6 +54,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     add_error_handlers(app)
+    add_schemas(app, [QueryRequest, EmbedRequest])
     for router in ROUTERS:
         app.include_router(router, prefix=settings.api_prefix)
     app.add_middleware(BodyLimit, upload_bytes=settings.max_upload_bytes)

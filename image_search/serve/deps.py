@@ -9,11 +9,12 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from image_search.config import Settings, get_settings
 from image_search.errors import UnauthorizedError
+from image_search.serve.bodies import EmbedBody, QueryBody, read_embed, read_query
 from image_search.serve.service import SearchService, get_service
 
 # auto_error=False: a missing header is this module's decision (keys may not be configured).
@@ -60,3 +61,16 @@ async def require_api_key(
 # request, so a route that also takes ``CallerDep`` gets this same check's answer.
 RequireApiKey = Depends(require_api_key)
 CallerDep = Annotated[str, Depends(require_api_key)]
+
+
+async def _query_body(request: Request, settings: SettingsDep) -> QueryBody:
+    return await read_query(request, max_file_bytes=settings.max_upload_bytes)
+
+
+async def _embed_body(request: Request, settings: SettingsDep) -> EmbedBody:
+    return await read_embed(request, max_file_bytes=settings.max_upload_bytes)
+
+
+# Bodies taken as JSON or multipart alike (serve/bodies.py).
+QueryBodyDep = Annotated[QueryBody, Depends(_query_body)]
+EmbedBodyDep = Annotated[EmbedBody, Depends(_embed_body)]

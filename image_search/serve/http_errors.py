@@ -11,12 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from image_search.errors import (
+    CursorExpiredError,
     DuplicatesUnavailableError,
     ImageSearchError,
     ImageTooLargeError,
     IndexMismatchError,
     IndexNotReadyError,
+    InvalidCursorError,
     InvalidImageError,
+    InvalidQueryError,
     ModelLoadError,
     StorageUnavailableError,
     UnauthorizedError,
@@ -29,10 +32,13 @@ LOG = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
     InvalidImageError: 400,
+    InvalidQueryError: 400,
+    InvalidCursorError: 400,
     UnauthorizedError: 401,
     UnknownFolderError: 404,
     UnknownKeyError: 404,
     DuplicatesUnavailableError: 404,
+    CursorExpiredError: 409,
     ImageTooLargeError: 413,
     IndexNotReadyError: 503,
     IndexMismatchError: 503,
@@ -68,5 +74,16 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route can really give, for its OpenAPI description."""
-    return {status: {"model": ErrorBody} for status in statuses}
+    """The error answers a route can really give, for its OpenAPI description. 422 is FastAPI's
+    list of field errors (routes that read their own body add it; FastAPI adds it to others)."""
+    return {
+        status: VALIDATION_ERROR if status == 422 else {"model": ErrorBody} for status in statuses
+    }
+
+
+VALIDATION_ERROR = {
+    "description": "Validation Error",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+    },
+}

@@ -17,6 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_JSON_BYTES = 64 * 1024
 # Room for the multipart boundaries, part headers and the small form fields next to the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# The routes whose JSON bodies may carry images as base64 (a third larger than the bytes).
+IMAGE_JSON_ROUTES = ("/image_search/query", "/image_search/embed")
+
+
+def image_json_bytes(upload_bytes: int) -> int:
+    """The JSON body cap of the routes that take base64 images: the upload limit's worth of
+    base64, plus room for the texts, keys and options beside it."""
+    return upload_bytes * 4 // 3 + MAX_JSON_BYTES
 
 
 class BodyTooLargeError(HTTPException):
@@ -27,7 +35,8 @@ class BodyTooLargeError(HTTPException):
 
 
 class BodyLimit:
-    """413 for bodies over ``upload_bytes`` (+ overhead) when multipart, ``json_bytes`` else."""
+    """413 for bodies over ``upload_bytes`` (+ overhead) when multipart, over
+    ``image_json_bytes(upload_bytes)`` for JSON to ``IMAGE_JSON_ROUTES``, ``json_bytes`` else."""
 
     def __init__(
         self, app: ASGIApp, *, upload_bytes: int, json_bytes: int = MAX_JSON_BYTES
@@ -35,6 +44,15 @@ class BodyLimit:
         self.app = app
         self.upload_limit = upload_bytes + MULTIPART_OVERHEAD_BYTES
         self.json_limit = json_bytes
+        self.image_json_limit = image_json_bytes(upload_bytes)
+
+    def _limit(self, scope: Scope, content_type: bytes) -> int:
+        if content_type.startswith(b"multipart/"):
+            return self.upload_limit
+        # endswith: the routes sit under IMAGE_SEARCH_API_PREFIX (and a stage on API Gateway).
+        if str(scope["path"]).rstrip("/").endswith(IMAGE_JSON_ROUTES):
+            return self.image_json_limit
+        return self.json_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,7 +60,7 @@ class BodyLimit:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").lower()
-        limit = self.upload_limit if content_type.startswith(b"multipart/") else self.json_limit
+        limit = self._limit(scope, content_type)
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _refuse(limit, send)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+
+import numpy as np
 
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
@@ -28,7 +30,8 @@ from image_search.model import images
 from image_search.model.embedder import Embedder
 from image_search.model.factory import embedder_for
 from image_search.model.vectors import Vectors
-from image_search.serve import scope
+from image_search.serve import cursors, scope
+from image_search.serve.combine import Query, combine
 from image_search.serve.duplicates import DuplicateGroups, GroupPage
 from image_search.serve.folders import detect
 from image_search.serve.image_tower import ImageTowerLoader
@@ -77,6 +80,26 @@ class SearchResult:
     cached: bool | None  # text: the vector came from the cache; None for other kinds
     timings: Mapping[str, float]  # milliseconds by stage, in the order they ran
     build: ServedBuild
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPage:
+    """A page of a combined query: its results and the cursor of the next page (None: last)."""
+
+    result: SearchResult
+    offset: int  # results on the pages before (the first hit's rank is offset + 1)
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """Vectors for a client to keep: unit length, ``dim`` wide, comparable with the builds
+    whose ``model`` is the same."""
+
+    model: str
+    dim: int
+    texts: Vectors  # (number of texts, dim), in their order
+    images: Vectors  # (number of images, dim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +216,7 @@ class SearchService:
         prefix: str = "",
         min_score: float | None = None,
     ) -> SearchResult:
-        if len(data) > self.settings.max_upload_bytes:
-            raise ImageTooLargeError(
-                f"upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}"
-            )
+        self._check_upload(len(data))
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         self.image_tower.wait()
@@ -210,6 +230,100 @@ class SearchService:
             **found.timings,
         }
         return _result("image", loaded, where, found, timings=timings)
+
+    def _check_upload(self, size: int) -> None:
+        """Uploads of one request count together against the limit."""
+        if size > self.settings.max_upload_bytes:
+            raise ImageTooLargeError(
+                f"upload is {size} bytes; the limit is {self.settings.max_upload_bytes}"
+            )
+
+    def embed(
+        self, *, texts: Sequence[str] = (), images: Sequence[bytes] = (), caller: str = ""
+    ) -> Embedded:
+        """Unit vectors of ``texts`` and ``images``, as text search and the build make them."""
+        self._check_upload(sum(len(data) for data in images))
+        embedder = self.embedder
+        uploads = [self._image_workers.submit(self._embed_upload, data) for data in images]
+        found = [self._texts(embedder, text, caller=caller)[0] for text in texts]
+        empty = np.zeros((0, embedder.dim), dtype=np.float32)
+        return Embedded(
+            model=embedder.identity,
+            dim=embedder.dim,
+            texts=np.vstack(found) if found else empty,
+            images=np.vstack([upload.result()[0] for upload in uploads]) if uploads else empty,
+        )
+
+    def query(
+        self, query: Query, *, k: int, cursor: str | None = None, caller: str = ""
+    ) -> QueryPage:
+        """A page of the images nearest the combination of ``query``'s parts (``combine.py``),
+        the indexed images it names left out; ``cursor`` names a page after the first."""
+        self._check_upload(query.upload_bytes)
+        loaded = self.current()
+        build_id = loaded.metadata.build_id
+        fingerprint = query.fingerprint()
+        after = None
+        if cursor is not None:
+            after = cursors.read(cursor, fingerprint=fingerprint, build_id=build_id)
+        offset = 0 if after is None else after.offset
+        k = min(k, cursors.MAX_DEPTH - offset)
+        where = scope.resolve(loaded.metadata, folder=query.folder, prefix=query.prefix)
+        started = time.perf_counter()
+        vectors, named = self._part_vectors(loaded, query, caller=caller)
+        vector = combine(vectors, query.weights)
+        embedded = time.perf_counter()
+        # One more than the page, to know whether another follows.
+        wanted = offset + k + len(named) + 1
+        found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
+        searched = time.perf_counter()
+        pairs, more = cursors.page(found.ids, found.scores, after=after, exclude=named, k=k)
+        # An approximate index asked deeper may rank a few results above the last page's end,
+        # which leaves this page short: while the search was not exhausted, more may follow.
+        more = more or len(found.ids) >= wanted
+        if query.min_score is not None:
+            kept = [(row, score) for row, score in pairs if score >= query.min_score]
+            more, pairs = more and len(kept) == len(pairs), kept
+        next_cursor = None
+        if more and pairs and offset + len(pairs) < cursors.MAX_DEPTH:
+            last_row, last_score = pairs[-1]
+            last = cursors.After(build_id, offset + len(pairs), last_row, last_score)
+            next_cursor = cursors.make(last, fingerprint=fingerprint)
+        hits = tuple(self._hit(loaded, row, score) for row, score in pairs)
+        timings = {
+            "embed": _ms(started, embedded),
+            "search": _ms(embedded, searched),
+            "urls": _ms(searched, time.perf_counter()),
+        }
+        found_page = _Found(hits=hits, timings=timings)
+        result = _result("query", loaded, where, found_page, timings=timings)
+        return QueryPage(result=result, offset=offset, next_cursor=next_cursor)
+
+    def _part_vectors(
+        self, loaded: LoadedBuild, query: Query, *, caller: str
+    ) -> tuple[Vectors, set[int]]:
+        """Each part's embedding, in ``query.parts`` order, and the rows of the indexed images
+        it names. Uploads are decoded and embedded by the upload threads meanwhile."""
+        parts = query.parts
+        uploads = {
+            at: self._image_workers.submit(self._embed_upload, part.image)
+            for at, part in enumerate(parts)
+            if part.image is not None
+        }
+        vectors: list[Vectors] = []
+        named: set[int] = set()
+        for at, part in enumerate(parts):
+            if part.text is not None:
+                vectors.append(self._texts(self.embedder, part.text, caller=caller)[0])
+            elif part.key is not None:
+                row = loaded.rows.get(part.key)
+                if row is None:
+                    raise UnknownKeyError(f"{part.key!r} is not in the index")
+                named.add(row)
+                vectors.append(loaded.index.vector(row))
+            else:
+                vectors.append(uploads[at].result()[0])
+        return np.vstack(vectors), named
 
     def _embed_upload(self, data: bytes) -> tuple[Vectors, tuple[float, float, float]]:
         started = time.perf_counter()

@@ -80,6 +80,13 @@ def similar(body: SimilarRequest, service: ServiceDep, response: Response) -> li
 def _send(result: SearchResult, response: Response) -> list[SearchHit]:
     """The hits as the API shapes them, with the search's headers and log record."""
     response.headers.update(headers(result))
+    note(result)
+    bucket = result.build.bucket
+    return [search_hit(rank, hit, bucket=bucket) for rank, hit in enumerate(result.hits, 1)]
+
+
+def note(result: SearchResult) -> None:
+    """What the search found, in the request's log record."""
     note_search(
         results=len(result.hits),
         timings=dict(result.timings),
@@ -87,8 +94,6 @@ def _send(result: SearchResult, response: Response) -> list[SearchHit]:
         index_size=result.build.count,
         index_created_at=result.build.created_at,
     )
-    bucket = result.build.bucket
-    return [search_hit(rank, hit, bucket=bucket) for rank, hit in enumerate(result.hits, 1)]
 
 
 def headers(result: SearchResult) -> dict[str, str]:
