@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_search.artefacts import duplicates
 from image_search.artefacts.loader import load_vectors, read_pointer
 from image_search.build.merge_stage import merge_build
 from image_search.build.plan_stage import plan_build, plan_listing
@@ -82,6 +83,23 @@ def test_reused_vectors_move_to_their_new_rows(where, options, put) -> None:
     assert embedder.images == 2
     assert (report.reused, report.embedded, report.added, report.updated) == (5, 2, 1, 1)
     assert_each_vector_on_its_key(where, {**images, **changed})
+
+
+def test_identical_images_are_published_as_a_duplicate_group(where, options, put, tmp_path) -> None:
+    twin = png_bytes(90, size=(8, 8))
+    put({**pictures(4), "animals/twin-a.png": twin, "nature/twin-b.png": twin})
+
+    report = build_here(where, options, CountingEmbedder())
+
+    _, metadata, _ = published(where)
+    assert metadata.duplicates is not None and metadata.duplicates.groups == 1
+    assert metadata.duplicates.key == where.duplicates_key(metadata.build_id)
+    assert metadata.duplicates.min_score == options.duplicate_score
+    doc = duplicates.read(where, key=metadata.duplicates.key, cache_dir=tmp_path)
+    assert [sorted(group.keys) for group in doc.groups] == [
+        ["animals/twin-a.png", "nature/twin-b.png"]
+    ]
+    assert report.duplicate_groups == 1
 
 
 def test_a_shard_without_a_result_leaves_its_images_skipped(where, options, put) -> None:

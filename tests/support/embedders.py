@@ -14,14 +14,16 @@ from PIL import Image
 
 from image_search.model.vectors import Vectors, normalise
 
-SIDE = 2  # the image is shrunk to SIDE x SIDE RGB pixels: 12 dimensions
-DIM = SIDE * SIDE * 3
+SIDE = 2  # the image is shrunk to SIDE x SIDE RGB pixels, one dimension each, and one more
+DIM = SIDE * SIDE * 3 + 1
 
 
 def pixel_vector(image: Image.Image) -> Vectors:
-    """The unit vector of one image: its pixels shrunk to 2 x 2, shifted off zero."""
+    """The unit vector of one image: its pixels shrunk to 2 x 2, centred on mid-grey (so two
+    noise pictures point different ways), and a small constant (so a grey one is no zero)."""
     small = np.asarray(image.convert("RGB").resize((SIDE, SIDE)), dtype=np.float32)
-    return normalise((small.reshape(1, DIM) + 1.0).astype(np.float32))
+    centred = (small.reshape(1, DIM - 1) - 127.5) / 127.5
+    return normalise(np.hstack([centred, np.full((1, 1), 0.05, dtype=np.float32)]))
 
 
 class CountingEmbedder:
