@@ -50,6 +50,8 @@ OPSET = 17
 # refuses to publish beyond this: the runtimes must be interchangeable for one index.
 TOLERANCE = 1e-4
 SAMPLE_TEXTS = ["a photo of a cat", "", "A RED  car in the city at night, " * 12]
+# transformers model types whose two towers, tokenizer and preprocessing the export reproduces.
+FAMILIES = ("clip", "siglip")
 
 
 class _TextTower(torch.nn.Module):
@@ -57,10 +59,54 @@ class _TextTower(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # A tokenizer that gives no mask (SigLIP's) exports a graph without that input.
+        masks = {} if attention_mask is None else {"attention_mask": attention_mask}
+        out = self.model.get_text_features(input_ids=input_ids, **masks)
         # transformers 5 returns an output object; older releases returned the tensor itself.
-        out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         return getattr(out, "pooler_output", out)
+
+
+@dataclass(frozen=True, slots=True)
+class TextRule:
+    """How a family's texts become token ids: the padding its model was trained with."""
+
+    family: str  # the transformers model_type: clip or siglip
+    max_tokens: int
+    pad_to: int | None  # every text padded to this length (SigLIP), or to the batch's longest
+    pad_side: str
+    inputs: tuple[str, ...]  # what the tokenizer gives the model: input_ids[, attention_mask]
+
+    @classmethod
+    def of(cls, model: Any, tokenizer: Any) -> TextRule:
+        family = str(model.config.model_type)
+        if family not in FAMILIES:
+            raise ModelLoadError(f"{family} models cannot be exported; supported: {FAMILIES}")
+        max_tokens = int(model.config.text_config.max_position_embeddings)
+        names = tuple(
+            n for n in ("input_ids", "attention_mask") if n in tokenizer.model_input_names
+        )
+        return cls(
+            family=family,
+            max_tokens=max_tokens,
+            # SigLIP pools the last position, so its texts are always padded to the length it
+            # was trained at (64); unpadded texts give other vectors.
+            pad_to=max_tokens if family == "siglip" else None,
+            pad_side=str(tokenizer.padding_side),
+            inputs=names,
+        )
+
+    def encode(self, tokenizer: Any, texts: list[str]) -> Any:
+        """The tokenizer's own encoding, as the model's processor gives it (pytorch tensors)."""
+        return tokenizer(
+            texts,
+            padding="max_length" if self.pad_to else True,
+            truncation=True,
+            max_length=self.pad_to or self.max_tokens,
+            return_tensors="pt",
+        )
 
 
 class _VisionTower(torch.nn.Module):
@@ -103,6 +149,13 @@ def export(
         raise ModelLoadError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}") from exc
     if not hasattr(model, "get_text_features") or not hasattr(model, "get_image_features"):
         raise ModelLoadError(f"model {source!r} is not a CLIP-family model")
+    if getattr(processor, "tokenizer", None) is None or not hasattr(
+        processor.tokenizer, "backend_tokenizer"
+    ):
+        raise ModelLoadError(
+            f"model {source!r} has no fast tokenizer (a tokenizer.json, as the `tokenizers` "
+            "library loads it), which the ONNX runtime needs"
+        )
 
     def write(directory: Path) -> ExportManifest:
         if precision == "fp32":
@@ -187,11 +240,14 @@ def write_export(model: Any, processor: Any, *, source: str, directory: Path) ->
     """The export's files in ``directory``; raises when it does not reproduce torch's vectors."""
     files = ExportFiles()
     tokenizer = processor.tokenizer
+    rule = TextRule.of(model, tokenizer)
     # Two texts of different lengths, so the traced graph builds the padding mask from its
     # input instead of baking in "no padding".
-    samples = tokenizer(SAMPLE_TEXTS[:2], padding=True, return_tensors="pt")
+    samples = rule.encode(tokenizer, SAMPLE_TEXTS[:2])
+    text_args = tuple(samples[name] for name in rule.inputs)
     size = int(model.config.vision_config.image_size)
     with warnings.catch_warnings(), torch.no_grad():
+        dim = int(_TextTower(model)(*text_args).shape[-1])
         # The tracer flags Python branches on shapes: the sequence-length limit (truncation keeps
         # to it), mask padding (mask and ids always have one length) and SDPA's is_causal (texts
         # are never one token). Each holds for every input the runtime feeds.
@@ -201,10 +257,10 @@ def write_export(model: Any, processor: Any, *, source: str, directory: Path) ->
         warnings.simplefilter("ignore", DeprecationWarning)
         _export_onnx(
             _TextTower(model),
-            (samples["input_ids"], samples["attention_mask"]),
+            text_args,
             directory / files.text,
             weights=files.text_weights,
-            inputs={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask")},
+            inputs={name: {0: "batch", 1: "tokens"} for name in rule.inputs},
         )
         _export_onnx(
             _VisionTower(model),
@@ -222,22 +278,26 @@ def write_export(model: Any, processor: Any, *, source: str, directory: Path) ->
     (directory / files.preprocessor).write_text(processor.image_processor.to_json_string())
     manifest = ExportManifest(
         source=source,
-        dim=int(model.config.projection_dim),
+        dim=dim,
         opset=OPSET,
-        max_text_tokens=int(model.config.text_config.max_position_embeddings),
+        max_text_tokens=rule.max_tokens,
         pad_token=str(tokenizer.pad_token),
         pad_id=int(tokenizer.pad_token_id),
         image_size=size,
         files=files,
         exported_with={"torch": torch.__version__, "transformers": transformers.__version__},
+        family=rule.family,
+        pad_to=rule.pad_to,
+        pad_side="left" if rule.pad_side == "left" else "right",
     )
     manifest.write(directory)
-    manifest.max_abs_error = _check(model, processor, directory)
+    manifest.max_abs_error = _check(model, processor, directory, rule=rule)
     manifest.write(directory)
     _readable(manifest, directory)
     LOG.info(
-        "exported %s (dim %d) to ONNX; largest difference from torch %.1e",
+        "exported %s (%s, dim %d) to ONNX; largest difference from torch %.1e",
         source,
+        rule.family,
         manifest.dim,
         manifest.max_abs_error,
     )
@@ -271,7 +331,7 @@ def _export_onnx(
     )
 
 
-def _check(model: Any, processor: Any, directory: Path) -> float:
+def _check(model: Any, processor: Any, directory: Path, *, rule: TextRule) -> float:
     """Largest difference between the export's vectors and torch's on sample inputs."""
     from image_search.model.onnx_clip import OnnxEmbedder
 
@@ -282,10 +342,7 @@ def _check(model: Any, processor: Any, directory: Path) -> float:
     ]
     runtime = OnnxEmbedder(source=str(directory), cache_dir=directory).load()
     ours = [runtime.embed_texts(SAMPLE_TEXTS), runtime.embed_images(images)]
-    max_tokens = int(model.config.text_config.max_position_embeddings)
-    text = processor.tokenizer(
-        SAMPLE_TEXTS, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
-    )
+    text = rule.encode(processor.tokenizer, SAMPLE_TEXTS)
     image = processor.image_processor(images=images, return_tensors="pt")
     with torch.inference_mode():
         theirs = [

@@ -1,4 +1,5 @@
-"""CLIP embeddings from an ONNX export (``python -m image_search export``), without torch.
+"""CLIP-family (CLIP, SigLIP) embeddings from an ONNX export (``python -m image_search
+export``), without torch.
 
 Same interface and outputs as ``ClipEmbedder``: float32, L2-normalised, shape (n, dim). Only
 onnxruntime, tokenizers, numpy and PIL are imported, which is what keeps torch out of the Lambda
@@ -110,8 +111,14 @@ class OnnxEmbedder:
                 # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder
                 # does.
                 tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
-                tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
-                self._text = _TextTower(session, tokenizer)
+                tokenizer.enable_padding(
+                    pad_id=manifest.pad_id,
+                    pad_token=manifest.pad_token,
+                    length=manifest.pad_to,  # None: the batch's longest text (CLIP)
+                    direction=manifest.pad_side,
+                )
+                inputs = tuple(i.name for i in session.get_inputs())
+                self._text = _TextTower(session, tokenizer, inputs)
                 self._log_loaded("text", directory, manifest)
             return self._text
 
@@ -190,7 +197,8 @@ class OnnxEmbedder:
                 "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             }
-            parts.append(self._run(tower.session, feeds))
+            # What the graph takes: SigLIP's text tower has no mask input.
+            parts.append(self._run(tower.session, {name: feeds[name] for name in tower.inputs}))
         return self._stack(parts)
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
@@ -216,6 +224,7 @@ class OnnxEmbedder:
 class _TextTower:
     session: Any
     tokenizer: Any
+    inputs: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from image_search.errors import ModelLoadError
 MANIFEST = "export.json"
 # Where ``auto`` also looks for an export "beside" a model: the hub's convention for ONNX files.
 SUBDIRECTORY = "onnx"
-# Bumped when a new runtime cannot read older exports (or the other way round). An fp32 export
-# is still written as format 1, byte for byte as before; a quantised one as format 2, so that a
-# runtime from before precisions existed refuses it instead of serving int8 vectors under the
-# fp32 model's name (and mixing them into its index).
+# Bumped when a new runtime cannot read older exports (or the other way round). An fp32 CLIP
+# export is still written as format 1, byte for byte as before; int8 and SigLIP exports as format
+# 2, so that a runtime from before them refuses them instead of serving int8 vectors under the
+# fp32 model's name (mixing them into its index) or padding SigLIP's texts CLIP's way.
 FORMAT = 1
-QUANTISED_FORMAT = 2
-READABLE = (FORMAT, QUANTISED_FORMAT)
+NEWER_FORMAT = 2
+READABLE = (FORMAT, NEWER_FORMAT)
 
 Precision = Literal["fp32", "int8"]
 
@@ -73,6 +73,11 @@ class ExportManifest(BaseModel):
     exported_with: dict[str, str] = {}
     precision: Precision = "fp32"
     check: QualityCheck | None = None
+    # The text padding rule. CLIP pads a batch to its longest text, on the right; SigLIP pads
+    # every text to a fixed length (it pools the last position), on its tokenizer's side.
+    family: str = "clip"
+    pad_to: int | None = None
+    pad_side: Literal["right", "left"] = "right"
 
     @property
     def identity(self) -> str:
@@ -81,10 +86,18 @@ class ExportManifest(BaseModel):
         return self.source if self.precision == "fp32" else f"{self.source}#{self.precision}"
 
     def write(self, directory: Path) -> None:
-        # fp32 manifests keep the keys they always had, so earlier readers see no change.
-        exclude = {"precision", "check"} if self.precision == "fp32" else set()
-        text = self.model_dump_json(indent=2, exclude=exclude)
+        # An fp32 CLIP export keeps format 1 and the keys it always had, byte for byte; anything
+        # a format-1 reader would get wrong (int8 vectors under the fp32 name, SigLIP's padding)
+        # is format 2, which such a reader refuses.
+        defaults = {name: ExportManifest.model_fields[name].default for name in NEWER_FIELDS}
+        changed = {name for name in NEWER_FIELDS if getattr(self, name) != defaults[name]}
+        self.format = NEWER_FORMAT if changed else FORMAT
+        text = self.model_dump_json(indent=2, exclude=None if changed else set(NEWER_FIELDS))
         (directory / MANIFEST).write_text(text + "\n")
+
+
+# Fields a format-1 reader does not know.
+NEWER_FIELDS = ("precision", "check", "family", "pad_to", "pad_side")
 
 
 def find_export(directory: Path) -> Path | None:

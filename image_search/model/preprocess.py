@@ -1,4 +1,5 @@
-"""CLIP's image preprocessing in PIL and numpy, configured by a ``preprocessor_config.json``.
+"""CLIP's and SigLIP's image preprocessing in PIL and numpy, configured by a
+``preprocessor_config.json``.
 
 The ONNX runtime has neither torch nor transformers, so this reproduces transformers' CLIP image
 processor (its PIL backend, the one ``ClipEmbedder`` loads) step by step: RGB with transparency
@@ -38,6 +39,15 @@ DEFAULTS: dict[str, Any] = {
     "image_mean": OPENAI_CLIP_MEAN,
     "image_std": OPENAI_CLIP_STD,
 }
+# SigLIP's image processor (SigLIP and SigLIP 2 fixed-resolution): a plain resize to the square
+# input, no crop, mean and std 0.5.
+SIGLIP_DEFAULTS: dict[str, Any] = {
+    **DEFAULTS,
+    "size": {"height": 224, "width": 224},
+    "do_center_crop": False,
+    "image_mean": (0.5, 0.5, 0.5),
+    "image_std": (0.5, 0.5, 0.5),
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,9 @@ class ImageSpec:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ImageSpec:
         """Read a transformers image-processor config; ``ValueError`` for what we cannot mirror."""
-        c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        family = str(config.get("image_processor_type", ""))
+        defaults = SIGLIP_DEFAULTS if family.startswith("Siglip") else DEFAULTS
+        c = {**defaults, **{k: v for k, v in config.items() if v is not None}}
         if c.get("do_pad"):
             raise ValueError("padding image processors are not supported")
         shortest, exact = None, None

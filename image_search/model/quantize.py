@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from image_search.model.onnx_manifest import QUANTISED_FORMAT, ExportManifest, read_manifest
+from image_search.model.onnx_manifest import ExportManifest, read_manifest
 
 LOG = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def quantise_export(fp32: Path, target: Path) -> ExportManifest:
             location=weights,
         )
         staged.unlink()
-    quantised = manifest.model_copy(
-        update={"format": QUANTISED_FORMAT, "precision": "int8", "max_abs_error": None}
-    )
+    quantised = manifest.model_copy(update={"precision": "int8", "max_abs_error": None})
     quantised.write(target)
     LOG.info("quantised %s to int8 in %s", manifest.source, target)
     return quantised

@@ -77,6 +77,13 @@ class ClipEmbedder:
             ) from exc
         if not hasattr(model, "get_text_features") or not hasattr(model, "get_image_features"):
             raise ModelLoadError(f"model {self.source!r} is not a CLIP-family model")
+        if model.config.model_type != "clip":
+            # SigLIP pads its texts its own way: the export reproduces that, this runtime does not.
+            raise ModelLoadError(
+                f"model {self.source!r} is a {model.config.model_type} model, which serves from "
+                "its ONNX export: `python -m image_search export --model M --output DIR`, then "
+                "IMAGE_SEARCH_MODEL=DIR"
+            )
         LOG.info("loaded model %s on %s (dim %d)", self.source, self.device, _dim(model))
         return model, processor
 
