@@ -8,11 +8,15 @@ class ImageSearchError(Exception):
 
 
 class ConfigError(ImageSearchError):
-    """A setting is missing or inconsistent."""
+    """A setting is missing or inconsistent: trying again changes nothing until it is fixed."""
 
 
-class BucketNotFoundError(ImageSearchError):
+class BucketNotFoundError(ConfigError):
     """The configured bucket does not exist or is not readable."""
+
+
+class CredentialsMissingError(ConfigError):
+    """boto3 found no AWS credentials anywhere it looks."""
 
 
 class NoImagesError(ImageSearchError):

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from image_search.errors import (
+    ConfigError,
     CursorExpiredError,
     DuplicatesUnavailableError,
     ImageSearchError,
@@ -44,6 +45,9 @@ STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
     IndexMismatchError: 503,
     StorageUnavailableError: 503,
     ModelLoadError: 503,
+    # The deployment's own settings (a bucket that does not exist, no credentials): no retry
+    # helps until someone fixes them, so no Retry-After either.
+    ConfigError: 500,
 }
 RETRY_AFTER_SECONDS = "5"
 

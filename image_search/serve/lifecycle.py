@@ -29,7 +29,7 @@ from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.location import IndexLocation, is_build_id
 from image_search.config import Settings
-from image_search.errors import ImageSearchError, IndexNotReadyError
+from image_search.errors import ConfigError, ImageSearchError, IndexNotReadyError
 from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class ServedIndex:
         self._worker: threading.Thread | None = None
         self._checked_at = -math.inf
         self._last_error: str | None = None
+        self._misconfigured = False  # the last error was the settings' (no retry will help)
 
     @property
     def loaded(self) -> LoadedBuild | None:
@@ -78,6 +79,8 @@ class ServedIndex:
             return loaded
         if worker is not None and worker.is_alive():
             raise IndexNotReadyError("the index is still loading; try again in a few seconds")
+        if self._misconfigured:
+            raise ConfigError(self._last_error or "the service is misconfigured")
         raise IndexNotReadyError(self._last_error or "no index has been published yet")
 
     def start_loading(self) -> None:
@@ -159,6 +162,7 @@ class ServedIndex:
             pointer = loader.read_pointer(where)
             if pointer is None:
                 self._last_error = f"no index published under s3://{s.bucket}/{s.index_prefix}"
+                self._misconfigured = False
                 return
             if self._current and self._current.metadata.build_id == pointer.build_id:
                 return
@@ -169,10 +173,11 @@ class ServedIndex:
             # RuntimeError: FAISS refusing a corrupt file; ValueError: bad JSON or metadata;
             # ClientError: NoSuchKey, a pointer naming files that are not there.
             failed = pointer.build_id if pointer else None
+            self._misconfigured = isinstance(exc, ConfigError)
             self._failed(f"{build} could not be loaded: {exc}", pointer_build=failed)
             return
         self._current = loaded
-        self._last_error = None
+        self._last_error, self._misconfigured = None, False
         LOG.info("serving build %s (%d images)", pointer.build_id, loaded.metadata.count)
         remove_older_copies(s.index_cache_dir, serving=pointer.build_id)
 

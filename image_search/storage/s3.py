@@ -11,9 +11,18 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
-from image_search.errors import BucketNotFoundError, StorageUnavailableError
+from image_search.errors import (
+    BucketNotFoundError,
+    CredentialsMissingError,
+    StorageUnavailableError,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -23,6 +32,11 @@ IMAGE_EXTENSIONS = (
 )
 # Codes that mean "the object or bucket is not there", as opposed to S3 being unavailable.
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+NO_CREDENTIALS = (
+    "no AWS credentials found: boto3 reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, then the "
+    "profile named by AWS_PROFILE (or 'default') in ~/.aws/credentials and ~/.aws/config (`aws "
+    "configure` or `aws sso login` write them), then a container or instance role"
+)
 # A conditional write or delete that lost: the ETag changed, the object appeared (412), another
 # conditional request on the key was in flight (409), or an If-Match object is gone (404).
 _CONDITION_CODES = _MISSING_CODES | {
@@ -98,6 +112,8 @@ def translate_errors(bucket: str, *, keep: frozenset[str] = _MISSING_CODES) -> I
         if code in keep:
             raise
         raise StorageUnavailableError(f"S3 error {code or 'unknown'} on bucket {bucket!r}") from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise CredentialsMissingError(f"{NO_CREDENTIALS} ({exc})") from exc
     except BotoCoreError as exc:
         raise StorageUnavailableError(f"S3 unreachable: {type(exc).__name__}") from exc
 

@@ -40,7 +40,7 @@ from tests.support.buckets import put
 from tests.support.factories import LambdaContext, encode, free_port, random_image
 from tests.support.handlers import entry_point
 from tests.support.paths import ROOT
-from tests.support.service import make_api, wait_for_build
+from tests.support.service import make_api, point_at_index, wait_for_build
 from tests.support.vectors import stored
 
 S3_ERRORS = {503: "SlowDown", 500: "InternalError"}
@@ -210,6 +210,55 @@ def test_s3_unreachable_at_start_is_503_until_it_comes_back(
     health = api.get("/health")
     assert health.status_code == 200 and health.json()["count"] == 3
     assert api.post("/image_search/search", json={"query": "cat"}).status_code == 200
+
+
+def without_credentials(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nowhere for boto3 to find credentials: no variables, no files, no roles."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        env.delenv(name, raising=False)
+    for name in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        env.delenv(name, raising=False)
+    env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    env.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.mark.parametrize(
+    ("fault", "detail"),
+    [
+        ("bucket", "bucket 'no-such-bucket-here' does not exist"),
+        ("credentials", "no AWS credentials found"),
+    ],
+)
+def test_a_configuration_error_is_500_and_not_retried(
+    bucket, tiny_model, tmp_path, monkeypatch, fault: str, detail: str
+) -> None:
+    """A passing fault is 503 with Retry-After; a setting that is wrong stays wrong."""
+    point_at_index(monkeypatch, bucket=bucket, model=tiny_model, cache=tmp_path)
+    if fault == "bucket":
+        monkeypatch.setenv("IMAGE_SEARCH_BUCKET", "no-such-bucket-here")
+    else:
+        without_credentials(monkeypatch, tmp_path)
+    api = make_api()
+    for method, path, body in [
+        ("GET", "/health", None),
+        ("POST", "/image_search/search", {"query": "cat"}),
+    ]:
+        response = api.request(method, path, json=body)
+        assert response.status_code == 500 and "Retry-After" not in response.headers
+        assert detail in response.json()["detail"]
+
+
+def test_the_build_says_credentials_are_missing_and_where_boto3_looks(
+    bucket, tmp_path, monkeypatch, capsys
+) -> None:
+    from image_search.cli import main
+
+    without_credentials(monkeypatch, tmp_path)
+    assert main(["build"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: no AWS credentials found: boto3 reads AWS_ACCESS_KEY_ID")
+    assert "~/.aws/credentials" in line and "unreachable" not in line
 
 
 def test_throttled_and_failing_gets_are_retried_then_skipped(
