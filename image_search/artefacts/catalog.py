@@ -9,8 +9,9 @@ Published next to ``image_metadata.json`` (which stays the complete contract) as
 - ``key_order.npy``: the rows sorted by key (byte order, which for UTF-8 is code point order),
   so a key's row is a binary search away.
 
-Loading maps the three binary files into memory: the cost does not grow with the number of items,
-and only the pages a query touches are read. A row's folder comes from the folder ranges.
+``catalog.json`` also records a checksum of each binary file. Loading maps the three binary
+files into memory and checks them (artefacts/integrity.py) in a few vectorised passes; after that
+only the pages a query touches are read. A row's folder comes from the folder ranges.
 """
 
 from __future__ import annotations
@@ -26,18 +27,22 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
+from image_search.artefacts import integrity
 from image_search.artefacts.manifest import (
     CATALOG_FILE,
     KEY_OFFSETS_FILE,
     KEY_ORDER_FILE,
     KEYS_FILE,
     BuildHeader,
+    CatalogHeader,
     DuplicatesRef,
     Metadata,
 )
 from image_search.index.prefixes import KeyOrder
+from image_search.storage import checksum
 
 FILES = (CATALOG_FILE, KEYS_FILE, KEY_OFFSETS_FILE, KEY_ORDER_FILE)
+CHECKSUMMED = (KEYS_FILE, KEY_OFFSETS_FILE, KEY_ORDER_FILE)
 Blob = bytes | mmap.mmap
 
 
@@ -153,27 +158,50 @@ class Catalog:
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum([len(key) for key in keys], out=offsets[1:])
         order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=_order_dtype(keys))
-        return cls(metadata.header(), keys=b"".join(keys), offsets=offsets, order=order)
+        catalog = cls(metadata.header(), keys=b"".join(keys), offsets=offsets, order=order)
+        integrity.check_folders(catalog.header, key=catalog.key)
+        return catalog
 
     def files(self) -> dict[str, bytes]:
-        """File name → content, as published."""
-        return {
-            CATALOG_FILE: self.header.model_dump_json().encode(),
+        """File name → content, as published; ``catalog.json`` holds the others' checksums."""
+        binary = {
             KEYS_FILE: bytes(self._keys),
             KEY_OFFSETS_FILE: _npy(self._offsets),
             KEY_ORDER_FILE: _npy(self._order),
         }
+        header = CatalogHeader(
+            **self.header.model_dump(include=set(BuildHeader.model_fields)),
+            checksums={name: checksum.of_bytes(data) for name, data in binary.items()},
+        )
+        return {CATALOG_FILE: header.model_dump_json().encode(), **binary}
 
     @classmethod
-    def open(cls, folder: Path) -> Catalog:
-        """The catalog in ``folder`` (the files ``files()`` names), its arrays memory-mapped."""
-        header = BuildHeader.model_validate_json((folder / CATALOG_FILE).read_bytes())
-        return cls(
+    def open(cls, folder: Path, *, checksums: Mapping[str, str] | None = None) -> Catalog:
+        """The catalog in ``folder`` (the files ``files()`` names), its arrays memory-mapped, once
+        checked (artefacts/integrity.py); ``checksums``: of the binary files as downloaded, by
+        name (computed from the files when not given). Raises ``DamagedCatalogError``."""
+        header = CatalogHeader.model_validate_json((folder / CATALOG_FILE).read_bytes())
+        if checksums is None:
+            checksums = {name: checksum.of_file(folder / name) for name in CHECKSUMMED}
+        verified = integrity.verify_checksums(header, checksums)
+        try:
+            offsets = np.load(folder / KEY_OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
+            order = np.load(folder / KEY_ORDER_FILE, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:  # not an .npy file, or cut short
+            raise integrity.DamagedCatalogError(
+                f"build {header.build_id}: an array of the catalog is unreadable ({exc})"
+            ) from exc
+        keys = _map(folder / KEYS_FILE)
+        integrity.check_arrays(
             header,
-            keys=_map(folder / KEYS_FILE),
-            offsets=np.load(folder / KEY_OFFSETS_FILE, mmap_mode="r"),
-            order=np.load(folder / KEY_ORDER_FILE, mmap_mode="r"),
+            keys=np.frombuffer(keys, dtype=np.uint8),
+            offsets=offsets,
+            order=order,
+            full=not verified,
         )
+        catalog = cls(header, keys=keys, offsets=offsets, order=order)
+        integrity.check_folders(header, key=catalog.key)
+        return catalog
 
 
 class _Items(Sequence[Entry]):

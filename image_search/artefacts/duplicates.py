@@ -6,11 +6,15 @@ Groups hold keys (not row numbers), so other tools can read the file without the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.location import DUPLICATES_FILE, IndexLocation
+from image_search.errors import IndexMismatchError
+from image_search.index.duplicates import Group
 from image_search.storage import s3
 from image_search.storage.cache import cached
 
@@ -44,3 +48,32 @@ def read(where: IndexLocation, *, key: str, cache_dir: Path) -> DuplicatesDoc:
         where.client, bucket=where.bucket, key=key, path=cache_dir / build_id / DUPLICATES_FILE
     )
     return DuplicatesDoc.model_validate_json(path.read_bytes())
+
+
+def groups_of(doc: DuplicatesDoc, *, catalog: Catalog) -> list[Group]:
+    """The document's groups as rows of ``catalog``'s build. Raises ``IndexMismatchError`` when
+    it belongs to another build or names what the build does not hold: a key, a member."""
+
+    def refuse(what: str) -> IndexMismatchError:
+        return IndexMismatchError(
+            f"build {catalog.build_id}: its near-duplicate groups {what}: publish the build "
+            "again (python -m image_search build --full)"
+        )
+
+    if doc.build_id != catalog.build_id:
+        raise refuse(f"are those of build {doc.build_id!r}")
+    if not math.isfinite(doc.min_score):
+        raise refuse(f"were found at score {doc.min_score}")
+    groups = []
+    for group in doc.groups:
+        rows = [catalog.row(key) for key in group.keys]
+        if None in rows:
+            unknown = next(key for key, row in zip(group.keys, rows, strict=True) if row is None)
+            raise refuse(f"name {unknown!r}, which it does not index")
+        if len(set(rows)) != len(rows) or len(rows) < 2 or not group.edges:
+            raise refuse("hold a group that is not a group (a key twice, one member, no pair)")
+        for a, b, score in group.edges:
+            if not (0 <= a < len(rows) and 0 <= b < len(rows) and math.isfinite(score)):
+                raise refuse(f"hold a pair ({a}, {b}, {score}) outside its group")
+        groups.append(Group(rows=[row for row in rows if row is not None], edges=group.edges))
+    return groups

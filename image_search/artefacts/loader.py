@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from image_search.artefacts.catalog import CHECKSUMMED, Catalog
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
-from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.location import IndexLocation, beside
 from image_search.artefacts.manifest import (
     INDEX_FILE,
@@ -64,17 +64,20 @@ def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> Lo
     """
     local = cache_dir / pointer.build_id
     files = {pointer.index_key: local / INDEX_FILE}
+    hashed: dict[str, str] = {}  # key → catalog file name, for the files checksummed
     if pointer.catalog_key is not None:
         files.update({beside(pointer.catalog_key, name): local / name for name in CATALOG_FILES})
+        hashed = {beside(pointer.catalog_key, name): name for name in CHECKSUMMED}
     else:  # published before the compact files existed
         files[pointer.metadata_key] = local / METADATA_FILE
     if pointer.rerank_key is not None:
         files[pointer.rerank_key] = local / RERANK_FILE
     started = time.perf_counter()
-    fetched = fetch(where.client, bucket=where.bucket, files=files)
+    fetched = fetch(where.client, bucket=where.bucket, files=files, checksums=hashed)
     opened = time.perf_counter()
     if pointer.catalog_key is not None:
-        catalog = Catalog.open(local)
+        checksums = {hashed[key]: value for key, value in fetched.checksums.items()}
+        catalog = Catalog.open(local, checksums=checksums)
     else:
         metadata = Metadata.model_validate_json((local / METADATA_FILE).read_bytes())
         # The per-item objects are made anyway here, so keys listed twice are checked too; the
@@ -92,7 +95,7 @@ def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> Lo
     LOG.info(
         "build %s: fetched %.1f MB in %.2f s, opened in %.3f s",
         pointer.build_id,
-        fetched / 2**20,
+        fetched.bytes / 2**20,
         opened - started,
         time.perf_counter() - opened,
     )

@@ -104,6 +104,13 @@ class BuildHeader(BaseModel):
             end, before = stop, name
 
 
+class CatalogHeader(BuildHeader):
+    """``catalog.json``: the header, and a checksum of each binary file of the compact catalog
+    (storage/checksum.py). Empty in builds published before checksums: they still load."""
+
+    checksums: dict[str, str] = {}
+
+
 class Metadata(BuildHeader):
     """``image_metadata.json``: the header, then every item in id order and what was skipped."""
 

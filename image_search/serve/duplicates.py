@@ -121,11 +121,7 @@ class DuplicateGroups:
             )
         except (ValueError, ClientError) as exc:
             raise IndexNotReadyError(f"the near-duplicate groups could not be read: {exc}") from exc
-        rows = loaded.rows
-        groups = [
-            Group(rows=[rows[key] for key in group.keys], edges=group.edges) for group in doc.groups
-        ]
-        return doc.min_score, groups
+        return doc.min_score, duplicates.groups_of(doc, catalog=loaded.metadata)
 
     def _group(self, loaded: LoadedBuild, group: Group) -> ImageGroup:
         items = loaded.metadata.items

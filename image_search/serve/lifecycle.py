@@ -65,6 +65,12 @@ class ServedIndex:
         """The build being served, if any, without starting a check."""
         return self._current
 
+    @property
+    def problem(self) -> str | None:
+        """Why the last check did not bring the published build in while another is served
+        (a damaged or newer build, S3 unreachable); None when it did or nothing is served."""
+        return self._last_error if self._current is not None else None
+
     def current(self) -> LoadedBuild:
         """The build to serve; starts a background check when one is due. Raises when none."""
         loaded = self._current
@@ -165,6 +171,7 @@ class ServedIndex:
                 self._misconfigured = False
                 return
             if self._current and self._current.metadata.build_id == pointer.build_id:
+                self._last_error = None  # e.g. rolled back to the build served
                 return
             build = f"build {pointer.build_id}"
             loaded = loader.load_build(where, pointer=pointer, cache_dir=s.index_cache_dir)

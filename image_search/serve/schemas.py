@@ -195,6 +195,11 @@ class Health(BaseModel):
     image_tower: Literal["loading", "ready"] = Field(
         description="text searches answer while the image model still loads after a cold start"
     )
+    problem: str | None = Field(
+        None,
+        description="why the build current.json names is not the one served (damaged, newer "
+        "than this code, S3 unreachable): the build above keeps serving meanwhile",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -9,6 +9,7 @@ and half-size copies score 0.9996 or more. The tests therefore group at 0.999 (t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,24 @@ def test_a_build_without_groups_still_serves_and_says_why(client, bucket, embedd
     response = api.get("/image_search/duplicates")
     assert response.status_code == 404
     assert "no near-duplicate groups" in response.json()["detail"]
+
+
+def test_groups_naming_a_key_the_build_does_not_hold_answer_503_with_why(
+    client, bucket, embedder, monkeypatch
+) -> None:
+    monkeypatch.setenv("IMAGE_SEARCH_DUPLICATE_SCORE", str(SCORE))
+    for key, data in copies().items():
+        put(client, bucket, key, data)
+    report = run_build(get_settings(), client=client, embedder=embedder)
+    doc_key = f"index/builds/{report.build_id}/duplicates.json"
+    doc = json.loads(client.get_object(Bucket=bucket, Key=doc_key)["Body"].read())
+    doc["groups"][0]["keys"][0] = "elsewhere/not-indexed.png"
+    put(client, bucket, doc_key, json.dumps(doc).encode())
+    api = make_api()
+    response = api.get("/image_search/duplicates")
+    assert response.status_code == 503
+    assert "'elsewhere/not-indexed.png', which it does not index" in response.json()["detail"]
+    assert api.post("/image_search/search", json={"query": "cat"}).status_code == 200
 
 
 def test_openapi_describes_prefix_parent_and_duplicates(api) -> None:

@@ -93,6 +93,34 @@ def test_a_corrupt_build_is_refused_and_the_old_one_keeps_serving(
     )
 
 
+def test_a_damaged_catalog_is_refused_with_its_reason_on_health_and_in_the_503(
+    serving, bucket, client, embedder
+) -> None:
+    api, first = serving
+    put(client, bucket, "animals/b.png", encode(random_image(2)))
+    second = build(client, embedder)
+    keys_key = f"index/builds/{second}/keys.bin"
+    whole = client.get_object(Bucket=bucket, Key=keys_key)["Body"].read()
+    client.put_object(Bucket=bucket, Key=keys_key, Body=whole[:-3])  # an upload cut short
+
+    get_service().index.refresh()
+    assert keys(search_all(api)) == {"animals/a.png"}
+    health = api.get("/health").json()
+    assert health["build_id"] == first
+    assert second in health["problem"] and "keys.bin does not match" in health["problem"]
+
+    fresh = make_api()  # nothing served before: the reason is the 503's
+    response = fresh.get("/health")
+    assert response.status_code == 503 and "keys.bin does not match" in response.json()["detail"]
+    response = fresh.post("/image_search/search", json={"query": "a", "k": 5})
+    assert response.status_code == 503 and "damaged" in response.json()["detail"]
+
+    client.put_object(Bucket=bucket, Key=keys_key, Body=whole)  # repaired: served at once
+    get_service().index.refresh()
+    health = fresh.get("/health").json()
+    assert health["build_id"] == second and health["problem"] is None
+
+
 def test_a_build_from_another_model_is_refused(
     bucket, client, embedder, monkeypatch, tmp_path
 ) -> None:

@@ -13,7 +13,8 @@ router = APIRouter()  # open: no API key
 
 @router.get("/health", response_model=Health, responses=documented(503))
 def health(service: ServiceDep) -> Health:
-    """200 with the serving build when an index is loaded, 503 with the reason when not."""
+    """200 with the serving build when an index is loaded (and why a newer one is not, if so),
+    503 with the reason when none is."""
     meta = service.current().metadata
     embedder = service.embedder
     return Health(
@@ -24,4 +25,5 @@ def health(service: ServiceDep) -> Health:
         runtime=embedder.runtime,
         precision=embedder.precision,
         image_tower=service.image_tower.state,
+        problem=service.index.problem,
     )
