@@ -159,7 +159,7 @@ class Catalog:
         np.cumsum([len(key) for key in keys], out=offsets[1:])
         order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=_order_dtype(keys))
         catalog = cls(metadata.header(), keys=b"".join(keys), offsets=offsets, order=order)
-        integrity.check_folders(catalog.header, key=catalog.key)
+        integrity.check_folders(catalog.header, rows=len(catalog), key=catalog.key)
         return catalog
 
     def files(self) -> dict[str, bytes]:
@@ -200,7 +200,7 @@ class Catalog:
             full=not verified,
         )
         catalog = cls(header, keys=keys, offsets=offsets, order=order)
-        integrity.check_folders(header, key=catalog.key)
+        integrity.check_folders(header, rows=len(catalog), key=catalog.key)
         return catalog
 
 

@@ -86,15 +86,16 @@ def check_arrays(
             raise _damaged(header, "key_order.npy does not sort the keys")
 
 
-def check_folders(header: BuildHeader, *, key: Callable[[int], str]) -> None:
-    """Each folder range holds only its folder's keys, and the ranges cover every row.
+def check_folders(header: BuildHeader, *, rows: int, key: Callable[[int], str]) -> None:
+    """Each folder range holds only its folder's keys, and the ranges cover every one of the
+    ``rows`` (whether that is the header's count is ``BuildHeader.check``'s to say).
 
     Rows inside a range are sorted by key and keys sharing a folder are contiguous in that order,
     so a range whose first and last keys are in its folder holds nothing else.
     """
     covered = 0
     for name, (start, stop) in header.folders.items():
-        if not 0 <= start < stop <= header.count:
+        if not 0 <= start < stop <= rows:
             raise _damaged(header, f"folder {name!r} range [{start}, {stop}) is out of bounds")
         for row in (start, stop - 1):
             if folder_of(key(row)) != name:
@@ -102,8 +103,8 @@ def check_folders(header: BuildHeader, *, key: Callable[[int], str]) -> None:
                     header, f"folder {name!r} range [{start}, {stop}) holds {key(row)!r}"
                 )
         covered += stop - start
-    if covered != header.count:
-        raise _damaged(header, f"folder ranges cover {covered} rows of {header.count}")
+    if covered != rows:
+        raise _damaged(header, f"folder ranges cover {covered} rows of {rows}")
 
 
 def _check_utf8(header: BuildHeader, keys: Bytes, offsets: Ints) -> None:
