@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +66,22 @@ def embedder(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):  # typ
 
     cache = tmp_path_factory.mktemp("model-cache")
     return ClipEmbedder(source=str(tiny_model), batch_size=8, cache_dir=cache).load()
+
+
+@pytest.fixture(scope="session")
+def synthetic(s3_endpoint: str, tiny_model: Path) -> Callable[[str], str]:
+    """``synthetic(kind)``: the bucket of a synthetic build of that index kind, published once
+    per session and shared by the modules that only read it (IVF builds take tens of seconds)."""
+    from tests.support.synthetic import publish_synthetic
+
+    buckets: dict[str, str] = {}
+
+    def bucket(kind: str) -> str:
+        if kind not in buckets:
+            buckets[kind], _ = publish_synthetic(kind, model=tiny_model)
+        return buckets[kind]
+
+    return bucket
 
 
 @pytest.fixture

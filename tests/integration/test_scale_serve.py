@@ -4,78 +4,36 @@ the index stores. Old builds (metadata JSON only, no compact catalog) still serv
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
-from image_search.artefacts.location import IndexLocation, beside, new_build_id
-from image_search.artefacts.manifest import Item, Metadata, folder_ranges
-from image_search.artefacts.publish import publish
-from image_search.index import faiss_index
+from image_search.artefacts.location import beside
 from image_search.storage import s3
 from tests.support.buckets import put
 from tests.support.service import make_api, point_at_index
-from tests.support.vectors import clustered
+from tests.support.synthetic import FOLDERS, publish_synthetic
 
-DIM = 16  # the tiny CLIP's
-# Rows per folder, in key order; the IVF types need IVF_MIN vectors to train.
-FOLDERS = {"alpha": 60, "beta": 3000, "delta": 250, "gamma": faiss_index.IVF_MIN}
 # "… (json)": builds as published before the compact catalog existed.
 KINDS = ["flat", "hnsw", "ivf-sq8", "ivf-pq", "flat (json)", "ivf-sq8 (json)"]
 
 
-def items() -> list[Item]:
-    return [
-        Item(
-            key=f"{folder}/{'sub/' if row % 3 == 0 else ''}img_{row:06d}.jpg",
-            folder=folder,
-            etag="e",
-            size=1,
-        )
-        for folder, size in FOLDERS.items()
-        for row in range(size)
-    ]
-
-
 @pytest.fixture(scope="module", params=KINDS)
-def published(request, s3_endpoint: str, tiny_model: Path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def published(request, synthetic, tiny_model: Path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """(bucket, kind): a build of that kind published through ``artefacts.publish``."""
     kind = request.param
+    if not kind.endswith("(json)"):
+        return synthetic(kind), kind
+    # A build as published before the compact catalog: a bucket of its own, the catalog removed.
+    bucket, pointer = publish_synthetic(kind.split()[0], model=tiny_model)
     client = s3.make_client()
-    bucket = f"scale-{kind.split()[0]}-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=bucket)
-    listed = sorted(items(), key=lambda item: item.key)
-    vectors = clustered(len(listed), dim=DIM)
-    built = faiss_index.build(vectors, index_type=kind.split()[0])
-    assert built.kind == kind.split()[0]
-    metadata = Metadata(
-        build_id=new_build_id(),
-        model=str(tiny_model),
-        dim=DIM,
-        index_type=kind.split()[0],
-        count=len(listed),
-        bucket=bucket,
-        folders=folder_ranges(listed),
-        items=listed,
-        sorted_by="key",
-    )
-    pointer = publish(
-        IndexLocation(client, bucket, "index/"),
-        metadata=metadata,
-        index=built,
-        vectors=vectors,
-        keep_builds=1,
-        pointer_etag=None,
-    )
-    if kind.endswith("(json)"):
-        assert pointer.catalog_key is not None
-        gone = [{"Key": beside(pointer.catalog_key, name)} for name in CATALOG_FILES]
-        client.delete_objects(Bucket=bucket, Delete={"Objects": gone})
-        old = pointer.model_copy(update={"catalog_key": None})
-        put(client, bucket, "index/current.json", old.model_dump_json().encode())
+    assert pointer.catalog_key is not None
+    gone = [{"Key": beside(pointer.catalog_key, name)} for name in CATALOG_FILES]
+    client.delete_objects(Bucket=bucket, Delete={"Objects": gone})
+    old = pointer.model_copy(update={"catalog_key": None})
+    put(client, bucket, "index/current.json", old.model_dump_json().encode())
     return bucket, kind
 
 
