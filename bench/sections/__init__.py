@@ -34,5 +34,6 @@ SECTIONS = {
         Section("search", "(1, 2) text and image search through HTTP, both runtimes"),
         Section("coldstart", "(4) a fresh server until its first answer, both runtimes"),
         Section("runtimes", "(6) torch against ONNX Runtime: encode, threads, cold start"),
+        Section("precisions", "(9) the export at fp32 and int8 beside torch: encode, size"),
     )
 }

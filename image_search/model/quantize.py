@@ -57,14 +57,16 @@ def quantise_export(fp32: Path, target: Path) -> ExportManifest:
 
 @contextmanager
 def _without_preprocessing_advice() -> Iterator[None]:
-    """quantize_dynamic advises, on the root logger, its optional shape-inference pre-pass (a
-    separate tool, not used here); every export would print it."""
+    """quantize_dynamic reports on the root logger: a line per tensor at INFO, and advice for its
+    optional shape-inference pre-pass (a separate tool, not used here) at WARNING. Neither helps
+    the person exporting; real warnings pass."""
 
-    def advice(record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+    def keep(record: logging.LogRecord) -> bool:
+        advice = "pre-processing before quantization" in record.getMessage()
+        return record.levelno >= logging.WARNING and not advice
 
-    logging.root.addFilter(advice)
+    logging.root.addFilter(keep)
     try:
         yield
     finally:
-        logging.root.removeFilter(advice)
+        logging.root.removeFilter(keep)
