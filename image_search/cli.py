@@ -164,7 +164,8 @@ def run_export(args: argparse.Namespace) -> int:
     from image_search.config import Settings
 
     try:  # torch and transformers: the full install has them, the Lambda image does not
-        from image_search.model.export import Gate, export
+        from image_search.model.export import export
+        from image_search.model.quantize import Gate
     except ImportError as exc:
         return fail(f"export needs torch and transformers (pip install -r requirements.txt): {exc}")
     if not 0 <= args.min_overlap <= 1:

@@ -22,23 +22,11 @@ from PIL import Image
 from tokenizers import Tokenizer
 from transformers import AutoModel, AutoProcessor
 
-from image_search.errors import (
-    ConfigError,
-    ModelLoadError,
-    QualityGateError,
-    StorageUnavailableError,
-)
+from image_search.errors import ConfigError, ModelLoadError, StorageUnavailableError
 from image_search.files import atomic_path
-from image_search.model import quality
 from image_search.model import source as model_source
-from image_search.model.onnx_manifest import (
-    MANIFEST,
-    ExportFiles,
-    ExportManifest,
-    Precision,
-    QualityCheck,
-)
-from image_search.model.quantize import quantise_export
+from image_search.model.onnx_manifest import MANIFEST, ExportFiles, ExportManifest, Precision
+from image_search.model.quantize import Gate, write_int8
 from image_search.model.vectors import normalise
 from image_search.storage import s3
 
@@ -119,16 +107,6 @@ class _VisionTower(torch.nn.Module):
         return getattr(out, "pooler_output", out)
 
 
-@dataclass(frozen=True, slots=True)
-class Gate:
-    """``--check``: compare a quantised export with fp32 on images under ``url`` before writing."""
-
-    url: str  # s3://bucket/prefix/
-    sample: int = quality.DEFAULT_SAMPLE
-    min_overlap: float = quality.DEFAULT_MIN_OVERLAP
-    force: bool = False  # write it even below ``min_overlap`` (the manifest says it failed)
-
-
 def export(
     source: str,
     output: str,
@@ -157,12 +135,13 @@ def export(
             "library loads it), which the ONNX runtime needs"
         )
 
+    def write_fp32(directory: Path) -> ExportManifest:
+        return write_export(model, processor, source=source, directory=directory)
+
     def write(directory: Path) -> ExportManifest:
         if precision == "fp32":
-            return write_export(model, processor, source=source, directory=directory)
-        return _write_quantised(
-            model, processor, source=source, directory=directory, gate=gate, client=client
-        )
+            return write_fp32(directory)
+        return _readable(write_int8(write_fp32, directory, gate=gate, client=client), directory)
 
     if output.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="image-search-export-") as work:
@@ -177,57 +156,6 @@ def export(
         manifest = write(staging)
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the export from other users (Lambda's)
     return manifest
-
-
-def _write_quantised(
-    model: Any,
-    processor: Any,
-    *,
-    source: str,
-    directory: Path,
-    gate: Gate | None,
-    client: s3.S3Client | None,
-) -> ExportManifest:
-    """The fp32 export (checked against torch) in a scratch directory, its int8 copy in
-    ``directory``, and with a gate the two compared on the user's images."""
-    from image_search.model.onnx_clip import OnnxEmbedder
-
-    with tempfile.TemporaryDirectory(prefix="image-search-fp32-") as scratch:
-        fp32 = Path(scratch)
-        write_export(model, processor, source=source, directory=fp32)
-        manifest = quantise_export(fp32, directory)
-        if gate is None:
-            LOG.warning(
-                "int8 export written without --check: its quality on your images is unknown"
-            )
-            return _readable(manifest, directory)
-        sample = quality.sample_bucket(
-            gate.url, size=gate.sample, client=client or s3.make_client()
-        )
-        overlap = quality.compare(
-            OnnxEmbedder(source=str(fp32), cache_dir=fp32),
-            OnnxEmbedder(source=str(directory), cache_dir=directory),
-            sample,
-        )
-    passed = overlap.passes(gate.min_overlap)
-    manifest.check = QualityCheck(
-        source=gate.url,
-        sample=len(sample.keys),
-        prompts=len(sample.prompts),
-        image=round(overlap.image, 4),
-        text=None if overlap.text is None else round(overlap.text, 4),
-        threshold=gate.min_overlap,
-        passed=passed,
-    )
-    LOG.info("%s on %d images, %d prompts", overlap.line(), len(sample.keys), len(sample.prompts))
-    if not passed and not gate.force:
-        raise QualityGateError(
-            f"{overlap.line()}: below {gate.min_overlap:g} on {len(sample.keys)} images of "
-            f"{gate.url}; int8 ranks them too differently from fp32. Serve the fp32 export, or "
-            "write this one anyway with --force"
-        )
-    manifest.write(directory)
-    return _readable(manifest, directory)
 
 
 def _readable(manifest: ExportManifest, directory: Path) -> ExportManifest:

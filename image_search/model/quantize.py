@@ -6,21 +6,86 @@ ViT-B/32's image tower 3x and its text tower 2.5x faster than fp32 ONNX, at a qu
 (the issue's measurements; docs/models.md). Its cost in quality is the user's to measure: see
 ``quality.py`` and ``--check``.
 
-Needs onnx and onnxruntime's quantisation tools, never torch: it runs on an export already made.
+Needs onnx and onnxruntime's quantisation tools, never torch: the fp32 export it starts from is
+written by ``export.py``, which hands ``write_int8`` the function that writes it.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from image_search.model.onnx_manifest import ExportManifest, read_manifest
+from image_search.errors import QualityGateError
+from image_search.model import quality
+from image_search.model.onnx_manifest import ExportManifest, QualityCheck, read_manifest
+from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """``--check``: compare a quantised export with fp32 on images under ``url`` before writing."""
+
+    url: str  # s3://bucket/prefix/
+    sample: int = quality.DEFAULT_SAMPLE
+    min_overlap: float = quality.DEFAULT_MIN_OVERLAP
+    force: bool = False  # write it even below ``min_overlap`` (the manifest says it failed)
+
+
+def write_int8(
+    write_fp32: Callable[[Path], ExportManifest],
+    directory: Path,
+    *,
+    gate: Gate | None,
+    client: s3.S3Client | None,
+) -> ExportManifest:
+    """The fp32 export (``write_fp32``: checked against torch) in a scratch directory, its int8
+    copy in ``directory``, and with a gate the two compared on the user's images."""
+    from image_search.model.onnx_clip import OnnxEmbedder
+
+    with tempfile.TemporaryDirectory(prefix="image-search-fp32-") as scratch:
+        fp32 = Path(scratch)
+        write_fp32(fp32)
+        manifest = quantise_export(fp32, directory)
+        if gate is None:
+            LOG.warning(
+                "int8 export written without --check: its quality on your images is unknown"
+            )
+            return manifest
+        sample = quality.sample_bucket(
+            gate.url, size=gate.sample, client=client or s3.make_client()
+        )
+        overlap = quality.compare(
+            OnnxEmbedder(source=str(fp32), cache_dir=fp32),
+            OnnxEmbedder(source=str(directory), cache_dir=directory),
+            sample,
+        )
+    passed = overlap.passes(gate.min_overlap)
+    manifest.check = QualityCheck(
+        source=gate.url,
+        sample=len(sample.keys),
+        prompts=len(sample.prompts),
+        image=round(overlap.image, 4),
+        text=None if overlap.text is None else round(overlap.text, 4),
+        threshold=gate.min_overlap,
+        passed=passed,
+    )
+    LOG.info("%s on %d images, %d prompts", overlap.line(), len(sample.keys), len(sample.prompts))
+    if not passed and not gate.force:
+        raise QualityGateError(
+            f"{overlap.line()}: below {gate.min_overlap:g} on {len(sample.keys)} images of "
+            f"{gate.url}; int8 ranks them too differently from fp32. Serve the fp32 export, or "
+            "write this one anyway with --force"
+        )
+    manifest.write(directory)
+    return manifest
 
 
 def quantise_export(fp32: Path, target: Path) -> ExportManifest:

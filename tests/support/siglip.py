@@ -44,37 +44,58 @@ def trained_tokenizer(*, vocab_size: int = 400) -> Any:
     return Siglip2Tokenizer(vocab=model["vocab"], merges=merges)
 
 
-def save_tiny_siglip(directory: Path, *, seed: int = 0, image_size: int = 32, **text: int) -> Path:
-    """``SiglipModel`` (2 layers, width 32) with a trained SigLIP 2-format tokenizer."""
+# google/siglip2-base-patch16-224's architecture: a 256k Gemma vocabulary makes its text tower
+# ~1.1 GB in fp32 (the tests feed it ids from the small trained vocabulary).
+SIGLIP2_BASE_TEXT = {
+    "vocab_size": 256_000,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+}
+SIGLIP2_BASE_VISION = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 224,
+    "patch_size": 16,
+}
+
+
+def save_tiny_siglip(
+    directory: Path,
+    *,
+    seed: int = 0,
+    text: dict[str, int] | None = None,
+    vision: dict[str, int] | None = None,
+) -> Path:
+    """``SiglipModel`` (2 layers, width 32 unless overridden) with a trained SigLIP 2-format
+    tokenizer."""
     import torch
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
 
     tokenizer = trained_tokenizer()
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    vision_config = {**tiny, "num_attention_heads": 2, "image_size": 32, "patch_size": 8}
+    vision_config |= vision or {}
     config = SiglipConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
+            **tiny,
             "num_attention_heads": 2,
             "max_position_embeddings": 64,
             "pad_token_id": 0,
             "eos_token_id": 1,
             "bos_token_id": 2,
-            **text,
+            **(text or {}),
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": 8,
-        },
+        vision_config=vision_config,
     )
     torch.manual_seed(seed)
     model = SiglipModel(config).eval()
     model.save_pretrained(directory)
-    processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    size = vision_config["image_size"]
+    processor = SiglipImageProcessorPil(size={"height": size, "width": size})
     SiglipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
