@@ -16,6 +16,8 @@ LAMBDA_BASE ?= stand-in
 IMAGE ?= image-search:latest
 MODEL ?=
 MODEL_ID ?= openai/clip-vit-base-patch32
+# More `docker build` options, e.g. --no-cache to time a build from nothing.
+DOCKER_BUILD_FLAGS ?=
 PORT ?= 3000
 BUCKET ?=
 S3_ENDPOINT ?=
@@ -66,7 +68,7 @@ WHEEL_ARGS = $(if $(filter stand-in,$(LAMBDA_BASE)),PIP_INDEX_URL=$(WHEEL_URL) \
 
 ## image: build infra/Dockerfile on the project's daemon (MODEL=DIR: a local model) and print its size
 image: lambda-base wheelhouse model-dir
-	$(WITH_WHEELS) env $(DOCKER_ENV) docker build --file infra/Dockerfile --tag $(IMAGE) \
+	$(WITH_WHEELS) env $(DOCKER_ENV) docker build --file infra/Dockerfile --tag $(IMAGE) $(DOCKER_BUILD_FLAGS) \
 	    --build-arg MODEL_ID=$(MODEL_ID) $(addprefix --build-arg ,$(WHEEL_ARGS)) .
 	@env $(DOCKER_ENV) $(BIN)/python mk/image_size.py $(IMAGE)
 
