@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -69,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     docker_env = rie.daemon_env()
     with tempfile.TemporaryDirectory() as work, embedded_s3(host=rie.bridge_address()) as endpoint:
-        import os
-
         os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
         published = publish_synthetic(s3.make_client(), count=args.count, model=MODEL_IN_IMAGE)
         export = Path(work) / "model"
