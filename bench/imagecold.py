@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -49,7 +50,9 @@ def container_round(
     image: str, *, env: dict[str, str], docker_env: dict[str, str]
 ) -> dict[str, float]:
     started = time.perf_counter()
-    with rie.running(image, "handler.handler", environment=env, docker_env=docker_env) as search:
+    with rie.running(
+        image, rie.command("SearchFunction"), environment=env, docker_env=docker_env
+    ) as search:
         listening = time.perf_counter()
         answer = httpx.post(search.url, content=json.dumps(search_event()), timeout=300).json()
         answered = time.perf_counter()
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
     docker_env = rie.daemon_env()
     with tempfile.TemporaryDirectory() as work, embedded_s3(host=rie.bridge_address()) as endpoint:
         os.environ["AWS_ENDPOINT_URL_S3"] = endpoint

@@ -32,7 +32,8 @@ SAM_LOCAL_DIR := .aws-sam/local
 # mk/infra.mk's stamp for .venv-sam, named here because that file is read after this one.
 SAM_TOOLS := .venv-sam/.installed
 
-.PHONY: docker-daemon docker-stop lambda-base wheelhouse model-dir image sam-local test-container
+.PHONY: docker-daemon docker-stop lambda-base wheelhouse model-dir image sam-local test-container \
+	bench-image
 
 docker-daemon:
 	$(DOCKERD) start
@@ -92,3 +93,8 @@ sam-local: lambda-base wheelhouse $(SAM_TOOLS)
 ## if they did), build through `make image` and stop every container they start.
 test-container: $(STAMP) $(SAM_TOOLS)
 	$(BIN)/python -m pytest tests/container -m container -q
+
+## bench-image: the image's cold start (docker run -> first text answer under the emulator) beside
+## the process's, at 100k images (bench/imagecold.py; build IMAGE with `make image` first)
+bench-image: docker-daemon $(STAMP)
+	$(BIN)/python -m bench.imagecold --image $(IMAGE) $(BENCH_IMAGE_ARGS)

@@ -46,6 +46,10 @@ start() {
     exit 1
   fi
   mkdir -p "$ROOT" "$RUN"
+  # A daemon killed without `stop` leaves its pid file, which dockerd refuses to start over.
+  if [ -f "$PIDFILE" ] && ! grep -q dockerd "/proc/$(cat "$PIDFILE")/comm" 2>/dev/null; then
+    rm -f "$PIDFILE"
+  fi
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
     ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"

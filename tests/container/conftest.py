@@ -25,19 +25,12 @@ from image_search.storage import s3
 from tests.container import rie
 from tests.support.buckets import put
 from tests.support.factories import sample_bucket_layout, save_tiny_clip
-from tests.support.template import source
 
 IMAGE = "image-search-test:tiny"
 API_KEY = "container-test-key"
 MODEL_DIR = rie.ROOT / "infra/model"
 # Small shards, so the build runs several of them as the Distributed Map would.
 SHARD_SIZE = 4
-
-
-def command(function: str) -> str:
-    """The handler template.yaml's ImageConfig.Command names for ``function``."""
-    (handler,) = source()["Resources"][function]["Properties"]["ImageConfig"]["Command"]
-    return str(handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -172,17 +165,17 @@ def container_build(
     env = function_environment(bridge_s3, bucket, IMAGE_SEARCH_SHARD_SIZE=str(SHARD_SIZE))
     where: dict[str, Any] = {"environment": env, "docker_env": docker_env}
     start = json.loads((rie.ROOT / "tests/events/sfn-execution-input.json").read_text())
-    with rie.running(IMAGE, command("BuildPlanFunction"), **where) as plan:
+    with rie.running(IMAGE, rie.command("BuildPlanFunction"), **where) as plan:
         planned = plan.invoke(start)
     assert planned.get("has_work") is True, planned
     items = json.loads(
         s3.get_bytes(s3.make_client(), bucket=bucket, key=planned["items_key"]).decode()
     )
-    with rie.running(IMAGE, command("EmbedShardFunction"), **where) as shard:
+    with rie.running(IMAGE, rie.command("EmbedShardFunction"), **where) as shard:
         shards = [
             shard.invoke({"plan_id": planned["plan_id"], "shard_id": item["shard_id"]})
             for item in items
         ]
-    with rie.running(IMAGE, command("BuildMergeFunction"), **where) as merge:
+    with rie.running(IMAGE, rie.command("BuildMergeFunction"), **where) as merge:
         merged = merge.invoke({"plan_id": planned["plan_id"]})
     return ContainerBuild(bucket=bucket, plan=planned, shards=shards, merged=merged)

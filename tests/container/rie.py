@@ -16,9 +16,17 @@ from typing import Any
 
 import httpx
 
+from tests.support.template import source
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERD = ROOT / "mk/dockerd.sh"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+
+
+def command(function: str) -> str:
+    """The handler template.yaml's ImageConfig.Command names for ``function``."""
+    (handler,) = source()["Resources"][function]["Properties"]["ImageConfig"]["Command"]
+    return str(handler)
 
 
 def daemon_env() -> dict[str, str]:

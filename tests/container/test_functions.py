@@ -25,7 +25,6 @@ from tests.container.conftest import (
     IMAGE,
     SHARD_SIZE,
     ContainerBuild,
-    command,
     function_environment,
     new_bucket,
 )
@@ -88,7 +87,7 @@ def search(
         bridge_s3, container_build.bucket, IMAGE_SEARCH_API_KEYS=EVENT_API_KEY
     )
     with rie.running(
-        IMAGE, command("SearchFunction"), environment=env, docker_env=docker_env
+        IMAGE, rie.command("SearchFunction"), environment=env, docker_env=docker_env
     ) as function:
         yield function
 
