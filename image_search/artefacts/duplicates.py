@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from image_search.artefacts.catalog import Catalog
-from image_search.artefacts.location import DUPLICATES_FILE, IndexLocation
+from image_search.artefacts.location import DUPLICATES_FILE, IndexLocation, local_folder
 from image_search.errors import IndexMismatchError
 from image_search.index.duplicates import Group
 from image_search.storage import s3
@@ -41,12 +41,10 @@ def write(where: IndexLocation, *, key: str, doc: DuplicatesDoc) -> None:
     )
 
 
-def read(where: IndexLocation, *, key: str, cache_dir: Path) -> DuplicatesDoc:
-    """The file at ``key``, through this process's local copy of the build's files."""
-    build_id = key.rstrip("/").split("/")[-2]
-    path = cached(
-        where.client, bucket=where.bucket, key=key, path=cache_dir / build_id / DUPLICATES_FILE
-    )
+def read(where: IndexLocation, *, key: str, build_id: str, cache_dir: Path) -> DuplicatesDoc:
+    """The file at ``key``, through this process's local copy of ``build_id``'s files."""
+    path = local_folder(cache_dir, build_id) / DUPLICATES_FILE
+    path = cached(where.client, bucket=where.bucket, key=key, path=path)
     return DuplicatesDoc.model_validate_json(path.read_bytes())
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from image_search.artefacts.catalog import CHECKSUMMED, Catalog
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
-from image_search.artefacts.location import IndexLocation, beside
+from image_search.artefacts.location import IndexLocation, beside, local_folder
 from image_search.artefacts.manifest import (
     INDEX_FILE,
     METADATA_FILE,
@@ -62,7 +62,7 @@ def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> Lo
     after the download does not grow with the number of images. ivf-pq's re-rank codes are not
     downloaded here: they arrive list by list as queries need them (index/rerank.py).
     """
-    local = cache_dir / pointer.build_id
+    local = local_folder(cache_dir, pointer.build_id)
     files = {pointer.index_key: local / INDEX_FILE}
     hashed: dict[str, str] = {}  # key → catalog file name, for the files checksummed
     if pointer.catalog_key is not None:

@@ -20,6 +20,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from image_search.artefacts.manifest import (
     EMBEDDINGS_FILE,
@@ -28,6 +29,7 @@ from image_search.artefacts.manifest import (
     POINTER_FILE,
     Pointer,
 )
+from image_search.errors import IndexMismatchError
 from image_search.storage.s3 import S3Client
 
 # What new_build_id makes; pruning deletes nothing under builds/ that does not look like it.
@@ -42,6 +44,24 @@ def new_build_id() -> str:
 
 def is_build_id(name: str) -> bool:
     return BUILD_ID.fullmatch(name) is not None
+
+
+def local_folder(cache_dir: Path, build_id: str) -> Path:
+    """Where this process keeps ``build_id``'s files: a folder directly inside ``cache_dir``.
+
+    The id is data from S3 (the pointer names it): one that is not a build id (``..``, an
+    absolute path, a separator) or whose folder resolves elsewhere (a symlink) is refused, so
+    nothing is written or deleted outside the cache.
+    """
+    if not is_build_id(build_id):
+        raise IndexMismatchError(f"refusing build id {build_id!r}: not a build id")
+    root = cache_dir.resolve()
+    folder = (root / build_id).resolve()
+    if folder.parent != root:
+        raise IndexMismatchError(
+            f"refusing build {build_id}: its local copy {folder} is outside {root}"
+        )
+    return folder
 
 
 def beside(key: str, name: str) -> str:

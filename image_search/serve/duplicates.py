@@ -117,6 +117,7 @@ class DuplicateGroups:
             doc = duplicates.read(
                 IndexLocation(self._client(), self.settings.bucket, self.settings.index_prefix),
                 key=ref.key,
+                build_id=loaded.metadata.build_id,
                 cache_dir=self.settings.index_cache_dir,
             )
         except (ValueError, ClientError) as exc:

@@ -14,6 +14,7 @@ download cut off by a long freeze fails, is logged, and is tried again at the ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -27,9 +28,14 @@ from botocore.exceptions import ClientError
 from image_search.artefacts import loader
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
-from image_search.artefacts.location import IndexLocation, is_build_id
+from image_search.artefacts.location import IndexLocation, is_build_id, local_folder
 from image_search.config import Settings
-from image_search.errors import ConfigError, ImageSearchError, IndexNotReadyError
+from image_search.errors import (
+    ConfigError,
+    ImageSearchError,
+    IndexMismatchError,
+    IndexNotReadyError,
+)
 from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
@@ -190,9 +196,12 @@ class ServedIndex:
 
     def _failed(self, reason: str, *, pointer_build: str | None) -> None:
         self._last_error = reason
-        if pointer_build is not None:
-            # Forget the local copy so the next attempt downloads it afresh.
-            shutil.rmtree(self.settings.index_cache_dir / pointer_build, ignore_errors=True)
+        if pointer_build is not None and is_build_id(pointer_build):
+            # Forget the local copy so the next attempt downloads it afresh: only ever a folder
+            # named like a build directly inside the cache, never where a pointer says.
+            with contextlib.suppress(IndexMismatchError):
+                folder = local_folder(self.settings.index_cache_dir, pointer_build)
+                shutil.rmtree(folder, ignore_errors=True)
         if self._current:
             LOG.error("%s; still serving the previous index", reason)
         else:

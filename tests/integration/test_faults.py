@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from image_search.artefacts.loader import LoadedBuild, load_build, load_vectors, read_pointer
-from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.location import IndexLocation, new_build_id
 from image_search.artefacts.manifest import Pointer
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
@@ -357,7 +357,7 @@ def test_a_bad_build_is_refused_and_the_previous_one_keeps_serving(
     assert service.current().metadata.build_id == first.build_id
     before = [hit.key for hit in service.search_text("a cat", k=3).hits]
 
-    publish_bad_build(client, bucket, f"bad-{damage}", damage)
+    publish_bad_build(client, bucket, new_build_id(), damage)
     with caplog.at_level(logging.INFO, logger="image_search"):
         service.index.refresh()  # what the background check does once due
         assert service.current().metadata.build_id == first.build_id
