@@ -52,18 +52,38 @@ class ShardEvent(BaseModel):
     shard_id: str
 
 
-class MergeEvent(BaseModel):
-    """The plan's id; ``abandon`` when the shards or the merge failed: only give the lease back."""
+class PlanEvent(BaseModel):
+    """What the Plan state sends: the execution's id (the build lease's owner, so that any later
+    state can give the lease back without the plan) and the execution's input."""
 
     model_config = ConfigDict(extra="ignore")
 
-    plan_id: str
+    execution: str
+    input: StartEvent
+
+
+class MergeEvent(BaseModel):
+    """The plan's id; ``abandon`` when a state failed: only give the execution's lease back.
+
+    ``execution`` is the lease's owner. Abandon needs nothing else: the plan may never have been
+    written (the Plan state failed) or may be gone.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    plan_id: str | None = None
+    execution: str | None = None
     abandon: bool = False
 
 
 def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any]:
     """List, diff and save the plan; tell the state machine whether there is work and where."""
-    request = StartEvent.model_validate(event or {})
+    owner = None
+    if event and "execution" in event:  # from the state machine; a hand-made call has no owner
+        sent = PlanEvent.model_validate(event)
+        request, owner = sent.input, sent.execution
+    else:
+        request = StartEvent.model_validate(event or {})
     settings = _settings()
     where, options = _location(settings, _s3_client()), BuildOptions.of(settings)
     if request.dry_run:
@@ -76,6 +96,7 @@ def plan_handler(event: dict[str, Any] | None, context: object) -> dict[str, Any
             bucket=where.bucket,
             key=where.lease_key,
             seconds=options.build_lease_seconds,
+            owner=owner,
         )
     except BuildRunningError as exc:
         # Not a failure: the build holding the lease does the work, and its shards stay reusable.
@@ -118,18 +139,17 @@ def embed_shard_handler(event: dict[str, Any], context: object) -> dict[str, Any
 
 def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     """Publish the plan's build from the shards' results and give the lease back; the summary
-    is the execution's output."""
+    is the execution's output. With ``abandon``, only give the execution's lease back."""
     request = MergeEvent.model_validate(event)
     settings = _settings()
     where = _location(settings, _s3_client())
+    if request.abandon:
+        return _abandon(where, request)
+    if request.plan_id is None:
+        raise ConfigError("the merge needs the plan's id (plan_id)")
     plan = work.load_plan(where, plan_id=request.plan_id)
     held = _lease(where, plan)
     try:
-        if request.abandon:
-            LOG.error(
-                "index build %s abandoned; its finished shards wait for the next", plan.plan_id
-            )
-            return {"state": "abandoned", "plan_id": plan.plan_id}
         report = merge_build(where, BuildOptions.of(settings), plan, held=held)
         # The build's time is the execution's, from the plan to now.
         report.seconds = (datetime.now(UTC) - plan.created_at).total_seconds()
@@ -139,6 +159,24 @@ def merge_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
             held.release()
     LOG.info("index build finished: %s", json.dumps(summary))
     return summary
+
+
+def _abandon(where: IndexLocation, request: MergeEvent) -> dict[str, Any]:
+    """Give the lease back if this execution holds it, whatever state failed and whatever became
+    of its plan: by owner, so a merge that renewed the lease (its ETag moved) is no obstacle."""
+    owner = request.execution
+    if owner is None and request.plan_id is not None:  # an execution started before owners
+        plan = work.load_plan(where, plan_id=request.plan_id)
+        owner = plan.lease.record.owner if plan.lease is not None else None
+    released = owner is not None and lease.release_owned(
+        where.client, bucket=where.bucket, key=where.lease_key, owner=owner
+    )
+    LOG.error(
+        "index build abandoned (plan %s); lease %s; finished shards wait for the next build",
+        request.plan_id or "not written",
+        "given back" if released else "not held by this execution",
+    )
+    return {"state": "abandoned", "plan_id": request.plan_id, "lease_released": released}
 
 
 def _planned(

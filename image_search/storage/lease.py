@@ -5,7 +5,8 @@ starting together exactly one gets it; the other stops with ``BuildRunningError`
 holds its expiry. A running build renews it in a background thread every third of its duration
 (``If-Match`` on its ETag), so a long command-line build keeps it while a killed one lets it
 lapse; the next builder then takes an expired lease over with ``If-Match`` on the ETag it read,
-which again only one of several can win. The lease is released (deleted with ``If-Match``) when
+which again only one of several can win. The lease is released by its owner (read, compared, deleted
+with ``If-Match`` on the ETag just read: never a lease another build took over) when
 the build ends, also on failure.
 """
 
@@ -59,13 +60,23 @@ class Lease:
         self.lost = False
 
     def renew(self) -> bool:
-        """Push the expiry out by one duration; False (and ``lost``) if someone took it over."""
+        """Push the expiry out by one duration; False (and ``lost``) if someone took it over.
+
+        A 412 does not prove that: when S3 stored a renewal but its answer was lost, botocore's
+        retry of the same conditional PUT gets 412 against our own new ETag. So the lease is
+        read again, and only another owner's record (or none) means it is gone.
+        """
         with self._lock:
             if self.lost or self._released:
                 return False
             record = self.record.model_copy(update={"expires_at": _now() + self._duration})
             where = {"bucket": self._bucket, "key": self._key}
             etag = _write(self._client, record=record, etag=self._etag, **where)
+            if etag is None:
+                ours = _read_owned(self._client, owner=self.record.owner, **where)
+                if ours is not None:
+                    self._etag = ours
+                    etag = _write(self._client, record=record, etag=ours, **where)
             if etag is None:
                 self.lost = True
                 LOG.error("the build lease was taken over by another builder")
@@ -82,11 +93,13 @@ class Lease:
             )
 
     def release(self) -> None:
+        """Give the lease back if this build still owns it (by owner, not by a saved ETag)."""
         with self._lock:
             if self.lost or self._released:
                 return
             self._released = True
-            if not s3.delete_if(self._client, bucket=self._bucket, key=self._key, etag=self._etag):
+            owner = self.record.owner
+            if not release_owned(self._client, bucket=self._bucket, key=self._key, owner=owner):
                 LOG.warning("the build lease was no longer ours when released")
 
     @property
@@ -99,12 +112,15 @@ class Lease:
         return timedelta(seconds=self._seconds)
 
 
-def acquire(client: s3.S3Client, *, bucket: str, key: str, seconds: float) -> Lease:
+def acquire(
+    client: s3.S3Client, *, bucket: str, key: str, seconds: float, owner: str | None = None
+) -> Lease:
     """Take the build lease at ``key``, or raise ``BuildRunningError`` naming the build that
-    holds it."""
+    holds it. ``owner`` names the holder (a Step Functions execution: its id, so that any of its
+    states can give the lease back); by default a new random one."""
     now = _now()
     record = LeaseRecord(
-        owner=uuid.uuid4().hex,
+        owner=owner or uuid.uuid4().hex,
         host=socket.gethostname(),
         pid=os.getpid(),
         acquired_at=now,
@@ -151,6 +167,32 @@ def held(client: s3.S3Client, *, bucket: str, key: str, seconds: float) -> Itera
             lease.release()
         except ImageSearchError as exc:  # it expires on its own; don't hide the build's outcome
             LOG.warning("could not release the build lease: %s", exc)
+
+
+def release_owned(client: s3.S3Client, *, bucket: str, key: str, owner: str) -> bool:
+    """Delete the lease if ``owner`` holds it (If-Match on the ETag just read, so a lease taken
+    over meanwhile is never deleted); True when it was ours, or is gone already."""
+    for _ in range(3):  # our own renewal may move the ETag between the read and the delete
+        found = s3.get_tagged(client, bucket=bucket, key=key)
+        if found is None:
+            return True
+        data, etag = found
+        holder = _parse(data)
+        if holder is None or holder.owner != owner:
+            return False
+        if s3.delete_if(client, bucket=bucket, key=key, etag=etag):
+            return True
+    return False
+
+
+def _read_owned(client: s3.S3Client, *, bucket: str, key: str, owner: str) -> str | None:
+    """The lease's ETag when ``owner`` holds it, else None."""
+    found = s3.get_tagged(client, bucket=bucket, key=key)
+    if found is None:
+        return None
+    data, etag = found
+    holder = _parse(data)
+    return etag if holder is not None and holder.owner == owner else None
 
 
 def _keep_renewed(lease: Lease, stop: threading.Event, every: float) -> None:

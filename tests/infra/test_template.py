@@ -266,13 +266,17 @@ def test_plan_then_a_distributed_map_over_the_plans_shards_then_merge() -> None:
     assert substitutions["MapResultsPrefix"] == "${IndexPrefix}work/build/map-results"
     assert shard_map["ResultPath"] == "$.map"
 
-    # Failed shards (past the tolerance) or a failed merge: the lease is given back, then fail.
-    for name in ("EmbedShards", "Merge"):
+    # A failed plan, failed shards (past the tolerance) or a failed merge: the lease is given
+    # back by its owner, the execution (whose id the plan took it under), then fail. Abandon
+    # reads nothing from the state's data: after a failed Plan there is no plan.
+    for name in ("Plan", "EmbedShards", "Merge"):
         (catch,) = states[name]["Catch"]
         assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "Abandon"
+    assert states["Plan"]["Parameters"]["Payload"]["execution.$"] == "$$.Execution.Id"
+    assert states["Merge"]["Parameters"]["Payload"]["execution.$"] == "$$.Execution.Id"
     abandon = states["Abandon"]
     assert abandon["Parameters"]["FunctionName"] == "${MergeFunctionArn}"
-    assert abandon["Parameters"]["Payload"]["abandon"] is True
+    assert abandon["Parameters"]["Payload"] == {"execution.$": "$$.Execution.Id", "abandon": True}
     assert states[abandon["Next"]]["Type"] == "Fail"
 
 

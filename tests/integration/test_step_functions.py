@@ -16,7 +16,7 @@ from image_search.build.pipeline import run_build
 from image_search.config import get_settings
 from image_search.storage import s3
 from tests.support.buckets import put
-from tests.support.factories import encode, random_image, sample_bucket_layout
+from tests.support.factories import LambdaContext, encode, random_image, sample_bucket_layout
 from tests.support.paths import EVENTS
 from tests.support.state_machine import Execution, ExecutionFailed, real_handlers
 
@@ -59,9 +59,15 @@ def test_an_execution_publishes_what_the_local_engine_publishes(
     summary = execution.run(recorded("sfn-execution-input.json"))
     assert summary["state"] == "published" and summary["count"] == 12 and summary["skipped"] == 3
 
-    # What each function was sent has the recorded shape: the schedule's event, one item per
-    # shard from the ItemSelector, the plan's id for the merge.
-    assert execution.payloads["BuildPlanFunction"] == [recorded("sfn-execution-input.json")]
+    # What each function was sent has the recorded shape: the execution's id (the lease's owner)
+    # with the schedule's event, one item per shard from the ItemSelector, the plan's id and the
+    # execution's id for the merge.
+    (plan,) = execution.payloads["BuildPlanFunction"]
+    assert plan == {
+        "execution": execution.execution_id,
+        "input": recorded("sfn-execution-input.json"),
+    }
+    assert_same_shape(recorded("sfn-plan.json"), plan)
     shards = execution.payloads["EmbedShardFunction"]
     assert len(shards) > 1 and len({p["shard_id"] for p in shards}) == len(shards)
     for payload in shards:
@@ -175,9 +181,8 @@ def test_an_execution_while_another_build_holds_the_lease_does_nothing(client, b
 
 def test_an_empty_bucket_fails_the_execution(client, build_env) -> None:
     """Raising (not returning an error summary) is what makes the execution fail and alarm."""
-    from image_search.errors import NoImagesError
-
-    with pytest.raises(NoImagesError):
+    # The Plan state's Catch gives the lease back, then the execution fails with the error.
+    with pytest.raises(ExecutionFailed, match="NoImagesError"):
         Execution(client, build_env, real_handlers()).run(recorded("sfn-execution-input.json"))
     assert not work_files(client, build_env)  # nothing planned, and the lease given back
 
@@ -195,3 +200,105 @@ def test_a_shard_function_loads_the_model_once_per_process(client, build_env) ->
     assert shards > 1 and after.misses <= before.misses + 1
     # Every shard asked the cache (so did the plan and the merge, for the model's identity).
     assert after.hits + after.misses >= before.hits + before.misses + shards
+
+
+# ---- the lease, whatever state dies ----------------------------------------------------------
+
+
+LEASE = "index/work/build-lease.json"
+
+
+def populated(client: s3.S3Client, bucket: str, count: int = 8) -> None:
+    for i in range(count):
+        put(client, bucket, f"animals/a{i:02d}.png", encode(random_image(i)))
+
+
+def test_a_merge_killed_after_renewing_the_lease_leaves_the_next_execution_free(
+    client, build_env
+) -> None:
+    """The merge renews the lease before publishing, which moves its ETag off the one the plan
+    saved; killed then (timeout, out of memory), it never releases. Abandon gives the lease back
+    by owner, so the next execution builds instead of answering "busy" for hours."""
+    from image_search.build import step_functions, work
+
+    bucket = build_env
+    populated(client, bucket)
+    handlers = real_handlers()
+    merge = handlers["BuildMergeFunction"]
+
+    def killed_after_renewing(payload: dict[str, Any], context: object) -> dict[str, Any]:
+        if payload.get("abandon"):
+            return merge(payload, context)
+        where = IndexLocation(client, bucket, "index/")
+        held = step_functions._lease(where, work.load_plan(where, plan_id=payload["plan_id"]))
+        assert held is not None
+        held.ensure_held()  # what merge_build does before it publishes
+        raise RuntimeError("Sandbox.Timedout")  # killed: no finally runs, nothing is released
+
+    dying = Execution(client, bucket, {**handlers, "BuildMergeFunction": killed_after_renewing})
+    with pytest.raises(ExecutionFailed, match="Sandbox.Timedout"):
+        dying.run(recorded("sfn-execution-input.json"))
+    abandon = dying.payloads["BuildMergeFunction"][-1]
+    assert abandon == {"execution": dying.execution_id, "abandon": True}
+    assert_same_shape(recorded("sfn-abandon.json"), abandon)
+    assert work_files(client, bucket, LEASE) == []
+
+    again = Execution(client, bucket, handlers).run(recorded("sfn-execution-input.json"))
+    assert again["state"] == "published" and again["count"] == 8
+
+
+def test_a_plan_deleted_mid_build_still_gives_the_lease_back(client, build_env) -> None:
+    bucket = build_env
+    populated(client, bucket)
+    handlers = real_handlers()
+    merge = handlers["BuildMergeFunction"]
+
+    def plan_gone(payload: dict[str, Any], context: object) -> dict[str, Any]:
+        if not payload.get("abandon"):
+            where = IndexLocation(client, bucket, "index/")
+            client.delete_object(Bucket=bucket, Key=where.plan_key(payload["plan_id"]))
+        return merge(payload, context)
+
+    broken = Execution(client, bucket, {**handlers, "BuildMergeFunction": plan_gone})
+    with pytest.raises(ExecutionFailed):
+        broken.run(recorded("sfn-execution-input.json"))
+    assert work_files(client, bucket, LEASE) == []
+    again = Execution(client, bucket, handlers).run(recorded("sfn-execution-input.json"))
+    assert again["state"] == "published"
+
+
+def test_a_plan_killed_after_taking_the_lease_gives_it_back(client, build_env) -> None:
+    """The Plan state has a Catch too: a plan killed between taking the lease and answering
+    (no code of ours runs after that) leaves no lease behind."""
+    from image_search.storage import lease
+
+    bucket = build_env
+    populated(client, bucket)
+    handlers = real_handlers()
+
+    def killed_after_acquiring(payload: dict[str, Any], context: object) -> dict[str, Any]:
+        lease.acquire(client, bucket=bucket, key=LEASE, seconds=600, owner=payload["execution"])
+        raise RuntimeError("Sandbox.Timedout")
+
+    dying = Execution(client, bucket, {**handlers, "BuildPlanFunction": killed_after_acquiring})
+    with pytest.raises(ExecutionFailed, match="Sandbox.Timedout"):
+        dying.run(recorded("sfn-execution-input.json"))
+    assert dying.payloads["BuildMergeFunction"] == [
+        {"execution": dying.execution_id, "abandon": True}
+    ]
+    assert work_files(client, bucket, LEASE) == []
+    again = Execution(client, bucket, handlers).run(recorded("sfn-execution-input.json"))
+    assert again["state"] == "published"
+
+
+def test_abandon_never_releases_another_execution_s_lease(client, build_env) -> None:
+    from image_search.storage import lease
+
+    bucket = build_env
+    other = lease.acquire(client, bucket=bucket, key=LEASE, seconds=600, owner="execution-b")
+    merge = real_handlers()["BuildMergeFunction"]
+    answer = merge({"execution": "execution-a", "abandon": True}, LambdaContext())
+    assert answer["state"] == "abandoned" and answer["lease_released"] is False
+    assert work_files(client, bucket, LEASE) == [LEASE]
+    other.release()
+    assert work_files(client, bucket, LEASE) == []

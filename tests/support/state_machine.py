@@ -2,7 +2,8 @@
 state, each Task calling the real handler in handler.py, the Map reading its items from S3 as the
 ItemReader does and building each child's input with the definition's ItemSelector.
 
-Only what the definition uses is implemented (JSONPath ``$.a.b`` and ``$$.Map.Item.Value.x``,
+Only what the definition uses is implemented (JSONPath ``$.a.b``, ``$$.Execution.Id`` and
+``$$.Map.Item.Value.x``,
 ``States.StringToJson``, Parameters/ResultSelector/ResultPath/OutputPath, Choice on a boolean,
 Map with ItemReader, ItemSelector, a failure tolerance and ResultWriter), and anything else fails
 loudly, so an edit to the definition that this does not understand cannot pass unnoticed.
@@ -48,9 +49,15 @@ class Execution:
     handlers: dict[str, Handler]
     payloads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failed_children: int = 0
+    execution_id: str = field(
+        default_factory=lambda: (
+            f"arn:aws:states:us-east-1:123456789012:execution:{STACK}:" + str(uuid.uuid4())
+        )
+    )
 
     def run(self, execution_input: dict[str, Any]) -> dict[str, Any]:
-        return self._run(definition(self.bucket), execution_input)
+        context = {"Execution": {"Id": self.execution_id}}
+        return self._run(definition(self.bucket), execution_input, context)
 
     def _run(
         self, machine: dict[str, Any], data: Any, context: dict[str, Any] | None = None
@@ -72,7 +79,7 @@ class Execution:
                 if kind == "Task":
                     data = self._task(state, data, context)
                 elif kind == "Map":
-                    data = self._map(state, data)
+                    data = self._map(state, data, context)
                 else:
                     raise AssertionError(f"state type {kind} is not interpreted here")
             except AssertionError:
@@ -101,7 +108,7 @@ class Execution:
             result = resolve(state["ResultSelector"], result, context)
         return _output(state, data, result)
 
-    def _map(self, state: dict[str, Any], data: Any) -> Any:
+    def _map(self, state: dict[str, Any], data: Any, context: dict[str, Any] | None) -> Any:
         reader = state["ItemReader"]
         assert reader["Resource"] == "arn:aws:states:::s3:getObject"
         assert reader["ReaderConfig"] == {"InputType": "JSON"}
@@ -113,10 +120,11 @@ class Execution:
         assert processor["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
         results: list[dict[str, Any]] = []
         for index, item in enumerate(items):
-            context = {"Map": {"Item": {"Index": index, "Value": item}}}
-            child_input = resolve(state["ItemSelector"], data, context)
+            child = {**(context or {}), "Map": {"Item": {"Index": index, "Value": item}}}
+            child_input = resolve(state["ItemSelector"], data, child)
             try:
-                results.append({"Input": child_input, "Output": self._run(processor, child_input)})
+                output = self._run(processor, child_input, context)
+                results.append({"Input": child_input, "Output": output})
             except Exception:
                 self.failed_children += 1
         if items and self.failed_children * 100 > tolerated * len(items):

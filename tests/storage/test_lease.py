@@ -1,0 +1,63 @@
+"""The build lease: taken once, renewed, given back by its owner only."""
+
+from __future__ import annotations
+
+import pytest
+
+from image_search.errors import BuildRunningError
+from image_search.storage import lease, s3
+
+KEY = "index/work/build-lease.json"
+
+
+def stored_owner(client: s3.S3Client, bucket: str) -> str | None:
+    found = s3.get_tagged(client, bucket=bucket, key=KEY)
+    return None if found is None else lease.LeaseRecord.model_validate_json(found[0]).owner
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease(client, bucket) -> None:
+    """S3 stored a renewal but its answer was lost; botocore's retry of the conditional PUT then
+    gets 412 against our own new ETag. That is not another builder taking the lease over."""
+    held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
+    stored = held.record.model_copy(update={"expires_at": held.record.expires_at})
+    assert s3.put_if(
+        client,
+        bucket=bucket,
+        key=KEY,
+        data=stored.model_dump_json().encode(),
+        content_type="application/json",
+        etag=held.etag,
+    )  # the first attempt, stored; the answer never reached us
+    assert held.renew() is True and not held.lost
+    with pytest.raises(BuildRunningError):
+        lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
+    held.release()
+    assert stored_owner(client, bucket) is None
+
+
+def test_a_lease_taken_over_is_lost_and_never_released_by_the_old_holder(client, bucket) -> None:
+    held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
+    thief = held.record.model_copy(update={"owner": "another-build"})
+    assert s3.put_if(
+        client,
+        bucket=bucket,
+        key=KEY,
+        data=thief.model_dump_json().encode(),
+        content_type="application/json",
+        etag=held.etag,
+    )
+    assert held.renew() is False and held.lost
+    held.release()
+    assert stored_owner(client, bucket) == "another-build"
+
+
+def test_release_is_by_owner_whatever_etag_was_saved(client, bucket) -> None:
+    """A process that renewed the lease moves its ETag; another process of the same build (Step
+    Functions' Abandon) still gives it back, by owner."""
+    held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600, owner="execution-1")
+    assert held.renew()
+    assert not lease.release_owned(client, bucket=bucket, key=KEY, owner="execution-2")
+    assert stored_owner(client, bucket) == "execution-1"
+    assert lease.release_owned(client, bucket=bucket, key=KEY, owner="execution-1")
+    assert stored_owner(client, bucket) is None
+    assert lease.release_owned(client, bucket=bucket, key=KEY, owner="execution-1")  # gone: ok
