@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from image_search.errors import BuildRunningError
@@ -19,7 +21,8 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lease(client, bucket) -> None
     """S3 stored a renewal but its answer was lost; botocore's retry of the conditional PUT then
     gets 412 against our own new ETag. That is not another builder taking the lease over."""
     held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
-    stored = held.record.model_copy(update={"expires_at": held.record.expires_at})
+    later = held.record.expires_at + timedelta(minutes=1)
+    stored = held.record.model_copy(update={"expires_at": later})  # new bytes: a new ETag
     assert s3.put_if(
         client,
         bucket=bucket,
