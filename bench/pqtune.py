@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def sweep(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     vectors = data.clustered_file(args.count, args.work / "pqtune-vectors.npy")
     probes = data.queries(args.count, args.queries)
     truth = data.exact_top_k(vectors, probes)
-    built = faiss_index.build(vectors, index_type="ivf-pq")
+    built = cast(ivf_pq.IvfPqIndex, faiss_index.build(vectors, index_type="ivf-pq"))
     assert built.kind == "ivf-pq"
     saved = ivf_pq.PQ_NPROBE, ivf_pq.RERANK_FACTOR
     try:

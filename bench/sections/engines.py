@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from bench.fixtures import photos
 from bench.report.stats import Rounds, Row
+from image_search.artefacts.location import IndexLocation
 from image_search.build import ray_engine
 from image_search.build.merge_stage import merge_build
+from image_search.build.options import BuildOptions
 from image_search.build.pipeline import run_build
 from image_search.build.plan_stage import plan_build
 from image_search.config import Settings
@@ -125,12 +127,14 @@ def _ray(
     settings: Settings, *, client: s3.S3Client, count: int
 ) -> tuple[float, float, ray_engine.RayRun]:
     """Images/s without and with the actors' start-up, and the run's details."""
+    where = IndexLocation(client, settings.bucket, settings.index_prefix)
+    options = BuildOptions.of(settings)
     started = time.perf_counter()
-    planned = plan_build(settings, client=client, model=settings.model, full=True)
+    planned = plan_build(where, options, model=settings.model, full=True)
     planned_at = time.perf_counter()
     run_ = ray_engine.embed_on_ray(settings, planned)
     merged_at = time.perf_counter()
-    result = merge_build(settings, planned.plan, client=client)
+    result = merge_build(where, options, planned.plan)
     finished = time.perf_counter()
     assert result.published and result.count == count, result.line()
     assert run_.workers == RAY_CPUS, run_
