@@ -1,4 +1,4 @@
-# The Lambda image and `sam local`, run as deployed (docs/deploy.md#the-image-on-this-machine).
+# The Lambda image and `sam local`, run as deployed (docs/deploy.md#building-and-running-the-image-here).
 # Everything here talks to the project's own Docker daemon (mk/dockerd.sh: its own data root,
 # socket and bridge; containers reach only this machine), never to a Docker the user has.
 #
@@ -69,8 +69,9 @@ WHEEL_ARGS = $(if $(filter stand-in,$(LAMBDA_BASE)),PIP_INDEX_URL=$(WHEEL_URL) \
 
 ## image: build infra/Dockerfile on the project's daemon (MODEL=DIR: a local model) and print its size
 image: lambda-base wheelhouse model-dir
-	$(WITH_WHEELS) env $(DOCKER_ENV) docker build --file infra/Dockerfile --tag $(IMAGE) $(DOCKER_BUILD_FLAGS) \
-	    --build-arg MODEL_ID=$(MODEL_ID) $(addprefix --build-arg ,$(WHEEL_ARGS)) .
+	$(WITH_WHEELS) env $(DOCKER_ENV) docker build --file infra/Dockerfile --tag $(IMAGE) \
+	    $(DOCKER_BUILD_FLAGS) --build-arg MODEL_ID=$(MODEL_ID) \
+	    $(addprefix --build-arg ,$(WHEEL_ARGS)) .
 	@env $(DOCKER_ENV) $(BIN)/python mk/image_size.py $(IMAGE)
 
 ## sam-local: sam build, then sam local start-api on PORT against BUCKET (and S3_ENDPOINT)
@@ -78,8 +79,8 @@ sam-local: lambda-base wheelhouse $(SAM_TOOLS)
 	@test -n "$(BUCKET)" || { echo "make sam-local needs BUCKET=<bucket>"; exit 2; }
 	$(if $(MODEL),$(MAKE) --no-print-directory model-dir MODEL="$(MODEL)")
 	mkdir -p $(SAM_LOCAL_DIR)
-	$(SAM_VENV)/bin/python infra/local_template.py template template.yaml $(SAM_LOCAL_DIR)/template.json \
-	    $(addprefix --build-arg ,$(WHEEL_ARGS))
+	$(SAM_VENV)/bin/python infra/local_template.py template template.yaml \
+	    $(SAM_LOCAL_DIR)/template.json $(addprefix --build-arg ,$(WHEEL_ARGS))
 	$(SAM_VENV)/bin/python infra/local_template.py env-vars $(SAM_LOCAL_DIR)/env.json \
 	    --bucket "$(BUCKET)" --s3-endpoint "$(S3_ENDPOINT)" --api-keys "$(API_KEYS)"
 	$(WITH_WHEELS) env $(DOCKER_ENV) SAM_CLI_TELEMETRY=0 $(SAM) build SearchFunction \

@@ -50,7 +50,7 @@ debootstrap --variant=minbase --include=python3,python3-venv bookworm "$rootfs" 
 
 # /var/lang: a virtual environment of Debian's Python, so `python` and `pip` are the image's own.
 # A clean environment: the host's pip settings (find-links, indexes) mean nothing in the chroot.
-in_root() { env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 chroot "$rootfs" "$@"; }
+in_root() { chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 in_root python3 -m venv /var/lang
 "$PIP" download --quiet --quiet --dest "$rootfs/tmp/wheels" "$RIC"
 in_root /var/lang/bin/pip install --quiet --no-index --find-links /tmp/wheels "$RIC"
