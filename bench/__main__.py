@@ -5,6 +5,9 @@
 
 ``python -m bench pqtune --count N --work DIR``: ivf-pq's recall and latency for each search
 setting (bench/pqtune.py).
+
+``python -m bench depth --count N --work DIR``: recall of cursors' deep pages on the IVF kinds
+(bench/depth.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from bench.sections import SECTIONS
 from bench.sections.sizes import SIZES
 
 # The commands beside the sections' run: ``python -m bench <name> …`` runs ``<module>.main``.
-COMMANDS = {"scale": "bench.scalecold", "pqtune": "bench.pqtune"}
+COMMANDS = {"scale": "bench.scalecold", "pqtune": "bench.pqtune", "depth": "bench.depth"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
