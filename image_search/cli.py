@@ -1,4 +1,5 @@
-"""Command line: ``python -m image_search build|serve|demo|export``, ``scripts/build_index.py``."""
+"""Command line: ``python -m image_search build|serve|demo|export|rollback``,
+``scripts/build_index.py``."""
 
 from __future__ import annotations
 
@@ -116,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     export.add_argument("--output", required=True, help="local or s3:// directory to write")
     add_quantise_arguments(export)
+    rollback = commands.add_parser(
+        "rollback", help="point current.json back at a kept build (default: the previous one)"
+    )
+    rollback.add_argument("build_id", nargs="?", help="the build to serve (default: previous)")
+    rollback.add_argument("--bucket", help="bucket holding the index (IMAGE_SEARCH_BUCKET)")
     args = parser.parse_args(argv)
     service = logs.BUILD if args.command == "build" else logs.API
     logs.configure(service, log_format=LogSettings().log_format)
@@ -135,6 +141,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_serve(host=args.host, port=args.port)
     if args.command == "export":
         return run_export(args)
+    if args.command == "rollback":
+        return run_rollback(build_id=args.build_id, bucket=args.bucket)
+    return 0
+
+
+def run_rollback(*, build_id: str | None, bucket: str | None) -> int:
+    """Point current.json at ``build_id`` (or the previous build); one line either way."""
+    from image_search.artefacts.location import IndexLocation
+    from image_search.artefacts.rollback import rollback
+    from image_search.config import Settings
+    from image_search.storage import s3
+
+    try:
+        settings = Settings(**({"bucket": bucket} if bucket else {}))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return fail(settings_problem(exc))
+    where = IndexLocation(s3.make_client(), settings.bucket, settings.index_prefix)
+    try:
+        done = rollback(where, build_id=build_id)
+    except ImageSearchError as exc:
+        return fail(str(exc))
+    print(done.line())
     return 0
 
 

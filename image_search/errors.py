@@ -55,6 +55,10 @@ class IndexMismatchError(ImageSearchError):
     """Index artefacts disagree with each other or with the running model."""
 
 
+class NewerFormatError(IndexMismatchError):
+    """A published document in a format newer than this code reads (written by a newer version)."""
+
+
 class InvalidImageError(ImageSearchError):
     """Bytes that are not an image in an accepted format."""
 

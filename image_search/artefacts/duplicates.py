@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.location import DUPLICATES_FILE, IndexLocation, local_folder
+from image_search.artefacts.versions import Versioned
 from image_search.errors import IndexMismatchError
 from image_search.index.duplicates import Group
 from image_search.storage import s3
@@ -27,8 +29,11 @@ class GroupDoc(BaseModel):
     edges: list[tuple[int, int, float]]
 
 
-class DuplicatesDoc(BaseModel):
-    schema_version: int = SCHEMA_VERSION
+class DuplicatesDoc(Versioned):
+    FORMAT: ClassVar[int] = SCHEMA_VERSION
+    DOCUMENT: ClassVar[str] = "duplicates.json"
+
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     build_id: str
     min_score: float
     groups: list[GroupDoc]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from image_search.artefacts.versions import Versioned
 from image_search.errors import IndexMismatchError
 
 SCHEMA_VERSION = 1
@@ -50,10 +51,13 @@ class DuplicatesRef(BaseModel):
     groups: int
 
 
-class BuildHeader(BaseModel):
+class BuildHeader(Versioned):
     """A build without its per-item lists: ``catalog.json``, and the head of the metadata."""
 
-    schema_version: int = SCHEMA_VERSION
+    FORMAT: ClassVar[int] = SCHEMA_VERSION
+    DOCUMENT: ClassVar[str] = "the metadata"
+
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     build_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     model: str
@@ -69,12 +73,8 @@ class BuildHeader(BaseModel):
     duplicates: DuplicatesRef | None = None  # None: made before duplicates were computed
 
     def check(self, *, rows: int, index_count: int, index_dim: int) -> None:
-        """Refuse artefacts that disagree with each other or come from newer code."""
-        if self.schema_version > SCHEMA_VERSION:
-            raise IndexMismatchError(
-                f"build {self.build_id} has schema_version {self.schema_version}; this code reads "
-                f"up to {SCHEMA_VERSION}: upgrade image-search or rebuild the index"
-            )
+        """Refuse artefacts that disagree with each other (a newer format was refused when
+        read: artefacts/versions.py)."""
         if not (self.count == rows == index_count):
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata count {self.count}, items {rows}, "
@@ -108,11 +108,15 @@ class CatalogHeader(BuildHeader):
     """``catalog.json``: the header, and a checksum of each binary file of the compact catalog
     (storage/checksum.py). Empty in builds published before checksums: they still load."""
 
+    DOCUMENT: ClassVar[str] = "catalog.json"
+
     checksums: dict[str, str] = {}
 
 
 class Metadata(BuildHeader):
     """``image_metadata.json``: the header, then every item in id order and what was skipped."""
+
+    DOCUMENT: ClassVar[str] = "image_metadata.json"
 
     items: list[Item]
     skipped: list[Skipped] = []
@@ -133,8 +137,10 @@ class Metadata(BuildHeader):
             )
 
 
-class Pointer(BaseModel):
+class Pointer(Versioned):
     """``current.json``: which build readers should use. Written last when publishing."""
+
+    DOCUMENT: ClassVar[str] = "current.json"
 
     build_id: str
     index_key: str

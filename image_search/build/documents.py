@@ -7,14 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
 from image_search.artefacts.manifest import Pointer, Skipped
+from image_search.artefacts.versions import Versioned
 from image_search.storage import s3
 from image_search.storage.lease import LeaseRecord
 
 PLAN_SCHEMA_VERSION = 1
+# What a build of an older version says when a newer one wrote its work files.
+NEWER_BUILD = (
+    "a newer image-search wrote it: build with that version, or delete the work folder "
+    "(<prefix>work/build/) once its build has ended"
+)
 
 
 class Rows(BaseModel):
@@ -62,10 +69,14 @@ class HeldLease(BaseModel):
     etag: str
 
 
-class BuildPlan(BaseModel):
+class BuildPlan(Versioned):
     """What one build does: which rows of the published build it keeps, which shards it embeds."""
 
-    schema_version: int = PLAN_SCHEMA_VERSION
+    FORMAT: ClassVar[int] = PLAN_SCHEMA_VERSION
+    DOCUMENT: ClassVar[str] = "the build plan"
+    HINT: ClassVar[str] = NEWER_BUILD
+
+    schema_version: int = Field(default=PLAN_SCHEMA_VERSION, ge=1)
     plan_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     model: str
@@ -79,13 +90,19 @@ class BuildPlan(BaseModel):
     lease: HeldLease | None = None
 
 
-class ShardInput(BaseModel):
+class ShardInput(Versioned):
+    DOCUMENT: ClassVar[str] = "a shard's input"
+    HINT: ClassVar[str] = NEWER_BUILD
+
     shard_id: str
     model: str
     objects: Rows
 
 
-class ShardResult(BaseModel):
+class ShardResult(Versioned):
+    DOCUMENT: ClassVar[str] = "a shard's result"
+    HINT: ClassVar[str] = NEWER_BUILD
+
     shard_id: str
     model: str
     plan_id: str  # the plan whose run embedded it (a later plan may reuse it)

@@ -331,6 +331,8 @@ def publish_bad_build(client: s3.S3Client, bucket: str, name: str, damage: str) 
     if damage == "truncated-metadata":
         put(client, bucket, pointer.metadata_key, json.dumps(meta).encode()[:100])
     body = b'{"build_id": ' if damage == "garbage-pointer" else pointer.model_dump_json().encode()
+    if damage == "newer-pointer":  # written by a newer version, in a format this one misreads
+        body = json.dumps({"schema_version": 2, "build": {"id": name}}).encode()
     put(client, bucket, "index/current.json", body)
 
 
@@ -343,6 +345,7 @@ DAMAGE = {
     "schema-version": "has schema_version 99",
     "truncated-metadata": "Invalid JSON",
     "garbage-pointer": "Invalid JSON",
+    "newer-pointer": "current.json has schema_version 2; this code reads up to 1: upgrade",
 }
 
 
