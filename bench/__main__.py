@@ -8,6 +8,9 @@ setting (bench/pqtune.py).
 
 ``python -m bench depth --count N --work DIR``: recall of cursors' deep pages on the IVF kinds
 (bench/depth.py).
+
+``python -m bench integrity --count N --work DIR``: what checking a compact catalog at load costs
+(bench/integrity.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from bench.sections import SECTIONS
 from bench.sections.sizes import SIZES
 
 # The commands beside the sections' run: ``python -m bench <name> …`` runs ``<module>.main``.
-COMMANDS = {"scale": "bench.scalecold", "pqtune": "bench.pqtune", "depth": "bench.depth"}
+COMMANDS = {
+    "scale": "bench.scalecold",
+    "pqtune": "bench.pqtune",
+    "depth": "bench.depth",
+    "integrity": "bench.integrity",
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
