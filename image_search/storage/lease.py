@@ -20,8 +20,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from image_search.errors import BuildRunningError, ImageSearchError
 from image_search.storage import s3
@@ -30,13 +31,31 @@ LOG = logging.getLogger(__name__)
 
 
 class LeaseRecord(BaseModel):
-    """The lease object's content: who holds it and until when."""
+    """The lease object's content: who holds it and until when.
 
+    Versioned like the published documents (artefacts/versions.py): a builder that finds a lease
+    in a newer format neither reads half of it nor takes it over as unreadable; it stops.
+    """
+
+    FORMAT: ClassVar[int] = 1
+    schema_version: int = Field(default=FORMAT, ge=1)
     owner: str
     host: str
     pid: int
     acquired_at: datetime
     expires_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _readable(cls, data: Any) -> Any:
+        version = data.get("schema_version", 1) if isinstance(data, dict) else 1
+        if isinstance(version, int) and version > cls.FORMAT:
+            raise BuildRunningError(
+                f"the build lease has schema_version {version}; this code reads up to "
+                f"{cls.FORMAT}: a newer image-search holds it: build with that version (or "
+                "delete the lease object once no build runs)"
+            )
+        return data
 
     def describe(self) -> str:
         return (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -64,3 +65,26 @@ def test_release_is_by_owner_whatever_etag_was_saved(client, bucket) -> None:
     assert lease.release_owned(client, bucket=bucket, key=KEY, owner="execution-1")
     assert stored_owner(client, bucket) is None
     assert lease.release_owned(client, bucket=bucket, key=KEY, owner="execution-1")  # gone: ok
+
+
+def test_a_lease_in_a_newer_format_stops_an_older_builder_instead_of_being_taken_over(
+    client, bucket
+) -> None:
+    """Without a version, a lease this code cannot parse reads as unreadable, which a builder
+    takes over as if expired: a newer version's running build would lose its lease."""
+    newer = {"schema_version": 2, "holder": {"owner": "a-newer-build"}, "until": "tomorrow"}
+    client.put_object(Bucket=bucket, Key=KEY, Body=json.dumps(newer).encode())
+    with pytest.raises(BuildRunningError, match="has schema_version 2; this code reads up to 1"):
+        lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
+    stored = json.loads(s3.get_bytes(client, bucket=bucket, key=KEY))
+    assert stored == newer
+
+
+def test_a_lease_written_before_versions_still_reads() -> None:
+    written = json.loads(
+        lease.LeaseRecord(
+            owner="o", host="h", pid=1, acquired_at=datetime.now(UTC), expires_at=datetime.now(UTC)
+        ).model_dump_json()
+    )
+    assert written.pop("schema_version") == 1
+    assert lease.LeaseRecord.model_validate(written).owner == "o"
