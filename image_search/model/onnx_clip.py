@@ -118,7 +118,9 @@ class OnnxEmbedder:
                     direction=manifest.pad_side,
                 )
                 inputs = tuple(i.name for i in session.get_inputs())
-                self._text = _TextTower(session, tokenizer, inputs)
+                tower = _TextTower(session, tokenizer, inputs)
+                self._check_text(tower, directory, manifest)
+                self._text = tower
                 self._log_loaded("text", directory, manifest)
             return self._text
 
@@ -138,6 +140,7 @@ class OnnxEmbedder:
                         f"the export in {directory} preprocesses to {spec.output_size} pixels "
                         f"but its vision model takes {manifest.image_size}"
                     )
+                _check_width(session, manifest, directory, tower="vision")
                 self._vision = _VisionTower(session, spec)
                 self._log_loaded("image", directory, manifest)
             return self._vision
@@ -158,6 +161,25 @@ class OnnxEmbedder:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load the ONNX export in {directory}: {exc}") from exc
+
+    def _check_text(self, tower: _TextTower, directory: Path, manifest: ExportManifest) -> None:
+        """The manifest against the text graph itself: a text of ``max_text_tokens`` tokens, the
+        longest a query can become, must run and give ``dim`` numbers. A manifest that promises
+        more tokens than the model's positions, or another width, would otherwise load and then
+        fail long queries (500s) or publish an index this deployment refuses."""
+        longest = tower.tokenizer.encode("a " * (4 * manifest.max_text_tokens))
+        feeds = {
+            "input_ids": np.array([longest.ids], dtype=np.int64),
+            "attention_mask": np.array([longest.attention_mask], dtype=np.int64),
+        }
+        try:
+            (features,) = tower.session.run(None, {name: feeds[name] for name in tower.inputs})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(
+                f"the text model in {directory} does not take {len(longest.ids)} tokens "
+                f"(export.json max_text_tokens {manifest.max_text_tokens}): {exc}"
+            ) from exc
+        _check_dim(int(np.shape(features)[-1]), manifest, directory, tower="text")
 
     def _log_loaded(self, tower: str, directory: Path, manifest: ExportManifest) -> None:
         LOG.info(
@@ -218,6 +240,21 @@ class OnnxEmbedder:
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(parts)
+
+
+def _check_width(session: Any, manifest: ExportManifest, directory: Path, *, tower: str) -> None:
+    """The graph's declared output width against the manifest's ``dim`` (when it is static)."""
+    width = session.get_outputs()[0].shape[-1]
+    if isinstance(width, int):
+        _check_dim(width, manifest, directory, tower=tower)
+
+
+def _check_dim(width: int, manifest: ExportManifest, directory: Path, *, tower: str) -> None:
+    if width != manifest.dim:
+        raise ModelLoadError(
+            f"the {tower} model in {directory} gives {width}-d vectors but export.json says "
+            f"dim {manifest.dim}: export the model again"
+        )
 
 
 @dataclass(frozen=True, slots=True)

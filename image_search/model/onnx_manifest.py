@@ -122,6 +122,13 @@ def read_manifest(directory: Path) -> ExportManifest:
             "`python -m image_search export`"
         )
     names = manifest.files.model_dump().values()
+    # The manifest is data from wherever the export came from (an s3:// model): its file names
+    # must name files in this directory, not paths that lead out of it.
+    outside = [name for name in names if Path(name).name != name or name in ("", ".", "..")]
+    if outside:
+        raise ModelLoadError(
+            f"{path} names files outside its directory: {outside}; export the model again"
+        )
     missing = [name for name in names if not (directory / name).is_file()]
     if missing:
         raise ModelLoadError(f"the ONNX export in {directory} is incomplete: missing {missing}")

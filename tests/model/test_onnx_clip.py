@@ -79,3 +79,58 @@ def test_concurrent_calls_give_the_sequential_answers(onnx: OnnxEmbedder) -> Non
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+# ---- a tampered manifest is refused at load, not served ---------------------------------------
+
+
+def tampered(exported: Path, tmp_path: Path, **changes: object) -> Path:
+    """A copy of the export whose export.json says ``changes`` (the ONNX files untouched)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(exported, copy)
+    manifest = json.loads((copy / "export.json").read_text())
+    for name, value in changes.items():
+        if name.startswith("files."):
+            manifest.setdefault("files", {})[name.removeprefix("files.")] = value
+        else:
+            manifest[name] = value
+    (copy / "export.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_manifest_claiming_another_dim_is_refused_at_load(exported, tmp_path) -> None:
+    import pytest
+
+    from image_search.errors import ModelLoadError
+
+    wrong = tampered(exported, tmp_path, dim=768)
+    with pytest.raises(ModelLoadError, match="vectors but export.json says dim 768"):
+        OnnxEmbedder(source=str(wrong), cache_dir=tmp_path / "cache").load_text()
+    with pytest.raises(ModelLoadError, match="dim 768"):
+        OnnxEmbedder(source=str(wrong), cache_dir=tmp_path / "cache").load()
+
+
+def test_a_manifest_promising_more_tokens_than_the_model_takes_is_refused(
+    exported, tmp_path
+) -> None:
+    import pytest
+
+    from image_search.errors import ModelLoadError
+
+    wrong = tampered(exported, tmp_path, max_text_tokens=300)
+    with pytest.raises(ModelLoadError, match="does not take"):
+        OnnxEmbedder(source=str(wrong), cache_dir=tmp_path / "cache").load_text()
+
+
+def test_a_manifest_naming_files_outside_its_directory_is_refused(exported, tmp_path) -> None:
+    import pytest
+
+    from image_search.errors import ModelLoadError
+
+    (tmp_path / "elsewhere.onnx").write_bytes((exported / "text.onnx").read_bytes())
+    wrong = tampered(exported, tmp_path, **{"files.text": "../elsewhere.onnx"})
+    with pytest.raises(ModelLoadError, match="outside its directory"):
+        OnnxEmbedder(source=str(wrong), cache_dir=tmp_path / "cache").load_text()
