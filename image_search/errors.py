@@ -47,6 +47,10 @@ class StorageUnavailableError(ImageSearchError):
     """S3 could not be reached or answered with a server error."""
 
 
+class ObjectChangedError(ImageSearchError):
+    """An object no longer has the ETag it was listed with: it was replaced since."""
+
+
 class IndexNotReadyError(ImageSearchError):
     """No index has been published yet, or it could not be loaded."""
 

@@ -15,6 +15,7 @@ from image_search.errors import (
     ImageSearchError,
     ImageTooLargeError,
     InvalidImageError,
+    ObjectChangedError,
     StorageUnavailableError,
 )
 from image_search.model import images
@@ -75,8 +76,15 @@ def _skipped(obj: s3.S3Object, exc: Exception) -> Skipped:
 
 
 def fetch_image(client: s3.S3Client, bucket: str, obj: s3.S3Object, max_pixels: int) -> Image.Image:
+    """The image as listed: the bytes of ``obj.etag``, since its vector is stored under that ETag.
+
+    An object replaced since the listing is skipped (cause "download"), not embedded: its new
+    bytes under the old ETag would be reused by every later build as long as that ETag matched.
+    """
     try:
-        data = s3.get_bytes(client, bucket=bucket, key=obj.key)
+        data = s3.get_bytes(client, bucket=bucket, key=obj.key, etag=obj.etag)
+    except ObjectChangedError as exc:
+        raise ObjectChangedError("replaced during the build; the next build embeds it") from exc
     except Exception as exc:
         if s3.is_missing(exc):
             raise StorageUnavailableError("deleted during the build") from exc

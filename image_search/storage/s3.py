@@ -21,6 +21,7 @@ from botocore.exceptions import (
 from image_search.errors import (
     BucketNotFoundError,
     CredentialsMissingError,
+    ObjectChangedError,
     StorageUnavailableError,
 )
 
@@ -37,6 +38,8 @@ NO_CREDENTIALS = (
     "profile named by AWS_PROFILE (or 'default') in ~/.aws/credentials and ~/.aws/config (`aws "
     "configure` or `aws sso login` write them), then a container or instance role"
 )
+# A GET with If-Match whose object has another ETag now.
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
 # A conditional write or delete that lost: the ETag changed, the object appeared (412), another
 # conditional request on the key was in flight (409), or an If-Match object is gone (404).
 _CONDITION_CODES = _MISSING_CODES | {
@@ -158,10 +161,23 @@ def list_images(
     return sorted(found.values(), key=lambda obj: (obj.folder, obj.key))
 
 
-def get_bytes(client: S3Client, *, bucket: str, key: str) -> bytes:
-    with translate_errors(bucket):
-        body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return body
+def get_bytes(client: S3Client, *, bucket: str, key: str, etag: str | None = None) -> bytes:
+    """The object's bytes; with ``etag``, only if the object still has it (If-Match).
+
+    Pinning matters where the bytes are stored under an ETag read earlier (the build's listing):
+    an object replaced since raises ``ObjectChangedError`` instead of answering new bytes that
+    would be recorded as the old version.
+    """
+    # Listings answer ETags in quotes, which the build strips; If-Match wants them back.
+    condition = {"IfMatch": '"' + etag.strip('"') + '"'} if etag is not None else {}
+    try:
+        with translate_errors(bucket, keep=_MISSING_CODES | _CHANGED_CODES):
+            body: bytes = client.get_object(Bucket=bucket, Key=key, **condition)["Body"].read()
+            return body
+    except ClientError as exc:
+        if _code(exc) in _CHANGED_CODES:
+            raise ObjectChangedError(f"{key!r} no longer has ETag {etag}") from exc
+        raise
 
 
 def get_range(
