@@ -89,6 +89,11 @@ class BuildPlan(Versioned):
     shards: list[ShardRef] = []
     lease: HeldLease | None = None
 
+    @property
+    def shard_salt(self) -> str:
+        """What this plan's shard ids are salted with: ``--full`` finds no earlier results."""
+        return self.plan_id if self.full else ""
+
 
 class ShardInput(Versioned):
     DOCUMENT: ClassVar[str] = "a shard's input"

@@ -4,11 +4,17 @@ Items are ordered by key, so every key prefix (a folder at any depth) is one con
 range, and every engine publishes the same index for the same bucket. A shard without a result
 (Step Functions tolerates a few failed shards) leaves its images out of this build, listed as
 skipped; the next build embeds them.
+
+Every result is checked against its shard's input first (build/shard_check.py): one that does not
+match is treated as unfinished, the same way, and deleted so that no later run resumes it. The
+merge never embeds: on Step Functions it is a Lambda without the model, and a refused result
+means someone wrote the work folder who should not have, which one build's missing images report.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +30,8 @@ from image_search.build.duplicates import publish_groups
 from image_search.build.options import BuildOptions
 from image_search.build.plan import same_as_previous, tally
 from image_search.build.report import BuildReport
+from image_search.build.shard_check import BadResultError, check_input, check_result
+from image_search.build.shards import Shard
 from image_search.errors import NoImagesError, PublishConflictError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
@@ -48,13 +56,13 @@ def merge_build(
     (the build lease) was taken over by another build, or when ``current.json`` changed since
     the plan read it (``PublishConflictError``).
     """
-    shards = _collect(where, plan)
+    previous = _previous_metadata(where, plan)
+    shards = _collect(where, plan, dim=previous.dim if previous and len(plan.reused) else None)
     found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
     if not found:
         raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
     order = sorted(range(len(found)), key=lambda i: found[i].key)
     items = [found[i] for i in order]
-    previous = _previous_metadata(where, plan)
     done = shards.embedded + shards.resumed
     report = tally(previous, items, skipped=shards.skipped, embedded=done)
     report.embedded, report.resumed = shards.embedded, shards.resumed
@@ -73,7 +81,7 @@ def merge_build(
 
     position = np.empty(len(found), dtype=np.int64)
     position[order] = np.arange(len(found))
-    matrix = _gather(where, plan, shards.finished, position)
+    matrix = _gather(where, plan, shards.vectors, position)
     index = faiss_index.build(matrix, index_type=report.index_type)
     build_id = new_build_id()
     if held is not None:
@@ -120,28 +128,75 @@ def merge_build(
 @dataclass
 class _Shards:
     finished: list[work.ShardResult] = field(default_factory=list)
+    vectors: list[Vectors] = field(default_factory=list)  # each finished result's, checked
     skipped: list[Skipped] = field(default_factory=list)
     embedded: int = 0  # vectors the shards of this plan's run embedded
     resumed: int = 0  # vectors from shards an earlier, interrupted run finished
 
 
-def _collect(where: IndexLocation, plan: work.BuildPlan) -> _Shards:
-    """Every shard's result, in plan order; a shard without one has its images skipped."""
-    results = work.in_parallel(
-        lambda ref: work.load_result(where, shard_id=ref.shard_id), plan.shards
-    )
+@dataclass
+class _Found:
+    """One shard as the merge found it: a checked result, none yet, or one refused."""
+
+    ref: work.ShardRef
+    shard: Shard | None  # None: its input is not the plan's, so its objects are unknown
+    result: work.ShardResult | None = None
+    vectors: Vectors | None = None
+    problem: str | None = None  # why the result is refused
+
+
+def _collect(where: IndexLocation, plan: work.BuildPlan, *, dim: int | None) -> _Shards:
+    """Every shard's checked result, in plan order; a shard without a usable one has its images
+    skipped. ``dim`` is the reused vectors' width; without reused vectors, the width most rows
+    have (every honest shard's) is the build's."""
+    found = work.in_parallel(lambda ref: _find(where, plan, ref), plan.shards)
+    widths = Counter[int]()
+    for one in found:
+        if one.vectors is not None and one.result is not None and len(one.result.rows):
+            widths[one.vectors.shape[1]] += len(one.result.rows)
+    width = dim if dim is not None else max(widths, key=lambda w: (widths[w], -w), default=None)
     shards = _Shards(skipped=list(plan.still_broken))
-    for ref, result in zip(plan.shards, results, strict=True):
-        if result is None or result.model != plan.model:
-            shards.skipped.extend(_unfinished(where, ref.shard_id))
+    for one in found:
+        if one.vectors is not None and one.result is not None and len(one.result.rows):
+            if one.vectors.shape[1] != width:
+                one.problem = f"its vectors are {one.vectors.shape[1]} wide, the build's {width}"
+        if one.result is None or one.vectors is None or one.problem is not None:
+            shards.skipped.extend(_unfinished(where, one))
             continue
-        shards.finished.append(result)
-        shards.skipped.extend(result.skipped)
-        if result.plan_id == plan.plan_id:
-            shards.embedded += len(result.rows)
+        shards.finished.append(one.result)
+        shards.vectors.append(one.vectors)
+        shards.skipped.extend(one.result.skipped)
+        if one.result.plan_id == plan.plan_id:
+            shards.embedded += len(one.result.rows)
         else:
-            shards.resumed += len(result.rows)
+            shards.resumed += len(one.result.rows)
     return shards
+
+
+def _find(where: IndexLocation, plan: work.BuildPlan, ref: work.ShardRef) -> _Found:
+    try:
+        shard = work.load_shard(where, shard_id=ref.shard_id)
+        check_input(shard, ref, model=plan.model, salt=plan.shard_salt)
+    except (BadResultError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        return _Found(ref, shard=None, problem=_why(exc))
+    except Exception as exc:
+        if not s3.is_missing(exc):
+            raise
+        return _Found(ref, shard=None, problem="its input is missing")
+    try:
+        result = work.load_result(where, shard_id=ref.shard_id)
+        if result is None:
+            return _Found(ref, shard)
+        vectors = check_result(where, shard, result, model=plan.model, dim=None)
+    except (BadResultError, ValueError) as exc:
+        return _Found(ref, shard, problem=_why(exc))
+    return _Found(ref, shard, result=result, vectors=vectors)
+
+
+def _why(exc: Exception) -> str:
+    return (
+        str(exc) if isinstance(exc, BadResultError) else f"it is unreadable ({type(exc).__name__})"
+    )
 
 
 def _previous_metadata(where: IndexLocation, plan: work.BuildPlan) -> Metadata | None:
@@ -170,15 +225,12 @@ def _still_there(previous: Pointer) -> Iterator[None]:
 def _gather(
     where: IndexLocation,
     plan: work.BuildPlan,
-    finished: list[work.ShardResult],
+    parts: list[Vectors],
     position: np.ndarray,
 ) -> Vectors:
     """One matrix, row ``position[i]`` holding item i's vector (reused items first, then each
     shard's), filled in place so no second full-size copy is ever made."""
-    parts = work.in_parallel(
-        lambda r: work.load_vectors(where.client, bucket=where.bucket, key=r.vectors_key),
-        [r for r in finished if len(r.rows)],
-    )
+    parts = [part for part in parts if len(part)]
     previous = _previous_vectors(where, plan)
     dim = previous.shape[1] if len(plan.reused) else parts[0].shape[1]
     matrix = np.empty((len(position), dim), dtype=np.float32)
@@ -205,15 +257,29 @@ def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> Vectors:
     return vectors
 
 
-def _unfinished(where: IndexLocation, shard_id: str) -> list[Skipped]:
-    shard = work.load_shard(where, shard_id=shard_id)
-    LOG.warning(
-        "shard %s did not finish: its %d image(s) wait for the next build",
-        shard_id,
-        len(shard.objects),
-    )
-    reason = f"shard {shard_id} did not finish; the next build embeds it"
-    return [Skipped(key=obj.key, reason=reason) for obj in shard.objects]
+def _unfinished(where: IndexLocation, found: _Found) -> list[Skipped]:
+    shard_id = found.ref.shard_id
+    if found.problem is None:
+        LOG.warning(
+            "shard %s did not finish: its %d image(s) wait for the next build",
+            shard_id,
+            found.ref.count,
+        )
+        reason = f"shard {shard_id} did not finish; the next build embeds it"
+    else:
+        LOG.error(
+            "shard %s: result refused (%s): its %d image(s) wait for the next build",
+            shard_id,
+            found.problem,
+            found.ref.count,
+        )
+        reason = (
+            f"shard {shard_id}'s result was refused ({found.problem}); the next build embeds it"
+        )
+        # No later run may resume it: the shard stage would find it and not embed again.
+        s3.delete_keys(where.client, bucket=where.bucket, keys=[where.shard_result_key(shard_id)])
+    objects = found.shard.objects if found.shard is not None else []
+    return [Skipped(key=obj.key, reason=reason) for obj in objects]
 
 
 def _items(rows: work.Rows) -> list[Item]:

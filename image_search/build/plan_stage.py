@@ -85,7 +85,7 @@ def plan_listing(
     report = _forecast(plan)
     if dry_run or _unchanged(options, plan, model=model, full=full, report=report):
         return PlannedBuild(plan=saved, report=report, has_work=False)
-    shards = cut(plan.todo, size=options.shard_size, model=model)
+    shards = cut(plan.todo, size=options.shard_size, model=model, salt=saved.shard_salt)
     saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
     work.save_plan(where, plan=saved, shards=shards)
     return PlannedBuild(plan=saved, report=report, shards=shards)

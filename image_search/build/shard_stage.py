@@ -1,7 +1,9 @@
 """Stage 2, one shard: download, decode and embed its images, save the vectors and a report.
 
 Idempotent: a shard whose result is already saved is not embedded again, so an interrupted
-build resumes from its finished shards, whichever engine runs it.
+build resumes from its finished shards, whichever engine runs it. A saved result is checked first
+(build/shard_check.py, against this model's width): one that does not match its shard is deleted
+and the shard embedded again, in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from image_search.artefacts.manifest import Skipped
 from image_search.build import work
 from image_search.build.fetch import decoded_batches
 from image_search.build.options import BuildOptions
+from image_search.build.shard_check import BadResultError, check_result
 from image_search.build.shards import Shard
 from image_search.model.embedder import Embedder
 from image_search.model.vectors import Vectors
@@ -52,8 +55,8 @@ def embed_shard(
     progress: Callable[[int], None] | None = None,
 ) -> ShardOutcome:
     """Embed ``shard`` unless its result exists; either way, return its result."""
-    done = work.load_result(where, shard_id=shard.shard_id)
-    if done is not None and done.model == embedder.identity:
+    done = _saved(where, shard, embedder=embedder)
+    if done is not None:
         if progress is not None:
             progress(len(shard.objects))
         return ShardOutcome(result=done, embedded=0, resumed=True)
@@ -98,3 +101,22 @@ def embed_shard(
         result.seconds,
     )
     return ShardOutcome(result=result, embedded=len(embedded), resumed=False)
+
+
+def _saved(where: IndexLocation, shard: Shard, *, embedder: Embedder) -> work.ShardResult | None:
+    """The shard's saved result if it is one this model made for this shard; a result that is
+    not is deleted (else create-once would keep it over the new one)."""
+    try:
+        done = work.load_result(where, shard_id=shard.shard_id)
+        if done is None:
+            return None
+        check_result(where, shard, done, model=embedder.identity, dim=embedder.dim)
+    except (BadResultError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        LOG.warning(
+            "shard %s: its saved result is refused (%s); embedding it again", shard.shard_id, exc
+        )
+        s3.delete_keys(
+            where.client, bucket=where.bucket, keys=[where.shard_result_key(shard.shard_id)]
+        )
+        return None
+    return done

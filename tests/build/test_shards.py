@@ -39,6 +39,15 @@ def test_ids_name_the_model_and_every_key_and_etag() -> None:
     assert len({s.shard_id for s in first} - moved) == 1
 
 
+def test_a_salt_gives_every_shard_another_id() -> None:
+    """A --full build salts its ids with its plan's: no result an earlier run saved is found."""
+    objects = listing(300)
+    plain = {s.shard_id for s in cut(objects, size=100, model=MODEL)}
+    salted = cut(objects, size=100, model=MODEL, salt="plan-1")
+    assert not {s.shard_id for s in salted} & plain
+    assert [s.objects for s in salted] == [s.objects for s in cut(objects, size=100, model=MODEL)]
+
+
 def test_an_image_added_or_removed_changes_few_shards() -> None:
     before = {s.shard_id for s in cut(listing(5000), size=100, model=MODEL)}
     for after_listing in (listing(5000, skip=2500), listing(5000, extra="animals/img02500b.jpg")):
