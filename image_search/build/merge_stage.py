@@ -71,6 +71,7 @@ def merge_build(
         previous,
         items,
         model=plan.model,
+        bucket=where.bucket,
         index_type=report.index_type,
         duplicate_score=options.duplicate_score,
     ):

@@ -92,15 +92,18 @@ def same_as_previous(
     items: list[Item],
     *,
     model: str,
+    bucket: str,
     index_type: str,
     duplicate_score: float,
 ) -> bool:
-    """The last build already holds exactly these items, built the same way.
+    """The last build already holds exactly these items, built the same way, for this bucket.
 
     A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
-    another score) is published again, so prefixes become single ranges and groups appear.
+    another score) is published again, so prefixes become single ranges and groups appear. So is
+    one made in another bucket (this one is a copy or a replica): its vectors are reused, since
+    copies keep their ETags, and the new build records the bucket it describes.
     """
-    if previous is None or previous.model != model:
+    if previous is None or previous.model != model or previous.bucket != bucket:
         return False
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
     groups = previous.duplicates

@@ -83,7 +83,7 @@ def plan_listing(
         lease=lease,
     )
     report = _forecast(plan)
-    if dry_run or _unchanged(options, plan, model=model, full=full, report=report):
+    if dry_run or _unchanged(where, options, plan, model=model, full=full, report=report):
         return PlannedBuild(plan=saved, report=report, has_work=False)
     shards = cut(plan.todo, size=options.shard_size, model=model, salt=saved.shard_salt)
     saved.shards = [work.ShardRef(shard_id=s.shard_id, count=len(s.objects)) for s in shards]
@@ -101,7 +101,13 @@ def _forecast(plan: Plan) -> BuildReport:
 
 
 def _unchanged(
-    options: BuildOptions, plan: Plan, *, model: str, full: bool, report: BuildReport
+    where: IndexLocation,
+    options: BuildOptions,
+    plan: Plan,
+    *,
+    model: str,
+    full: bool,
+    report: BuildReport,
 ) -> bool:
     """Nothing to embed and the last build holds exactly these images, built the same way."""
     if full or plan.todo or not report.count:
@@ -111,6 +117,7 @@ def _unchanged(
         plan.previous,
         plan.items,
         model=model,
+        bucket=where.bucket,
         index_type=index_type,
         duplicate_score=options.duplicate_score,
     )

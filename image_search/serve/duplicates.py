@@ -84,7 +84,7 @@ class DuplicateGroups:
         chosen = groups[offset : offset + limit]
         return GroupPage(
             build_id=loaded.metadata.build_id,
-            bucket=loaded.metadata.bucket,
+            bucket=self.settings.bucket,
             min_score=found_at,
             total=len(groups),
             offset=offset,
@@ -126,7 +126,6 @@ class DuplicateGroups:
 
     def _group(self, loaded: LoadedBuild, group: Group) -> ImageGroup:
         items = loaded.metadata.items
-        bucket = loaded.metadata.bucket
         best = group.best()
         order = sorted(
             range(len(group.rows)), key=lambda at: (-best[at], items[group.rows[at]].key)
@@ -134,6 +133,6 @@ class DuplicateGroups:
         images = []
         for at in order[:MAX_GROUP_IMAGES]:
             item = items[group.rows[at]]
-            url = self._urls(bucket=bucket, key=item.key)
+            url = self._urls(item.key)
             images.append(GroupImage(key=item.key, folder=item.folder, url=url, score=best[at]))
         return ImageGroup(size=len(group.rows), score=group.score, images=tuple(images))

@@ -63,11 +63,11 @@ class ServedBuild:
     build_id: str
     count: int
     created_at: datetime
-    bucket: str
+    bucket: str  # the configured bucket, whichever one the build's catalog names
 
     @classmethod
-    def of(cls, metadata: Catalog) -> ServedBuild:
-        return cls(metadata.build_id, metadata.count, metadata.created_at, metadata.bucket)
+    def of(cls, metadata: Catalog, *, bucket: str) -> ServedBuild:
+        return cls(metadata.build_id, metadata.count, metadata.created_at, bucket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +115,13 @@ class SearchService:
         self.settings = settings
         self._client = client
         self.index = ServedIndex(settings, client=lambda: self.client, check=self._check_model)
+        # The configured bucket, never the one a build's catalog names: a copied or replicated
+        # bucket serves its own images (and a catalog is not trusted to pick what gets signed).
         self._urls = ImageUrls(
-            lambda: self.client, mode=settings.url_mode, expires=settings.presign_expires
+            lambda: self.client,
+            bucket=settings.bucket,
+            mode=settings.url_mode,
+            expires=settings.presign_expires,
         )
         # Uploads are decoded and embedded by this many threads; the others wait their turn. The
         # same few threads every time also keep the freed pixels in few allocator arenas.
@@ -203,7 +208,7 @@ class SearchService:
         embedded = time.perf_counter()
         found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
         timings = {"embed": _ms(started, embedded), **found.timings}
-        return _result(
+        return self._result(
             "text", loaded, where, found, timings=timings, detected=detected, cached=cached
         )
 
@@ -229,7 +234,7 @@ class SearchService:
             "embed": _ms(decoded, embedded),
             **found.timings,
         }
-        return _result("image", loaded, where, found, timings=timings)
+        return self._result("image", loaded, where, found, timings=timings)
 
     def _check_upload(self, size: int) -> None:
         """Uploads of one request count together against the limit."""
@@ -296,7 +301,7 @@ class SearchService:
             "urls": _ms(searched, time.perf_counter()),
         }
         found_page = _Found(hits=hits, timings=timings)
-        result = _result("query", loaded, where, found_page, timings=timings)
+        result = self._result("query", loaded, where, found_page, timings=timings)
         return QueryPage(result=result, offset=offset, next_cursor=next_cursor)
 
     def _part_vectors(
@@ -351,7 +356,7 @@ class SearchService:
             raise UnknownKeyError(f"{key!r} is not in the index")
         vector = loaded.index.vector(row)
         found = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
-        return _result("similar", loaded, where, found, timings=found.timings)
+        return self._result("similar", loaded, where, found, timings=found.timings)
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -407,30 +412,30 @@ class SearchService:
 
     def _hit(self, loaded: LoadedBuild, row: int, score: float) -> Hit:
         item = loaded.metadata.items[row]
-        url = self._urls(bucket=loaded.metadata.bucket, key=item.key)
+        url = self._urls(item.key)
         return Hit(key=item.key, folder=item.folder, score=min(1.0, max(-1.0, score)), url=url)
 
-
-def _result(
-    kind: str,
-    loaded: LoadedBuild,
-    where: scope.Scope,
-    found: _Found,
-    *,
-    timings: dict[str, float],
-    detected: bool = False,
-    cached: bool | None = None,
-) -> SearchResult:
-    return SearchResult(
-        kind=kind,
-        hits=found.hits,
-        folders=None if where.folders is None else tuple(where.folders),
-        prefix=where.prefix,
-        detected=detected,
-        cached=cached,
-        timings=timings,
-        build=ServedBuild.of(loaded.metadata),
-    )
+    def _result(
+        self,
+        kind: str,
+        loaded: LoadedBuild,
+        where: scope.Scope,
+        found: _Found,
+        *,
+        timings: dict[str, float],
+        detected: bool = False,
+        cached: bool | None = None,
+    ) -> SearchResult:
+        return SearchResult(
+            kind=kind,
+            hits=found.hits,
+            folders=None if where.folders is None else tuple(where.folders),
+            prefix=where.prefix,
+            detected=detected,
+            cached=cached,
+            timings=timings,
+            build=ServedBuild.of(loaded.metadata, bucket=self.settings.bucket),
+        )
 
 
 def _ms(start: float, end: float) -> float:

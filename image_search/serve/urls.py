@@ -1,4 +1,8 @@
-"""The URLs results point at: presigned (SigV4, made locally) or public, reused for a while."""
+"""The URLs results point at: presigned (SigV4, made locally) or public, reused for a while.
+
+Always in the configured bucket: a build's catalog names the bucket it was built from, which is
+another one in a copied or replicated bucket, and is data rather than a choice of what to sign.
+"""
 
 from __future__ import annotations
 
@@ -22,29 +26,30 @@ class ImageUrls:
         self,
         client: Callable[[], s3.S3Client],
         *,
+        bucket: str,
         mode: str,
         expires: int,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        self._bucket = bucket
         self._public = mode == "public"
         self._expires = expires
         reuse = float("inf") if self._public else expires * REUSE_FRACTION
-        self._cache: TTLCache[tuple[str, str], str] = TTLCache(
-            maxsize=MAX_ENTRIES, ttl=reuse, timer=timer
-        )
+        self._cache: TTLCache[str, str] = TTLCache(maxsize=MAX_ENTRIES, ttl=reuse, timer=timer)
         self._lock = threading.Lock()  # cachetools caches are not thread-safe
 
-    def __call__(self, *, bucket: str, key: str) -> str:
+    def __call__(self, key: str) -> str:
         with self._lock:
-            url = self._cache.get((bucket, key))
+            url = self._cache.get(key)
         if url is None:
-            url = self._make(bucket, key)
+            url = self._make(key)
             with self._lock:
-                self._cache[(bucket, key)] = url
+                self._cache[key] = url
         return url
 
-    def _make(self, bucket: str, key: str) -> str:
+    def _make(self, key: str) -> str:
+        client, bucket = self._client(), self._bucket
         if self._public:
-            return s3.public_url(self._client(), bucket=bucket, key=key)
-        return s3.presign_get(self._client(), bucket=bucket, key=key, expires=self._expires)
+            return s3.public_url(client, bucket=bucket, key=key)
+        return s3.presign_get(client, bucket=bucket, key=key, expires=self._expires)

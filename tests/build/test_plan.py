@@ -108,6 +108,7 @@ def test_tally_counts_added_updated_removed_reused_and_embedded() -> None:
 def same(previous: Metadata | None, items: list[Item], **overrides: object) -> bool:
     arguments: dict[str, object] = {
         "model": MODEL,
+        "bucket": "bucket",
         "index_type": "flat",
         "duplicate_score": 0.95,
         **overrides,
@@ -123,6 +124,7 @@ def test_same_as_previous_only_for_the_same_items_built_the_same_way() -> None:
     assert not same(previous, items[:3])
     assert not same(previous, [*items[:3], item_of(obj("b/4.png", "new"))])
     assert not same(previous, items, model="other")
+    assert not same(previous, items, bucket="a-copy")  # republished, naming the bucket it is in
     assert not same(previous, items, index_type="hnsw")
     assert not same(previous, items, duplicate_score=0.9)
     # Built before key order or near-duplicates: published again.

@@ -20,13 +20,13 @@ from image_search.build.merge_stage import merge_build
 from image_search.build.options import BuildOptions
 from image_search.build.plan_stage import PlannedBuild, plan_build
 from image_search.build.report import BuildReport
-from image_search.build.shard_stage import embed_shard
 from image_search.config import get_settings
 from image_search.model import images
 from image_search.storage import s3
 from tests.integration.test_build import build, populate
 from tests.support.buckets import put
 from tests.support.factories import png_bytes
+from tests.support.stages import embed_all
 
 FOLDERS = "animals,nature"
 FOREIGN = "private/secret.png"  # in the bucket, outside IMAGE_SEARCH_FOLDERS
@@ -52,8 +52,7 @@ def plan_and_embed(client: s3.S3Client, embedder) -> PlannedBuild:  # type: igno
     where, options = where_and_options(client)
     planned = plan_build(where, options, model=embedder.identity)
     assert len(planned.shards) > 1
-    for shard in planned.shards:
-        embed_shard(where, options, shard, plan_id=planned.plan.plan_id, embedder=embedder)
+    embed_all(where, options, planned, embedder)
     return planned
 
 
@@ -287,8 +286,7 @@ def test_an_image_replaced_between_plan_and_shard_is_skipped_then_embedded_anew(
     where, options = where_and_options(client)
     planned = plan_build(where, options, model=embedder.identity)
     put(client, bucket, "animals/i01.png", png_bytes(101))  # after the listing, before the fetch
-    for shard in planned.shards:
-        embed_shard(where, options, shard, plan_id=planned.plan.plan_id, embedder=embedder)
+    embed_all(where, options, planned, embedder)
 
     report = merge(client, planned)
 

@@ -32,20 +32,22 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> CountingClient:
 
 def test_urls_are_reused_within_a_tenth_of_their_lifetime(counting, monkeypatch) -> None:
     clock = [1000.0]
-    make = urls.ImageUrls(lambda: counting, mode="presigned", expires=3600, timer=lambda: clock[0])
-    first = make(bucket="b", key="animals/cat.png")
+    make = urls.ImageUrls(
+        lambda: counting, bucket="b", mode="presigned", expires=3600, timer=lambda: clock[0]
+    )
+    first = make("animals/cat.png")
     clock[0] += 359
-    assert make(bucket="b", key="animals/cat.png") == first and counting.signed == 1
-    make(bucket="b", key="animals/dog.png")
+    assert make("animals/cat.png") == first and counting.signed == 1
+    make("animals/dog.png")
     assert counting.signed == 2
     clock[0] += 2  # 361 s: past a tenth of 3600 s, so signed afresh
-    make(bucket="b", key="animals/cat.png")
+    make("animals/cat.png")
     assert counting.signed == 3
     assert parse_qs(urlparse(first).query)["X-Amz-Expires"] == ["3600"]
 
 
 def test_public_urls_are_unsigned(counting) -> None:
-    make = urls.ImageUrls(lambda: counting, mode="public", expires=3600)
-    url = make(bucket="b", key="nature/tree 1.png")
+    make = urls.ImageUrls(lambda: counting, bucket="b", mode="public", expires=3600)
+    url = make("nature/tree 1.png")
     assert "?" not in url and url.endswith("/nature/tree%201.png")
-    assert make(bucket="b", key="nature/tree 1.png") == url and counting.signed == 1
+    assert make("nature/tree 1.png") == url and counting.signed == 1
