@@ -302,3 +302,36 @@ def test_abandon_never_releases_another_execution_s_lease(client, build_env) -> 
     assert work_files(client, bucket, LEASE) == [LEASE]
     other.release()
     assert work_files(client, bucket, LEASE) == []
+
+
+def test_a_result_poisoned_before_the_merge_leaves_only_its_images_out_until_the_next_execution(
+    client, build_env
+) -> None:
+    """The merge Lambda has no model: it refuses the shard (its images skipped, the result
+    deleted) and the next execution embeds them."""
+    from tests.integration.test_build_trust import a_nan_row, read_result
+
+    bucket = build_env
+    for i in range(12):
+        put(client, bucket, f"animals/a{i:02d}.png", encode(random_image(i)))
+    handlers = real_handlers()
+    poisoned: list[str] = []
+
+    def poison_then_merge(payload: dict[str, Any], context: object) -> dict[str, Any]:
+        listed = work_files(client, bucket, "index/work/build/shards/")
+        victim = sorted(key.split("/")[-2] for key in listed if key.endswith("/result.json"))[0]
+        a_nan_row(client, bucket, read_result(client, bucket, victim))
+        poisoned.append(victim)
+        return handlers["BuildMergeFunction"](payload, context)
+
+    first = Execution(client, bucket, {**handlers, "BuildMergeFunction": poison_then_merge})
+    summary = first.run(recorded("sfn-execution-input.json"))
+    assert summary["state"] == "published" and 0 < summary["skipped"] < 12
+    assert summary["count"] + summary["skipped"] == 12
+    assert all("result was refused" in s["reason"] for s in summary["skipped_examples"])
+    metadata, vectors = published(client, bucket)
+    assert np.isfinite(vectors).all() and len(metadata.items) == summary["count"]
+
+    again = Execution(client, bucket, handlers).run(recorded("sfn-execution-input.json"))
+    assert again["state"] == "published" and again["count"] == 12
+    assert again["embedded"] == summary["skipped"]
