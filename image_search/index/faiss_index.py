@@ -17,7 +17,13 @@ import numpy as np
 from image_search.config import canonical_index_type
 from image_search.index import rerank
 from image_search.index.ivf_pq import IvfPqIndex
-from image_search.index.kinds import FaissIndex, FlatIndex, HnswIndex, IvfSq8Index
+from image_search.index.kinds import (
+    FaissIndex,
+    FlatIndex,
+    HnswIndex,
+    IvfSq8Index,
+    RefinedIvfIndex,
+)
 from image_search.index.search_index import SearchIndex
 from image_search.model.vectors import Vectors
 
@@ -132,7 +138,9 @@ def _training_sample(vectors: Vectors, *, limit: int) -> Vectors:
 
 def _wrap(index: faiss.Index) -> FaissIndex:
     """The class that serves a FAISS index read back from its file."""
-    if isinstance(index, faiss.IndexRefine | faiss.IndexIVF):
+    if isinstance(index, faiss.IndexRefine):
+        return RefinedIvfIndex(index)
+    if isinstance(index, faiss.IndexIVF):
         return IvfSq8Index(index)
     if isinstance(index, faiss.IndexHNSW):
         return HnswIndex(index)

@@ -126,7 +126,7 @@ class HnswIndex(FaissIndex):
 
 
 class IvfSq8Index(FaissIndex):
-    """IVF lists of 8-bit scalar codes; also older "ivfpq" builds (IVF-PQ with a refine stage)."""
+    """IVF lists of 8-bit scalar codes."""
 
     kind = "ivf-sq8"
     exact = False
@@ -135,10 +135,7 @@ class IvfSq8Index(FaissIndex):
         super().__init__(scan_lists_in_parallel(faiss_index))
 
     def _params(self, chosen: faiss.IDSelector | None, k: int) -> Any:
-        ivf = faiss.SearchParametersIVF(sel=chosen, nprobe=IVF_NPROBE)
-        if not isinstance(self.faiss, faiss.IndexRefine):
-            return ivf
-        return faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR, base_index_params=ivf)
+        return faiss.SearchParametersIVF(sel=chosen, nprobe=IVF_NPROBE)
 
     def _reconstructible(self) -> faiss.Index:
         return with_direct_map(self.faiss)
@@ -147,11 +144,22 @@ class IvfSq8Index(FaissIndex):
         return faiss.extract_index_ivf(self.faiss).quantizer
 
 
+class RefinedIvfIndex(IvfSq8Index):
+    """Older "ivfpq" builds: IVF-PQ with a refine stage of float vectors, served as ivf-sq8."""
+
+    def _params(self, chosen: faiss.IDSelector | None, k: int) -> Any:
+        ivf = super()._params(chosen, k)
+        return faiss.IndexRefineSearchParameters(k_factor=REFINE_K_FACTOR, base_index_params=ivf)
+
+    def _reconstructible(self) -> faiss.Index:
+        return self.faiss  # the refine stage holds the vectors themselves
+
+
 def with_direct_map(index: faiss.Index) -> faiss.Index:
     """``index``, able to ``reconstruct`` by id. IVF indexes need a direct map for that (8 bytes
     a vector, not stored in the file): built on the first call that needs one, not at load."""
     ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None and not isinstance(index, faiss.IndexRefine):
+    if ivf is not None:
         with _DIRECT_MAP_LOCK:
             if ivf.direct_map.type == faiss.DirectMap.NoMap:
                 ivf.make_direct_map()
