@@ -19,7 +19,7 @@ from tests.support.paths import ROOT
 EVENT_FILES = sorted((ROOT / "infra/events").glob("*.json"))
 ENV = json.loads((ROOT / "infra/env.json").read_text())
 # Settings that must point at this machine's stand-ins rather than env.json's placeholders.
-LOCAL = {"IMAGE_SEARCH_BUCKET", "IMAGE_SEARCH_MODEL"}
+LOCAL = {"IMAGE_SEARCH_BUCKET", "IMAGE_SEARCH_MODEL", "AWS_ENDPOINT_URL_S3"}
 
 
 def kind(event: dict[str, Any]) -> str:
