@@ -1,7 +1,8 @@
 """The search page in a real browser: Debian's headless Chromium driven by Playwright, against
-the app served by uvicorn on a moto-backed index. ``make test`` installs Chromium where it can
-(Debian, as root); elsewhere these tests are skipped with one line saying how to run them, except
-under CI, where a missing Chromium fails the run."""
+the app served by uvicorn on a moto-backed index (the combined searches' "more like this", "less
+like this" and "More results" too). ``make test`` installs Chromium where it can (Debian, as
+root); elsewhere these tests are skipped with one line saying how to run them, except under CI,
+where a missing Chromium fails the run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from image_search.config import get_settings
@@ -299,3 +301,86 @@ def test_every_control_has_a_label(page):  # type: ignore[no-untyped-def]
         "controls => controls.filter((c) => !c.labels || !c.labels.length).map((c) => c.id)",
     )
     assert unlabelled == []
+
+
+# ---- combined searches: "more like this" / "less like this" on the cards, and every page ----
+
+
+def relative(hit: dict) -> str:  # type: ignore[type-arg]
+    """The key as the API names it (the card's title is the s3:// path)."""
+    return str(hit["key"]).split("/", 3)[3]
+
+
+def query(server: str, body: dict) -> list[str]:  # type: ignore[type-arg]
+    answer = httpx.post(
+        f"{server}image_search/query", json=body, headers={"x-api-key": API_KEY}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return [hit["key"] for hit in answer.json()["results"]]
+
+
+def search(page, text: str, k: str = "5") -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    page.get_by_label("Number of results").select_option(k)
+    page.get_by_label("Folders").select_option("*")
+    page.get_by_label("Describe the image").fill(text)
+    page.keyboard.press("Enter")
+    return results(page)
+
+
+def wait_for_summary(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function(
+        "text => document.querySelector('#summary').textContent.includes(text)", arg=text
+    )
+
+
+def test_more_like_this_adds_the_image_to_the_search(page, server: str) -> None:  # type: ignore[no-untyped-def]
+    first = search(page, "a cat")
+    liked = relative(first[1])
+
+    page.get_by_role("button", name=f"Add {liked} to the search").click()
+    wait_for_summary(page, "+ 1 liked")
+    hits = [relative(hit) for hit in results(page)]
+
+    expected = query(
+        server, {"positive": [{"text": "a cat"}, {"key": liked}], "k": 5, "folder": "*"}
+    )
+    assert hits == expected and liked not in hits
+    chips = page.locator("#parts li").all_inner_texts()
+    assert [chip.split("\n")[0] for chip in chips] == ["“a cat”", f"like {liked}"]
+    assert any("image_search/query" in url for url in page.requested)
+
+
+def test_less_like_this_moves_away_and_removing_it_undoes_it(page, server: str) -> None:  # type: ignore[no-untyped-def]
+    first = [relative(hit) for hit in search(page, "a rocket")]
+    disliked = first[0]
+
+    page.get_by_role("button", name=f"Search away from {disliked}").click()
+    wait_for_summary(page, "− 1 disliked")
+    hits = [relative(hit) for hit in results(page)]
+
+    body = {"positive": [{"text": "a rocket"}], "k": 5, "folder": "*"}
+    negative = [{"key": disliked, "weight": 0.5}]
+    assert hits == query(server, {**body, "negative": negative})
+    assert disliked not in hits
+
+    page.get_by_role("button", name=f"Remove not like {disliked} from the search").click()
+    page.wait_for_function("() => document.getElementById('parts').hidden")
+    results(page)
+    assert [relative(hit) for hit in results(page)] == query(server, body)
+
+
+def test_more_results_walks_every_page_without_repeating(page, server: str) -> None:  # type: ignore[no-untyped-def]
+    first = search(page, "a tree")
+    page.get_by_role("button", name=f"Add {relative(first[0])} to the search").click()
+    wait_for_summary(page, "+ 1 liked")
+    seen = [relative(hit) for hit in results(page)]
+    more = page.get_by_role("button", name="More results")
+    while more.is_visible():
+        count = len(seen)
+        more.click()
+        page.wait_for_function("n => document.querySelectorAll('#grid li').length > n", arg=count)
+        seen = [relative(hit) for hit in results(page)]
+    assert len(seen) == len(set(seen)) > 5
+    # Page after page, the ranking of one answer as deep as the index: every image but the liked.
+    body = {"positive": [{"text": "a tree"}, {"key": relative(first[0])}], "folder": "*"}
+    assert seen == query(server, {**body, "k": 100})

@@ -17,6 +17,7 @@ FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "duplicates.js": "text/javascript; charset=utf-8",
+    "combine.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # Thumbnails are presigned S3 URLs on another origin; everything else comes from this one.

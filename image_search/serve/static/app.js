@@ -154,11 +154,18 @@
     key.title = hit.s3_path;
     meta.append(score, folder, key);
     item.append(button, meta);
+    if (hit.rank) cardHooks.forEach((hook) => hook(hit, item));
     return item;
   }
 
+  // What combine.js adds: buttons on each result card, a look at each answer, the searches.
+  const cardHooks = [];
+  const drawHooks = [];
+  const searchHooks = [];
+
   function draw(what, result) {
-    const hits = result.data || [];
+    // /query answers {results, next_cursor, build_id}; the other searches a bare list.
+    const hits = (Array.isArray(result.data) ? result.data : result.data && result.data.results) || [];
     const where = searchedFolders(result.headers);
     el.summary.textContent = hits.length
       ? `${hits.length} result${hits.length === 1 ? "" : "s"} ${what} · searched: ${where}`
@@ -166,6 +173,7 @@
     const timings = timingsText(result.headers);
     el.timings.textContent = timings ? `Server timings: ${timings}` : "";
     el.grid.replaceChildren(...hits.map(card));
+    drawHooks.forEach((hook) => hook(result));
   }
 
   // Search results and near-duplicate groups share the results area: one shows at a time.
@@ -176,6 +184,8 @@
     el.grid.hidden = which !== "search";
     el.groups.hidden = which !== "duplicates";
     if (which !== "duplicates") el.more.hidden = true;
+    $("more-results").hidden = true;  // until an answer with a next page is drawn
+    $("parts").hidden = which !== "search" || !$("parts").children.length;
   }
 
   let previewUrl = "";  // object URL of an uploaded file, revoked when replaced
@@ -227,6 +237,7 @@
   function runText() {
     const query = el.query.value.trim();
     if (!query) return;
+    searchHooks.forEach((hook) => hook({ text: query }));
     run(`for “${query}”`, "image_search/search", {
       json: { query, k: k(), folder: el.folder.value, prefix: prefix() },
     });
@@ -239,10 +250,12 @@
     form.append("folder", el.folder.value);
     form.append("prefix", prefix());
     const preview = { src: URL.createObjectURL(file), alt: `your image ${file.name}` };
+    searchHooks.forEach((hook) => hook({ file, name: file.name, preview }));
     run(`like ${file.name}`, "image_search/search_by_image", { form }, preview);
   }
 
   function runSimilar(hit) {
+    searchHooks.forEach((hook) => hook({ key: hit.key, preview: { src: hit.image_url, alt: describe(hit.key) } }));
     run(`similar to ${hit.key}`, "image_search/similar", {
       json: { key: hit.key, k: k(), folder: el.folder.value, prefix: prefix() },
     }, { src: hit.image_url, alt: describe(hit.key) });
@@ -381,7 +394,10 @@
 
   // For duplicates.js: what it needs from this page, nothing more.
   window.imageSearch = {
-    call, card, clearError, showError, show, showQueryImage,
+    call, card, clearError, showError, show, showQueryImage, run, k, describe,
+    onCard: (hook) => cardHooks.push(hook),
+    onDraw: (hook) => drawHooks.push(hook),
+    onSearch: (hook) => searchHooks.push(hook),
     scope: () => ({ folder: el.folder.value, prefix: prefix() }),
     onScopeChange: (listener) => scopeListeners.push(listener),
   };
