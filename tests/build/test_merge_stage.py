@@ -95,7 +95,9 @@ def test_identical_images_are_published_as_a_duplicate_group(where, options, put
     assert metadata.duplicates is not None and metadata.duplicates.groups == 1
     assert metadata.duplicates.key == where.duplicates_key(metadata.build_id)
     assert metadata.duplicates.min_score == options.duplicate_score
-    doc = duplicates.read(where, key=metadata.duplicates.key, cache_dir=tmp_path)
+    doc = duplicates.read(
+        where, key=metadata.duplicates.key, build_id=metadata.build_id, cache_dir=tmp_path
+    )
     assert [sorted(group.keys) for group in doc.groups] == [
         ["animals/twin-a.png", "nature/twin-b.png"]
     ]
