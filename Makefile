@@ -17,9 +17,9 @@ $(STAMP): requirements.txt requirements-lambda.txt requirements-dev.txt requirem
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not container" -q
 
-## test-all: every test, the slow ones included
+## test-all: every test, the slow ones included (the container tests: `make test-container`)
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -m "not container" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,6 +30,8 @@ def sam_api(
     docker_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
+    if shutil.which("curl") is None:  # the README's calls are curl's
+        pytest.fail("curl is missing: apt-get install curl")
     port = free_port()
     log = tmp_path_factory.mktemp("sam-local") / "make.log"
     before = set(rie.docker("ps", "-aq", env=docker_env).split())
