@@ -27,8 +27,10 @@ from typing import Any
 
 from samtranslator.yaml_helper import yaml_parse
 
-# What the HTTP API would send base64-encoded; text and JSON stay text, as on AWS.
-BINARY_MEDIA_TYPES = ["multipart/form-data", "application/octet-stream", "image/*"]
+# What the HTTP API would send base64-encoded among the bodies the app takes (uploads are
+# multipart); text and JSON stay text, as on AWS. The emulator matches types exactly (only
+# "*/*" is a wildcard to it), so they are named one by one.
+BINARY_MEDIA_TYPES = ["multipart/form-data", "application/octet-stream"]
 
 
 def local_template(template: dict[str, Any], build_args: dict[str, str]) -> dict[str, Any]:
