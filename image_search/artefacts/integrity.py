@@ -93,10 +93,11 @@ def check_folders(header: BuildHeader, *, rows: int, key: Callable[[int], str]) 
     Rows inside a range are sorted by key and keys sharing a folder are contiguous in that order,
     so a range whose first and last keys are in its folder holds nothing else.
     """
+    header.check_folder_ranges()  # inside the header's count, none overlapping
     covered = 0
     for name, (start, stop) in header.folders.items():
-        if not 0 <= start < stop <= rows:
-            raise _damaged(header, f"folder {name!r} range [{start}, {stop}) is out of bounds")
+        if stop > rows:
+            raise _damaged(header, f"folder {name!r} range [{start}, {stop}) is past row {rows}")
         for row in (start, stop - 1):
             if folder_of(key(row)) != name:
                 raise _damaged(

@@ -84,9 +84,9 @@ class BuildHeader(Versioned):
             raise IndexMismatchError(
                 f"build {self.build_id}: metadata dim {self.dim} but index dim {index_dim}"
             )
-        self._check_folders()
+        self.check_folder_ranges()
 
-    def _check_folders(self) -> None:
+    def check_folder_ranges(self) -> None:
         """Folder ranges that lie inside the index without overlapping: a range past the end
         would reach FAISS as an id it does not have."""
         end, before = 0, ""

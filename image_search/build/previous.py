@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from image_search.artefacts.loader import EMPTY_VECTORS, load_vectors
 from image_search.artefacts.location import IndexLocation
 from image_search.artefacts.manifest import Metadata, Pointer
-from image_search.errors import IndexMismatchError
+from image_search.errors import IndexMismatchError, NewerFormatError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
@@ -47,6 +47,10 @@ def read_previous(where: IndexLocation) -> Previous:
     try:
         pointer = Pointer.model_validate_json(data)
         metadata, vectors = _load_checked(where, pointer=pointer)
+    except NewerFormatError:
+        # Not damage: a newer version published it. Rebuilding from scratch would replace it
+        # with a build in an older format; this build stops instead.
+        raise
     except DAMAGE as exc:
         LOG.warning(
             "the current build is unusable (%s: %s); building everything from scratch",

@@ -20,6 +20,7 @@ from image_search.artefacts.manifest import (
     KEY_ORDER_FILE,
     KEYS_FILE,
 )
+from image_search.errors import IndexMismatchError
 from image_search.storage import checksum
 from tests.support.factories import metadata_for
 
@@ -215,8 +216,9 @@ def test_a_damaged_key_order_of_a_build_sorted_by_folder_is_refused(
     ("folders", "reason"),
     [
         ({"a": [3, 5], "b": [0, 3], "c": [5, 6]}, "folder 'a' range \\[3, 5\\) holds 'b/1.jpg'"),
-        ({"a": [0, 4], "b": [3, 5], "c": [5, 6]}, "holds"),  # overlapping
-        ({"a": [0, 3], "b": [3, 5], "c": [5, 9]}, "out of bounds"),
+        ({"a": [0, 2], "b": [2, 5], "c": [5, 6]}, "folder 'b' range \\[2, 5\\) holds 'a/ä.jpg'"),
+        ({"a": [0, 4], "b": [3, 5], "c": [5, 6]}, "'b' range \\[3, 5\\) overlaps folder 'a'"),
+        ({"a": [0, 3], "b": [3, 5], "c": [5, 9]}, "\\[5, 9\\) is not inside the index of 6"),
         ({"a": [0, 3], "b": [3, 5]}, "cover 5 rows of 6"),
     ],
 )
@@ -227,7 +229,7 @@ def test_folder_ranges_that_do_not_match_the_keys_are_refused(
     value = header(folder)
     value["folders"] = folders
     write_header(folder, value)
-    with pytest.raises(DamagedCatalogError, match=reason):
+    with pytest.raises(IndexMismatchError, match=reason):
         Catalog.open(folder)
 
 

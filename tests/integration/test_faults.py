@@ -32,6 +32,7 @@ from image_search.artefacts.location import IndexLocation, new_build_id
 from image_search.artefacts.manifest import Pointer
 from image_search.build.pipeline import run_build
 from image_search.config import get_settings
+from image_search.errors import NewerFormatError
 from image_search.serve import lifecycle
 from image_search.serve.service import SearchService
 from image_search.storage import s3
@@ -347,6 +348,27 @@ DAMAGE = {
     "garbage-pointer": "Invalid JSON",
     "newer-pointer": "current.json has schema_version 2; this code reads up to 1: upgrade",
 }
+
+
+@pytest.mark.parametrize("document", ["current.json", "image_metadata.json"])
+def test_a_build_in_a_newer_format_stops_an_older_builder(
+    client, bucket, embedder, document: str
+) -> None:
+    """Not taken for damage and rebuilt from scratch: that would publish over it in the older
+    format."""
+    populate(client, bucket, images(2))
+    first = build(client, embedder)
+    pointer = read_pointer(IndexLocation(client, bucket, "index/"))
+    assert pointer is not None
+    key = "index/current.json" if document == "current.json" else pointer.metadata_key
+    newer = json.loads(read(client, bucket, key)) | {"schema_version": 2}
+    put(client, bucket, key, json.dumps(newer).encode())
+    put(client, bucket, "animals/new.png", encode(random_image(99)))
+    with pytest.raises(NewerFormatError, match=f"{document} of build {first.build_id} has sch"):
+        build(client, embedder)
+    assert json.loads(read(client, bucket, "index/current.json")) == (
+        newer if document == "current.json" else json.loads(pointer.model_dump_json())
+    )
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
