@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     download_workers: int = Field(default=8, ge=1, le=64)
     index_type: IndexType = "auto"
     keep_builds: int = Field(default=3, ge=1)
+    # Builds replaced less than this long ago are not pruned: twice template.yaml's refresh
+    # interval (IMAGE_SEARCH_REFRESH_SECONDS, 300 s), so every server has moved on first.
+    prune_grace_seconds: float = Field(default=600.0, ge=0)
     # A running build renews its lease every third of this; a killed one blocks the next build
     # for at most this long (storage/lease.py). On Step Functions, where nothing runs between
     # the states to renew it, the plan takes it for the whole execution (template.yaml).

@@ -102,6 +102,16 @@ def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> Lo
     return LoadedBuild(catalog, index)
 
 
+def lazy_keys(pointer: Pointer, *, cache_dir: Path) -> list[str]:
+    """The keys of ``pointer``'s build that a server still reads while it serves: ivf-pq's re-rank
+    codes until their local copy is complete. Pruning them breaks queries, not the load."""
+    if pointer.rerank_key is None:
+        return []
+    if (local_folder(cache_dir, pointer.build_id) / LOCAL_CODES).is_file():
+        return []
+    return [beside(pointer.rerank_key, RERANK_CODES_FILE)]
+
+
 def _ranges(where: IndexLocation, key: str) -> faiss_index.Fetch:
     def get(start: int, end: int) -> bytes:
         data, _ = s3.get_range(where.client, bucket=where.bucket, key=key, start=start, end=end)

@@ -151,6 +151,15 @@ class Pointer(Versioned):
     catalog_key: str | None = None
     # ivf-pq builds only: names rerank.npz (rerank_codes.npy sits beside it).
     rerank_key: str | None = None
+    # When each build replaced in the last IMAGE_SEARCH_PRUNE_GRACE_SECONDS stopped being current
+    # (build id → time): servers may still be reading its files, so pruning spares it. Absent
+    # (not null) when there is none, so such a pointer reads as before the field existed.
+    superseded: dict[str, datetime] | None = None
+
+    def document(self) -> bytes:
+        """``current.json``'s bytes."""
+        unset = {"superseded"} if self.superseded is None else None
+        return self.model_dump_json(exclude=unset).encode()
 
 
 def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:

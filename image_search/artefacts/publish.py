@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -41,6 +42,7 @@ def publish(
     vectors: Vectors,
     keep_builds: int,
     pointer_etag: str | None,
+    prune_grace_seconds: float = 0.0,
 ) -> Pointer:
     """Upload a build's files, then switch ``current.json`` to it, then prune old builds.
 
@@ -85,11 +87,15 @@ def publish(
             "application/json" if name == CATALOG_FILE else BINARY,
         )
     put(pointer.metadata_key, [metadata.model_dump_json().encode()], "application/json")
+    recent = recently_superseded(
+        _named(where), by=metadata.build_id, grace_seconds=prune_grace_seconds
+    )
+    pointer = pointer.model_copy(update={"superseded": recent or None})
     replaced = s3.put_if(
         where.client,
         bucket=where.bucket,
         key=where.pointer_key,
-        data=pointer.model_dump_json().encode(),
+        data=pointer.document(),
         content_type="application/json",
         etag=pointer_etag,
     )
@@ -100,8 +106,27 @@ def publish(
             f"build {metadata.build_id} was not published: run the build again"
         )
     LOG.info("published build %s (%d vectors)", metadata.build_id, metadata.count)
-    prune(where, keep=keep_builds, current=pointer.build_id)
+    prune(where, keep=keep_builds, current=pointer.build_id, spared=set(recent))
     return pointer
+
+
+def recently_superseded(
+    previous: Pointer | None, *, by: str, grace_seconds: float
+) -> dict[str, datetime]:
+    """The builds replaced less than ``grace_seconds`` ago once ``by`` replaces ``previous``.
+
+    A server swaps builds only when it next checks the pointer (IMAGE_SEARCH_REFRESH_SECONDS), and
+    ivf-pq's re-rank codes are fetched lazily while it serves: deleting a build it still serves
+    would fail its queries until then.
+    """
+    if previous is None or grace_seconds <= 0:
+        return {}
+    now = datetime.now(UTC)
+    since = now - timedelta(seconds=grace_seconds)
+    recent = {b: t for b, t in (previous.superseded or {}).items() if t > since and b != by}
+    if previous.build_id != by:
+        recent[previous.build_id] = now
+    return recent
 
 
 def _named(where: IndexLocation) -> Pointer | None:

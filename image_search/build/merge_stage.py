@@ -116,6 +116,7 @@ def merge_build(
         index=index,
         vectors=matrix,
         keep_builds=options.keep_builds,
+        prune_grace_seconds=options.prune_grace_seconds,
         pointer_etag=plan.pointer_etag,
     )
     deleted = work.clean(where, plan=plan)

@@ -14,6 +14,7 @@ class BuildOptions:
     index_type: str
     shard_size: int
     keep_builds: int
+    prune_grace_seconds: float
     duplicate_score: float
     download_workers: int
     max_image_pixels: int
@@ -26,6 +27,7 @@ class BuildOptions:
             index_type=settings.index_type,
             shard_size=settings.shard_size,
             keep_builds=settings.keep_builds,
+            prune_grace_seconds=settings.prune_grace_seconds,
             duplicate_score=settings.duplicate_score,
             download_workers=settings.download_workers,
             max_image_pixels=settings.max_image_pixels,

@@ -29,6 +29,7 @@ from image_search.artefacts import loader
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.location import IndexLocation, is_build_id, local_folder
+from image_search.artefacts.manifest import Pointer
 from image_search.config import Settings
 from image_search.errors import (
     ConfigError,
@@ -60,6 +61,7 @@ class ServedIndex:
         self._client = client
         self._check = check  # raises when a build does not fit the running model
         self._current: LoadedBuild | None = None
+        self._pointer: Pointer | None = None  # the current build's
         self._guard = threading.Lock()  # starting the worker
         self._worker: threading.Thread | None = None
         self._checked_at = -math.inf
@@ -127,6 +129,38 @@ class ServedIndex:
         threading.Thread(target=run, name="image-search-refresh-timer", daemon=True).start()
         return stop.set
 
+    def lost(self, loaded: LoadedBuild, *, reason: str) -> None:
+        """``loaded``'s files are gone from S3 (pruned while served): stop serving it and check
+        the pointer now, so the next requests wait for the current build as at a cold start."""
+        with self._guard:
+            if self._current is not loaded:
+                return  # replaced meanwhile
+            self._current, self._pointer = None, None
+            self._last_error, self._misconfigured = reason, False
+        LOG.error("%s", reason)
+        with contextlib.suppress(IndexMismatchError):  # its copy is incomplete for good
+            folder = local_folder(self.settings.index_cache_dir, loaded.metadata.build_id)
+            shutil.rmtree(folder, ignore_errors=True)
+        self._start(force=True)
+
+    def verify(self) -> LoadedBuild:
+        """``current()``, after checking that the files the build still reads lazily are in S3:
+        what ``/health`` asks, so it never says 200 while searches would fail."""
+        loaded, pointer = self.current(), self._pointer
+        if pointer is None or loaded is not self._current:
+            return loaded
+        s = self.settings
+        for key in loader.lazy_keys(pointer, cache_dir=s.index_cache_dir):
+            try:
+                s3.get_range(self._client(), bucket=s.bucket, key=key, start=0, end=1)
+            except ClientError as exc:
+                if not s3.is_missing(exc):
+                    raise
+                reason = lost_reason(loaded)
+                self.lost(loaded, reason=reason)
+                raise IndexNotReadyError(reason) from exc
+        return loaded
+
     # ---- the background check ----------------------------------------------------------
 
     def _interval(self) -> float:
@@ -189,7 +223,7 @@ class ServedIndex:
             self._misconfigured = isinstance(exc, ConfigError)
             self._failed(f"{build} could not be loaded: {exc}", pointer_build=failed)
             return
-        self._current = loaded
+        self._current, self._pointer = loaded, pointer
         self._last_error, self._misconfigured = None, False
         LOG.info("serving build %s (%d images)", pointer.build_id, loaded.metadata.count)
         remove_older_copies(s.index_cache_dir, serving=pointer.build_id)
@@ -220,3 +254,10 @@ def remove_older_copies(cache_dir: Path, *, serving: str) -> None:
         if folder.name < serving:
             shutil.rmtree(folder, ignore_errors=True)
             LOG.info("removed the local copy of build %s", folder.name)
+
+
+def lost_reason(loaded: LoadedBuild) -> str:
+    return (
+        f"build {loaded.metadata.build_id}'s files are gone from S3 (pruned by a newer build?): "
+        "loading the current build"
+    )

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
@@ -24,6 +26,7 @@ from image_search.errors import (
     ImageSearchError,
     ImageTooLargeError,
     IndexMismatchError,
+    IndexNotReadyError,
     UnknownKeyError,
 )
 from image_search.model import images
@@ -35,7 +38,7 @@ from image_search.serve.combine import Query, combine
 from image_search.serve.duplicates import DuplicateGroups, GroupPage
 from image_search.serve.folders import detect
 from image_search.serve.image_tower import ImageTowerLoader
-from image_search.serve.lifecycle import ServedIndex
+from image_search.serve.lifecycle import ServedIndex, lost_reason
 from image_search.serve.text_cache import TextVectors
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
@@ -169,6 +172,10 @@ class SearchService:
     def current(self) -> LoadedBuild:
         return self.index.current()
 
+    def checked(self) -> LoadedBuild:
+        """``current()``, its lazily read files checked in S3: what ``/health`` answers from."""
+        return self.index.verify()
+
     def _check_model(self, metadata: Catalog) -> None:
         # The identity, not IMAGE_SEARCH_MODEL: an export of the build's model serves it too.
         served = self.embedder.identity
@@ -280,7 +287,8 @@ class SearchService:
         embedded = time.perf_counter()
         # One more than the page, to know whether another follows.
         wanted = offset + k + len(named) + 1
-        found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
+        with self._reading(loaded):
+            found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
         searched = time.perf_counter()
         pairs, more = cursors.page(found.ids, found.scores, after=after, exclude=named, k=k)
         # An approximate index asked deeper may rank a few results above the last page's end,
@@ -325,7 +333,8 @@ class SearchService:
                 if row is None:
                     raise UnknownKeyError(f"{part.key!r} is not in the index")
                 named.add(row)
-                vectors.append(loaded.index.vector(row))
+                with self._reading(loaded):
+                    vectors.append(loaded.index.vector(row))
             else:
                 vectors.append(uploads[at].result()[0])
         return np.vstack(vectors), named
@@ -354,9 +363,23 @@ class SearchService:
         row = loaded.rows.get(key)
         if row is None:
             raise UnknownKeyError(f"{key!r} is not in the index")
-        vector = loaded.index.vector(row)
+        with self._reading(loaded):
+            vector = loaded.index.vector(row)
         found = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
         return self._result("similar", loaded, where, found, timings=found.timings)
+
+    @contextmanager
+    def _reading(self, loaded: LoadedBuild) -> Iterator[None]:
+        """Queries read some of a build's files lazily (ivf-pq's re-rank codes). When they are
+        gone from S3 (a newer build pruned it), answer 503 and load the current build now."""
+        try:
+            yield
+        except ClientError as exc:
+            if not s3.is_missing(exc):
+                raise
+            reason = lost_reason(loaded)
+            self.index.lost(loaded, reason=reason)
+            raise IndexNotReadyError(reason) from exc
 
     def key_from_s3_path(self, s3_path: str) -> str:
         prefix = f"s3://{self.settings.bucket}/"
@@ -397,7 +420,8 @@ class SearchService:
         started = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
-        found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
+        with self._reading(loaded):
+            found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
         searched = time.perf_counter()
         pairs = [
             (row, score)

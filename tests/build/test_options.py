@@ -13,6 +13,7 @@ def test_options_carry_each_setting_the_stages_read() -> None:
         "index_type": "hnsw",
         "shard_size": 7,
         "keep_builds": 5,
+        "prune_grace_seconds": 60.0,
         "duplicate_score": 0.9,
         "download_workers": 3,
         "max_image_pixels": 1234,

@@ -207,6 +207,7 @@ def builds_in_a_row(
 
 def test_old_builds_are_pruned(client, bucket, embedder, monkeypatch) -> None:
     monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "2")
+    monkeypatch.setenv("IMAGE_SEARCH_PRUNE_GRACE_SECONDS", "0")  # prune at once
     get_settings.cache_clear()
     ids = builds_in_a_row(client, bucket, embedder, 3)
     keys = [o["Key"] for o in s3.list_objects(client, bucket=bucket, prefix="index/builds/")]

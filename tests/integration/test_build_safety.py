@@ -123,6 +123,7 @@ def test_pruning_deletes_only_build_folders_it_wrote(client, bucket, embedder, m
     }
     populate(client, bucket, mine)
     monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "1")
+    monkeypatch.setenv("IMAGE_SEARCH_PRUNE_GRACE_SECONDS", "0")  # prune at once
     get_settings.cache_clear()
     ids = builds_in_a_row(client, bucket, embedder, 3)
     left = keys_under(client, bucket, "index/builds/")
@@ -232,6 +233,7 @@ def test_a_stale_pointer_is_never_replaced_nor_its_build_pruned(
     client, bucket, embedder, monkeypatch
 ) -> None:
     monkeypatch.setenv("IMAGE_SEARCH_KEEP_BUILDS", "1")
+    monkeypatch.setenv("IMAGE_SEARCH_PRUNE_GRACE_SECONDS", "0")  # prune at once
     get_settings.cache_clear()
     populate(client, bucket, images(3))
     build(client, embedder)

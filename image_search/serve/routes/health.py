@@ -15,7 +15,7 @@ router = APIRouter()  # open: no API key
 def health(service: ServiceDep) -> Health:
     """200 with the serving build when an index is loaded (and why a newer one is not, if so),
     503 with the reason when none is."""
-    meta = service.current().metadata
+    meta = service.checked().metadata
     embedder = service.embedder
     return Health(
         build_id=meta.build_id,
