@@ -194,3 +194,20 @@ def test_the_page_is_served_without_the_api_key_under_the_prefix(api_env):  # ty
     assert http.get("/v1/static/..%2Fapi.py").status_code == 404
     assert http.get("/v1/static/page.py").status_code == 404
     assert http.post("/v1/image_search/search", json={"query": "cat"}).status_code == 401
+
+
+def test_the_readme_examples_name_the_demo_s_own_photos() -> None:
+    """The API examples in the README can be pasted against `make demo`: every key, s3:// path
+    and uploaded file they name is one of the sample photos."""
+    readme = (ROOT / "README.md").read_text()
+    api = readme[readme.index("<!-- section: api -->") : readme.index("<!-- end: api -->")]
+    keys = re.findall(r'"key": "([^"]+)"', api)
+    keys += re.findall(r"s3://image-search-demo/([^\"'\s]+)", api)
+    files = re.findall(r"=@(\S+)", api)
+    assert keys and files
+    for key in keys:
+        assert (PHOTOS / key).is_file(), key
+    for name in files:
+        assert (ROOT / name).is_file() and PHOTOS in (ROOT / name).parents, name
+    assert "s3://my-images" not in api.split("```sh")[1]  # the examples' own bucket is the demo's
+    assert 'make demo ARGS="--port' in readme
