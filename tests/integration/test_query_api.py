@@ -236,3 +236,26 @@ def test_a_cursor_from_a_replaced_build_is_refused_with_what_to_do(
     answer = api.post("/image_search/query", json={**body, "cursor": cursor})
     assert answer.status_code == 409
     assert "without a cursor" in answer.json()["detail"]
+
+
+def test_one_text_part_answers_as_search_does(api_env) -> None:  # type: ignore[no-untyped-def]
+    api = make_api()
+    searched = api.post("/image_search/search", json={"query": "a kite", "k": 7, "folder": "*"})
+    queried = api.post("/image_search/query", json={"positive": [{"text": "a kite"}], "k": 7})
+    assert queried.status_code == searched.status_code == 200
+    assert queried.json()["results"] == searched.json()
+
+
+def test_min_score_ends_the_pages_where_the_scores_drop_below_it(api_env) -> None:  # type: ignore[no-untyped-def]
+    api = make_api()
+    body = {"positive": [{"key": "nature/astronaut.png"}], "k": 100}
+    scores = [hit["score"] for hit in api.post("/image_search/query", json=body).json()["results"]]
+    floor = scores[4]
+    answer = api.post("/image_search/query", json={**body, "k": 3, "min_score": floor}).json()
+    assert answer["next_cursor"]
+    rest = api.post(
+        "/image_search/query",
+        json={**body, "k": 3, "min_score": floor, "cursor": answer["next_cursor"]},
+    ).json()
+    assert [hit["score"] for hit in answer["results"] + rest["results"]] == scores[:5]
+    assert rest["next_cursor"] is None
