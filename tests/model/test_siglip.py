@@ -114,7 +114,7 @@ def test_the_torch_runtime_sends_siglip_to_its_export(siglip: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_siglip2_base_at_full_size_matches_torch(tmp_path: Path) -> None:
     """The real architecture's size (the ~1.1 GB text tower), random weights: the export's own
-    check holds it to 1e-4 of torch; here the vectors are compared again and the tokens."""
+    check holds it to 1e-4 of torch; here the vectors are compared again, texts and images."""
     from transformers import AutoModel, AutoProcessor
 
     model = save_tiny_siglip(tmp_path / "base", text=SIGLIP2_BASE_TEXT, vision=SIGLIP2_BASE_VISION)
