@@ -108,8 +108,8 @@ class OnnxEmbedder:
                     raise ModelLoadError(
                         f"cannot load the tokenizer in {directory}: {exc}"
                     ) from exc
-                # The manifest, not tokenizer.json, says how to truncate and pad, as ClipEmbedder
-                # does.
+                # The manifest, not tokenizer.json, says how to truncate and pad (the family's
+                # rule: CLIP to the longest text, SigLIP to a fixed length).
                 tokenizer.enable_truncation(max_length=manifest.max_text_tokens)
                 tokenizer.enable_padding(
                     pad_id=manifest.pad_id,
