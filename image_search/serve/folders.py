@@ -10,6 +10,7 @@ side: "a dog on a beach" names no folder ``a``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 GENERIC = frozenset(
@@ -60,7 +61,12 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words; ``_``, ``-``, spaces, punctuation and camelCase all separate words."""
+    """Lower-case words; ``_``, ``-``, spaces, punctuation and camelCase all separate words.
+
+    In NFC first: a decomposed "café" (e + a combining accent, which is not a word character)
+    would otherwise read as "cafe" and never meet the query's "café".
+    """
+    text = unicodedata.normalize("NFC", text)
     return [word.lower() for word in _WORD.findall(_CAMEL.sub(" ", text))]
 
 
