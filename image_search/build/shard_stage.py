@@ -2,8 +2,8 @@
 
 Idempotent: a shard whose result is already saved is not embedded again, so an interrupted
 build resumes from its finished shards, whichever engine runs it. A saved result is checked first
-(build/shard_check.py, against this model's width): one that does not match its shard is deleted
-and the shard embedded again, in the same run.
+(build/shard_check.py, against this model's width): one that does not match its shard is embedded
+again in the same run, and the new result replaces it.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ def embed_shard(
     progress: Callable[[int], None] | None = None,
 ) -> ShardOutcome:
     """Embed ``shard`` unless its result exists; either way, return its result."""
-    done = _saved(where, shard, embedder=embedder)
-    if done is not None:
+    saved = _saved(where, shard, embedder=embedder)
+    if saved.result is not None:
         if progress is not None:
             progress(len(shard.objects))
-        return ShardOutcome(result=done, embedded=0, resumed=True)
+        return ShardOutcome(result=saved.result, embedded=0, resumed=True)
 
     started = time.monotonic()
     embedded: list[s3.S3Object] = []
@@ -92,6 +92,8 @@ def embed_shard(
             seconds=round(time.monotonic() - started, 3),
         ),
         vectors=vectors.astype(np.float32, copy=False),
+        # Overwritten rather than deleted first: a shard may only write its folder (template.yaml).
+        replace=saved.refused,
     )
     LOG.info(
         "shard %s: %d embedded, %d skipped in %.1f s",
@@ -103,20 +105,22 @@ def embed_shard(
     return ShardOutcome(result=result, embedded=len(embedded), resumed=False)
 
 
-def _saved(where: IndexLocation, shard: Shard, *, embedder: Embedder) -> work.ShardResult | None:
-    """The shard's saved result if it is one this model made for this shard; a result that is
-    not is deleted (else create-once would keep it over the new one)."""
+def _saved(where: IndexLocation, shard: Shard, *, embedder: Embedder) -> _Saved:
+    """The shard's saved result, if any, and whether it is one this model made for this shard."""
     try:
         done = work.load_result(where, shard_id=shard.shard_id)
         if done is None:
-            return None
+            return _Saved(None, refused=False)
         check_result(where, shard, done, model=embedder.identity, dim=embedder.dim)
     except (BadResultError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         LOG.warning(
             "shard %s: its saved result is refused (%s); embedding it again", shard.shard_id, exc
         )
-        s3.delete_keys(
-            where.client, bucket=where.bucket, keys=[where.shard_result_key(shard.shard_id)]
-        )
-        return None
-    return done
+        return _Saved(None, refused=True)
+    return _Saved(done, refused=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    result: work.ShardResult | None  # a result that checks out
+    refused: bool  # a result is saved but does not: the new one replaces it

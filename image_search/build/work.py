@@ -93,12 +93,15 @@ def load_result(where: IndexLocation, *, shard_id: str) -> ShardResult | None:
     return None if data is None else ShardResult.model_validate_json(data)
 
 
-def save_result(where: IndexLocation, *, result: ShardResult, vectors: Vectors) -> ShardResult:
-    """Store one shard's vectors, then its result; the result that got there first wins.
+def save_result(
+    where: IndexLocation, *, result: ShardResult, vectors: Vectors, replace: bool = False
+) -> ShardResult:
+    """Store one shard's vectors, then its result; the result that got there first wins, unless
+    ``replace`` (the saved one was refused by ``shard_check``).
 
     Each attempt writes its own vectors file and the result names it, so two attempts racing on
     one shard (a retry while the first is still running) can never pair one attempt's result with
-    the other's vectors.
+    the other's vectors, whichever result stays.
     """
     folder = where.shard_folder(result.shard_id)
     result = result.model_copy(
@@ -114,6 +117,9 @@ def save_result(where: IndexLocation, *, result: ShardResult, vectors: Vectors) 
         content_type="application/octet-stream",
     )
     key = folder + "result.json"
+    if replace:
+        _put_json(where, key, result)
+        return result
     if s3.create(
         where.client, bucket=where.bucket, key=key, data=_dumps(result), content_type=JSON
     ):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
 from image_search.artefacts.loader import load_vectors, read_pointer
 from image_search.artefacts.location import IndexLocation
@@ -52,8 +53,38 @@ def plan_and_embed(client: s3.S3Client, embedder) -> PlannedBuild:  # type: igno
     where, options = where_and_options(client)
     planned = plan_build(where, options, model=embedder.identity)
     assert len(planned.shards) > 1
-    embed_all(where, options, planned, embedder)
+    embed_all(as_shard_function(where), options, planned, embedder)
     return planned
+
+
+class ShardRole:
+    """A real client with the shard function's S3 permissions (template.yaml): it reads the
+    bucket and writes only under the shards' folder; it deletes nothing."""
+
+    def __init__(self, client: s3.S3Client) -> None:
+        self._client = client
+
+    def put_object(self, **request: object) -> object:
+        if not str(request["Key"]).startswith("index/work/build/shards/"):
+            raise denied("PutObject")
+        return self._client.put_object(**request)
+
+    def delete_object(self, **request: object) -> object:
+        raise denied("DeleteObject")
+
+    def delete_objects(self, **request: object) -> object:
+        raise denied("DeleteObjects")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+def denied(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, operation)
+
+
+def as_shard_function(where: IndexLocation) -> IndexLocation:
+    return IndexLocation(ShardRole(where.client), where.bucket, where.prefix)
 
 
 def merge(client: s3.S3Client, planned: PlannedBuild) -> BuildReport:
@@ -244,18 +275,20 @@ def test_a_poisoned_shard_only_leaves_its_own_images_out_for_one_build(
 def test_a_result_poisoned_before_its_shard_runs_is_embedded_again_in_the_same_run(
     client, stage_env, embedder
 ) -> None:
-    """A result left by an earlier, interrupted run is checked when the shard stage finds it."""
+    """A result left by an earlier, interrupted run is checked when the shard stage finds it,
+    with no more S3 permissions than a shard function has."""
     bucket = stage_env
     interrupted = plan_and_embed(client, embedder)  # never merged
-    victim = interrupted.shards[0].shard_id
-    a_nan_row(client, bucket, read_result(client, bucket, victim))
+    victim = interrupted.shards[0]
+    a_nan_row(client, bucket, read_result(client, bucket, victim.shard_id))
 
-    report = build(client, embedder)
+    where, options = where_and_options(client)
+    planned = plan_build(where, options, model=embedder.identity)
+    embed_all(as_shard_function(where), options, planned, embedder)
+    report = merge_build(where, options, planned.plan)
 
     assert report.published and report.count == 12 and report.skipped == []
-    assert report.embedded == len(interrupted.shards[0].objects) and report.resumed == 12 - len(
-        interrupted.shards[0].objects
-    )
+    assert (report.embedded, report.resumed) == (len(victim.objects), 12 - len(victim.objects))
     assert_published_honestly(client, bucket, embedder, keys=set(stage_keys(interrupted)))
 
 
