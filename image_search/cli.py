@@ -159,7 +159,7 @@ def run_rollback(*, build_id: str | None, bucket: str | None) -> int:
         return fail(settings_problem(exc))
     where = IndexLocation(s3.make_client(), settings.bucket, settings.index_prefix)
     try:
-        done = rollback(where, build_id=build_id)
+        done = rollback(where, build_id=build_id, prune_grace_seconds=settings.prune_grace_seconds)
     except ImageSearchError as exc:
         return fail(str(exc))
     print(done.line())

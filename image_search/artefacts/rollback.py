@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from image_search.artefacts.loader import load_build
 from image_search.artefacts.location import BUILD_ID, IndexLocation, beside, is_build_id
 from image_search.artefacts.manifest import CATALOG_FILE, RERANK_FILE, Pointer
+from image_search.artefacts.publish import recently_superseded
 from image_search.errors import ImageSearchError, IndexNotReadyError, PublishConflictError
 from image_search.storage import lease, s3
 
@@ -41,10 +42,13 @@ class RolledBack:
         return f"current.json now names build {self.after} ({self.count} images), was {self.before}"
 
 
-def rollback(where: IndexLocation, *, build_id: str | None = None) -> RolledBack:
+def rollback(
+    where: IndexLocation, *, build_id: str | None = None, prune_grace_seconds: float = 0.0
+) -> RolledBack:
     """Point ``current.json`` at ``build_id`` (default: the newest kept build before the current
     one), once its files load; raises ``RollbackError``, ``BuildRunningError`` or
-    ``PublishConflictError`` with what to do."""
+    ``PublishConflictError`` with what to do. The build it replaces is recorded as superseded,
+    as a publish does, so pruning spares it while servers may still read it."""
     if build_id is not None and not is_build_id(build_id):
         raise RollbackError(f"{build_id!r} is not a build id (like {BUILD_ID.pattern})")
     with lease.held(where.client, bucket=where.bucket, key=where.lease_key, seconds=LEASE_SECONDS):
@@ -60,6 +64,8 @@ def rollback(where: IndexLocation, *, build_id: str | None = None) -> RolledBack
         if target not in kept:
             raise RollbackError(f"build {target} is not kept under {where.builds_prefix}")
         pointer = _pointer(where, target, files=kept[target])
+        recent = recently_superseded(current, by=target, grace_seconds=prune_grace_seconds)
+        pointer = pointer.model_copy(update={"superseded": recent or None})
         with tempfile.TemporaryDirectory(prefix="image-search-rollback-") as scratch:
             try:
                 loaded = load_build(where, pointer=pointer, cache_dir=Path(scratch))
@@ -77,7 +83,7 @@ def rollback(where: IndexLocation, *, build_id: str | None = None) -> RolledBack
             where.client,
             bucket=where.bucket,
             key=where.pointer_key,
-            data=pointer.model_dump_json().encode(),
+            data=pointer.document(),
             content_type="application/json",
             etag=etag,
         )

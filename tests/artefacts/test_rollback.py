@@ -57,13 +57,15 @@ def named(where: IndexLocation) -> str:
 
 def test_the_default_is_the_previous_build_and_it_serves(where: IndexLocation, tmp_path) -> None:
     first, second, third = publish_builds(where, 3)
-    done = rollback(where)
+    done = rollback(where, prune_grace_seconds=600)
     assert (done.before, done.after, done.count) == (third, second, 2)
     assert done.line() == f"current.json now names build {second} (2 images), was {third}"
     pointer = read_pointer(where)
     assert pointer is not None and pointer.catalog_key is not None
+    # Servers still on the third build until their next refresh: pruning spares it a while.
+    assert pointer.superseded is not None and list(pointer.superseded) == [third]
     assert pointer == where.pointer_for(second).model_copy(
-        update={"catalog_key": pointer.catalog_key}
+        update={"catalog_key": pointer.catalog_key, "superseded": pointer.superseded}
     )
     loaded = load_build(where, pointer=pointer, cache_dir=tmp_path)
     assert list(loaded.metadata.keys) == ["f0/000.jpg", "f1/001.jpg"]
