@@ -367,7 +367,7 @@ def test_a_build_in_a_newer_format_stops_an_older_builder(
     with pytest.raises(NewerFormatError, match=f"{document} of build {first.build_id} has sch"):
         build(client, embedder)
     assert json.loads(read(client, bucket, "index/current.json")) == (
-        newer if document == "current.json" else json.loads(pointer.model_dump_json())
+        newer if document == "current.json" else json.loads(pointer.document())
     )
 
 
