@@ -55,6 +55,19 @@ def read_pointer(where: IndexLocation) -> Pointer | None:
     return None if data is None else Pointer.model_validate_json(data)
 
 
+def write_pointer(where: IndexLocation, pointer: Pointer, *, etag: str | None) -> str | None:
+    """Point ``current.json`` at ``pointer`` only if it is still the one with ``etag`` (None: only
+    if there is none yet); its new ETag, or None when another writer got there first."""
+    return s3.put_if(
+        where.client,
+        bucket=where.bucket,
+        key=where.pointer_key,
+        data=pointer.document(),
+        content_type="application/json",
+        etag=etag,
+    )
+
+
 def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> LoadedBuild:
     """The build ``pointer`` names, from the local cache when this process fetched it before.
 

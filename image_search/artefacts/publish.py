@@ -9,7 +9,7 @@ import numpy as np
 
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
 from image_search.artefacts.catalog import Catalog
-from image_search.artefacts.loader import read_pointer
+from image_search.artefacts.loader import read_pointer, write_pointer
 from image_search.artefacts.location import IndexLocation, beside
 from image_search.artefacts.manifest import (
     CATALOG_FILE,
@@ -91,14 +91,7 @@ def publish(
         _named(where), by=metadata.build_id, grace_seconds=prune_grace_seconds
     )
     pointer = pointer.model_copy(update={"superseded": recent or None})
-    replaced = s3.put_if(
-        where.client,
-        bucket=where.bucket,
-        key=where.pointer_key,
-        data=pointer.document(),
-        content_type="application/json",
-        etag=pointer_etag,
-    )
+    replaced = write_pointer(where, pointer, etag=pointer_etag)
     if replaced is None and _named(where) != pointer:
         s3.delete_keys(where.client, bucket=where.bucket, keys=files)  # ours, never published
         raise PublishConflictError(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from image_search.artefacts.loader import load_build
+from image_search.artefacts.loader import load_build, write_pointer
 from image_search.artefacts.location import BUILD_ID, IndexLocation, beside, is_build_id
 from image_search.artefacts.manifest import CATALOG_FILE, RERANK_FILE, Pointer
 from image_search.artefacts.publish import recently_superseded
@@ -79,14 +79,7 @@ def rollback(
             # once the index is collected.
             del loaded
             gc.collect()
-        written = s3.put_if(
-            where.client,
-            bucket=where.bucket,
-            key=where.pointer_key,
-            data=pointer.document(),
-            content_type="application/json",
-            etag=etag,
-        )
+        written = write_pointer(where, pointer, etag=etag)
         if written is None:
             raise PublishConflictError(
                 f"{where.pointer_key} changed while rolling back (a build published): nothing "

@@ -18,20 +18,24 @@ def stored_owner(client: s3.S3Client, bucket: str) -> str | None:
     return None if found is None else lease.LeaseRecord.model_validate_json(found[0]).owner
 
 
+def store(client: s3.S3Client, bucket: str, record: lease.LeaseRecord, *, etag: str) -> bool:
+    """Write ``record`` as the lease, as another request would (If-Match on ``etag``)."""
+    data = record.model_dump_json().encode()
+    return (
+        s3.put_if(
+            client, bucket=bucket, key=KEY, data=data, content_type="application/json", etag=etag
+        )
+        is not None
+    )
+
+
 def test_a_renewal_whose_answer_was_lost_keeps_the_lease(client, bucket) -> None:
     """S3 stored a renewal but its answer was lost; botocore's retry of the conditional PUT then
     gets 412 against our own new ETag. That is not another builder taking the lease over."""
     held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
     later = held.record.expires_at + timedelta(minutes=1)
     stored = held.record.model_copy(update={"expires_at": later})  # new bytes: a new ETag
-    assert s3.put_if(
-        client,
-        bucket=bucket,
-        key=KEY,
-        data=stored.model_dump_json().encode(),
-        content_type="application/json",
-        etag=held.etag,
-    )  # the first attempt, stored; the answer never reached us
+    assert store(client, bucket, stored, etag=held.etag)  # stored; its answer never came
     assert held.renew() is True and not held.lost
     with pytest.raises(BuildRunningError):
         lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
@@ -42,14 +46,7 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lease(client, bucket) -> None
 def test_a_lease_taken_over_is_lost_and_never_released_by_the_old_holder(client, bucket) -> None:
     held = lease.acquire(client, bucket=bucket, key=KEY, seconds=600)
     thief = held.record.model_copy(update={"owner": "another-build"})
-    assert s3.put_if(
-        client,
-        bucket=bucket,
-        key=KEY,
-        data=thief.model_dump_json().encode(),
-        content_type="application/json",
-        etag=held.etag,
-    )
+    assert store(client, bucket, thief, etag=held.etag)
     assert held.renew() is False and held.lost
     held.release()
     assert stored_owner(client, bucket) == "another-build"
