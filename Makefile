@@ -24,7 +24,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy image_search handler.py
+	$(BIN)/mypy image_search handler.py bench
 
 format: $(STAMP)
 	$(BIN)/ruff format .

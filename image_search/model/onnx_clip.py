@@ -51,7 +51,7 @@ class OnnxEmbedder:
         # leave no core shared: more would oversubscribe the cores, as the torch embedder's lock
         # also prevents. A Lambda instance serves one request at a time, so latency decides:
         # every core on each call gave a 62 ms image p50 against 105 ms with one thread (ViT-B/32,
-        # 2 cores); with 4 callers on 2 busy cores (bench.runtimes) it also gave the most
+        # 2 cores); with 4 callers on 2 busy cores (bench.sections.runtimes) it also gave the most
         # images/s (5.7 against 4.9 for one thread per call, two calls at once).
         self.threads = threads or usable_cores()
         self._runs = threading.BoundedSemaphore(max(1, usable_cores() // self.threads))
