@@ -158,12 +158,6 @@ def test_nothing_is_published_when_the_build_it_started_from_is_gone(where, opti
     assert read_pointer(where) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with only images known to be undecodable left, the plan saves a plan of no "
-    "shards and the merge says 'none of the 0 images could be decoded', leaving the plan's work "
-    "files behind",
-)
 def test_a_bucket_of_only_known_broken_images_is_an_error_that_counts_them(
     where, options, put
 ) -> None:
