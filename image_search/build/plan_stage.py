@@ -70,14 +70,14 @@ def plan_listing(
         raise NoImagesError(f"no images found in s3://{where.bucket}/ ({folders})")
     last = read_previous(where)
     plan = diff(objects, last, model=model, full=full)
-    if not plan.todo and not plan.reused:
+    reused = plan.reused
+    if not plan.todo and not reused:
         # Every listed image is one the last build found undecodable and is unchanged: there is
         # nothing to embed or reuse, so no plan is saved for a merge that could only fail.
         raise NoImagesError(
             f"none of the {len(plan.still_broken)} images in s3://{where.bucket}/ could be "
             "decoded (they stay skipped until they change; --full tries them again)"
         )
-    reused = plan.reused
     saved = work.BuildPlan(
         plan_id=work.new_plan_id(),
         model=model,

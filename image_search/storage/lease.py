@@ -149,11 +149,10 @@ def acquire(
         etag = _write(client, bucket=bucket, key=key, record=record, etag=None)
         if etag is not None:
             return Lease(client, bucket=bucket, key=key, record=record, etag=etag)
-        found = s3.get_tagged(client, bucket=bucket, key=key)
+        found = _read(client, bucket=bucket, key=key)
         if found is None:
             continue
-        data, found_etag = found
-        holder = _parse(data)
+        holder, found_etag = found
         if holder is not None and holder.owner == record.owner:
             # botocore retried our create after S3 had already stored it.
             return Lease(client, bucket=bucket, key=key, record=record, etag=found_etag)
@@ -192,11 +191,10 @@ def release_owned(client: s3.S3Client, *, bucket: str, key: str, owner: str) -> 
     """Delete the lease if ``owner`` holds it (If-Match on the ETag just read, so a lease taken
     over meanwhile is never deleted); True when it was ours, or is gone already."""
     for _ in range(3):  # our own renewal may move the ETag between the read and the delete
-        found = s3.get_tagged(client, bucket=bucket, key=key)
+        found = _read(client, bucket=bucket, key=key)
         if found is None:
             return True
-        data, etag = found
-        holder = _parse(data)
+        holder, etag = found
         if holder is None or holder.owner != owner:
             return False
         if s3.delete_if(client, bucket=bucket, key=key, etag=etag):
@@ -206,11 +204,10 @@ def release_owned(client: s3.S3Client, *, bucket: str, key: str, owner: str) -> 
 
 def _read_owned(client: s3.S3Client, *, bucket: str, key: str, owner: str) -> str | None:
     """The lease's ETag when ``owner`` holds it, else None."""
-    found = s3.get_tagged(client, bucket=bucket, key=key)
+    found = _read(client, bucket=bucket, key=key)
     if found is None:
         return None
-    data, etag = found
-    holder = _parse(data)
+    holder, etag = found
     return etag if holder is not None and holder.owner == owner else None
 
 
@@ -236,11 +233,16 @@ def _write(
     )
 
 
-def _parse(data: bytes) -> LeaseRecord | None:
-    try:
-        return LeaseRecord.model_validate_json(data)
-    except ValidationError:
+def _read(client: s3.S3Client, *, bucket: str, key: str) -> tuple[LeaseRecord | None, str] | None:
+    """The lease object's record (None when unreadable) and ETag; None when there is none."""
+    found = s3.get_tagged(client, bucket=bucket, key=key)
+    if found is None:
         return None
+    data, etag = found
+    try:
+        return LeaseRecord.model_validate_json(data), etag
+    except ValidationError:
+        return None, etag
 
 
 def _now() -> datetime:
