@@ -168,12 +168,8 @@ class OnnxEmbedder:
         more tokens than the model's positions, or another width, would otherwise load and then
         fail long queries (500s) or publish an index this deployment refuses."""
         longest = tower.tokenizer.encode("a " * (4 * manifest.max_text_tokens))
-        feeds = {
-            "input_ids": np.array([longest.ids], dtype=np.int64),
-            "attention_mask": np.array([longest.attention_mask], dtype=np.int64),
-        }
         try:
-            (features,) = tower.session.run(None, {name: feeds[name] for name in tower.inputs})
+            (features,) = tower.session.run(None, tower.feeds([longest]))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(
                 f"the text model in {directory} does not take {len(longest.ids)} tokens "
@@ -215,12 +211,7 @@ class OnnxEmbedder:
         parts = []
         for start in range(0, len(texts), self.batch_size):
             encodings = tower.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
-            feeds = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            }
-            # What the graph takes: SigLIP's text tower has no mask input.
-            parts.append(self._run(tower.session, {name: feeds[name] for name in tower.inputs}))
+            parts.append(self._run(tower.session, tower.feeds(encodings)))
         return self._stack(parts)
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
@@ -262,6 +253,14 @@ class _TextTower:
     session: Any
     tokenizer: Any
     inputs: tuple[str, ...]
+
+    def feeds(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The graph's inputs for tokenised texts (SigLIP's text tower takes no mask)."""
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        return {name: feeds[name] for name in self.inputs}
 
 
 @dataclass(frozen=True, slots=True)
