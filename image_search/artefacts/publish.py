@@ -21,7 +21,7 @@ from image_search.artefacts.manifest import (
 from image_search.artefacts.prune import prune
 from image_search.errors import PublishConflictError
 from image_search.index import ivf_pq
-from image_search.index.search_index import Parts, SearchIndex
+from image_search.index.search_index import Parts, SearchIndex, npy_parts
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
 
@@ -71,7 +71,7 @@ def publish(
     files += [beside(catalog_key, name) for name in CATALOG_FILES]
     if metadata.duplicates is not None:  # uploaded by the build beforehand
         files.append(metadata.duplicates.key)
-    put(pointer.embeddings_key, ivf_pq.npy_parts(np.ascontiguousarray(vectors, dtype=np.float32)))
+    put(pointer.embeddings_key, npy_parts(np.ascontiguousarray(vectors, dtype=np.float32)))
     put(pointer.index_key, [index.serialised().data])
     sidecars = index.sidecars()
     for name in sidecars:

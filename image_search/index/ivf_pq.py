@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import faiss
 import numpy as np
-import numpy.typing as npt
 
 from image_search.index import rerank
 from image_search.index.kinds import FaissIndex, scan_lists_in_parallel
-from image_search.index.search_index import Allowed, Hits, Parts, allowed_ids, top
+from image_search.index.search_index import Allowed, Hits, Parts, allowed_ids, npy_parts, top
 from image_search.model.vectors import Vectors
 
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
@@ -64,10 +62,3 @@ class IvfPqIndex(FaissIndex):
         layout = io.BytesIO()
         rerank.save_layout(self.rerank.layout, layout, codes_offset=len(codes[0]))
         return {CODES: codes, LAYOUT: [layout.getvalue()]}
-
-
-def npy_parts(array: npt.NDArray[Any]) -> Parts:
-    """A ``.npy`` file as its header and the array's own memory (no copy of the data)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    return [header.getvalue(), np.ascontiguousarray(array).data.cast("B")]

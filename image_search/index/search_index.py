@@ -7,6 +7,7 @@ sorted array of row ids (any set: filters, tombstones, combined scopes).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,3 +120,10 @@ def top(ids: npt.NDArray[np.integer], scores: npt.NDArray[np.floating], k: int) 
 def hits(ids: npt.NDArray[np.integer], scores: npt.NDArray[np.floating]) -> Hits:
     found = ids >= 0  # FAISS pads with -1 when fewer than k rows qualify
     return Hits([int(i) for i in ids[found]], [float(s) for s in scores[found]])
+
+
+def npy_parts(array: npt.NDArray[Any]) -> Parts:
+    """A ``.npy`` file as its header and the array's own memory (no copy of the data)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return [header.getvalue(), np.ascontiguousarray(array).data.cast("B")]
