@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from image_search.storage.s3 import S3Client
 
 LOG = logging.getLogger("image_search")
+# How long ``serve`` keeps an idle connection open. It must outlast the idle timeout of whatever
+# holds connections to it (an ALB's is 60 s; httpx's pool keeps one 5 s, uvicorn's default): when
+# both are equal, a client can send a request on a connection the server is closing that very
+# instant, and the request fails with a reset instead of an answer.
+KEEP_ALIVE_SECONDS = 75
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,5 +244,5 @@ def run_serve(*, host: str, port: int) -> int:
         return fail(settings_problem(exc, flags=False))
     app = create_app()
     get_service().warm()
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(app, host=host, port=port, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     return 0

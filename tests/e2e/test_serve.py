@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import httpx
 
+from image_search.cli import KEEP_ALIVE_SECONDS
 from tests.support.factories import free_port
 from tests.support.paths import ROOT
 
@@ -38,7 +40,29 @@ def test_serve_answers_searches_over_http(api_env, indexed_bucket) -> None:
         )
         assert response.status_code == 200
         assert len(response.json()) == 4 and response.headers["x-image-search-folders"] == "nature"
+        assert_idle_connection_kept(port)
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
+
+
+# Longer than the keep-alive of httpx's pool and of uvicorn's default (5 s each).
+IDLE_SECONDS = 6.0
+
+
+def assert_idle_connection_kept(port: int) -> None:
+    """A connection left idle longer than a client's pool keeps one still answers: had the
+    server closed it at the same moment, a request sent on it would fail (cli.py says why)."""
+    assert KEEP_ALIVE_SECONDS > IDLE_SECONDS
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/health")
+        assert connection.getresponse().read()
+        time.sleep(IDLE_SECONDS)
+        # The same socket (http.client reconnects only when it knows the old one is gone): on a
+        # connection the server has closed, this raises RemoteDisconnected.
+        connection.request("GET", "/health")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
