@@ -55,6 +55,12 @@ def read_pointer(where: IndexLocation) -> Pointer | None:
     return None if data is None else Pointer.model_validate_json(data)
 
 
+def read_tagged_pointer(where: IndexLocation) -> tuple[Pointer, str] | None:
+    """The current pointer and its ETag (for a write with If-Match), or None when absent."""
+    tagged = s3.get_tagged(where.client, bucket=where.bucket, key=where.pointer_key)
+    return None if tagged is None else (Pointer.model_validate_json(tagged[0]), tagged[1])
+
+
 def write_pointer(where: IndexLocation, pointer: Pointer, *, etag: str | None) -> str | None:
     """Point ``current.json`` at ``pointer`` only if it is still the one with ``etag`` (None: only
     if there is none yet); its new ETag, or None when another writer got there first."""

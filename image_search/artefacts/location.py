@@ -6,6 +6,7 @@
     <prefix>builds/<build_id>/image_faiss_index.bin, image_metadata.json, embeddings.npy,
                               catalog.json, keys.bin, key_offsets.npy, key_order.npy,
                               rerank.npz, rerank_codes.npy (ivf-pq), duplicates.json
+    <prefix>segments/<segment_id>/vectors.npy, segment.json   a delta on a build (segments.py)
     <prefix>work/build/plans/<plan_id>/plan.json, shards.json   an unfinished build's plan
     <prefix>work/build/shards/<shard_id>/input.json, result.json, vectors-*.npy
     <prefix>work/build-lease.json held by the one build running (storage/lease.py)
@@ -27,6 +28,8 @@ from image_search.artefacts.manifest import (
     INDEX_FILE,
     METADATA_FILE,
     POINTER_FILE,
+    SEGMENT_FILE,
+    SEGMENT_VECTORS_FILE,
     Pointer,
 )
 from image_search.errors import IndexMismatchError
@@ -44,6 +47,12 @@ def new_build_id() -> str:
 
 def is_build_id(name: str) -> bool:
     return BUILD_ID.fullmatch(name) is not None
+
+
+# A segment id has a build id's shape: sortable by time, and validated the same way before a key
+# or a local path is made from it (the pointer, i.e. S3, names it).
+new_segment_id = new_build_id
+is_segment_id = is_build_id
 
 
 def local_folder(cache_dir: Path, build_id: str) -> Path:
@@ -102,6 +111,24 @@ class IndexLocation:
 
     def duplicates_key(self, build_id: str) -> str:
         return self.build_folder(build_id) + DUPLICATES_FILE
+
+    # ---- segments: adds and deletes published between builds ----------------------------------
+
+    @property
+    def segments_prefix(self) -> str:
+        return f"{self.prefix}segments/"
+
+    def segment_folder(self, segment_id: str) -> str:
+        if not is_segment_id(segment_id):
+            raise IndexMismatchError(f"refusing segment id {segment_id!r}: not a segment id")
+        return f"{self.segments_prefix}{segment_id}/"
+
+    def segment_key(self, segment_id: str) -> str:
+        """``segment.json``: written after the vectors, before the pointer names it."""
+        return self.segment_folder(segment_id) + SEGMENT_FILE
+
+    def segment_vectors_key(self, segment_id: str) -> str:
+        return self.segment_folder(segment_id) + SEGMENT_VECTORS_FILE
 
     # ---- a build in progress -----------------------------------------------------------------
 

@@ -15,6 +15,9 @@ INDEX_FILE = "image_faiss_index.bin"
 METADATA_FILE = "image_metadata.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 POINTER_FILE = "current.json"
+# A segment's files (artefacts/segments.py).
+SEGMENT_FILE = "segment.json"
+SEGMENT_VECTORS_FILE = "vectors.npy"
 # The items again, in a form read without a Python object per item (artefacts/catalog.py).
 CATALOG_FILE = "catalog.json"
 KEYS_FILE = "keys.bin"
@@ -137,6 +140,15 @@ class Metadata(BuildHeader):
             )
 
 
+class SegmentRef(BaseModel):
+    """A segment the pointer applies on its build: where its document is, and its sizes."""
+
+    segment_id: str
+    key: str
+    adds: int = Field(ge=0)
+    deletes: int = Field(ge=0)
+
+
 class Pointer(Versioned):
     """``current.json``: which build readers should use. Written last when publishing."""
 
@@ -155,11 +167,15 @@ class Pointer(Versioned):
     # (build id → time): servers may still be reading its files, so pruning spares it. Absent
     # (not null) when there is none, so such a pointer reads as before the field existed.
     superseded: dict[str, datetime] | None = None
+    # The segments applied on the build, in the order they apply (artefacts/segments.py). Absent
+    # (not null) when there is none. A reader that predates them serves the build alone: the
+    # index as it was when built, what every version served before segments.
+    segments: list[SegmentRef] | None = None
 
     def document(self) -> bytes:
         """``current.json``'s bytes."""
-        unset = {"superseded"} if self.superseded is None else None
-        return self.model_dump_json(exclude=unset).encode()
+        unset = {name for name in ("superseded", "segments") if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset or None).encode()
 
 
 def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:

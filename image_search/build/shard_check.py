@@ -18,21 +18,11 @@ from one build and embedded by the next, never published under another image's k
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-
+from image_search.artefacts import vector_file
 from image_search.artefacts.location import IndexLocation
 from image_search.build import work
 from image_search.build.shards import Shard, shard_id
 from image_search.model.vectors import Vectors
-from image_search.storage import s3
-
-# float32 normalisation leaves |norm - 1| near 1e-7; uninitialised or hand-made rows miss by far.
-NORM_TOLERANCE = 1e-3
-# Wider than any CLIP-family model: it only bounds what a vectors file may make the merge download.
-MAX_DIM = 8192
-NPY_HEADER_BYTES = 4096
 
 
 class BadResultError(ValueError):
@@ -79,38 +69,17 @@ def _load(where: IndexLocation, result: work.ShardResult) -> Vectors:
     name = result.vectors_key.removeprefix(folder)
     if not result.vectors_key.startswith(folder) or "/" in name or not name.endswith(".npy"):
         raise BadResultError(f"its vectors file {result.vectors_key!r} is not in its folder")
-    limit = len(result.rows) * MAX_DIM * 4 + NPY_HEADER_BYTES
     try:
-        data, size = s3.get_range(
-            where.client, bucket=where.bucket, key=result.vectors_key, start=0, end=limit + 1
+        vectors, _ = vector_file.read_npy(
+            where.client, bucket=where.bucket, key=result.vectors_key, rows=len(result.rows)
         )
-    except Exception as exc:
-        if s3.is_missing(exc):
-            raise BadResultError("its vectors file is missing") from exc
-        raise  # S3 unavailable: the stage fails and is retried, nothing is concluded
-    if size > limit:
-        raise BadResultError(f"its vectors file has {size} bytes, more than {limit}")
-    try:
-        vectors = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # numpy raises whatever its parsers meet: ValueError, EOFError, …
-        raise BadResultError(f"its vectors file is unreadable ({type(exc).__name__})") from exc
-    if not isinstance(vectors, np.ndarray) or vectors.dtype.kind != "f":
-        raise BadResultError("its vectors file holds no float array")
-    return vectors.astype(np.float32, copy=False)
+    except vector_file.BadVectorsError as exc:
+        raise BadResultError(str(exc)) from exc
+    return vectors
 
 
 def _check_vectors(vectors: Vectors, *, rows: int, dim: int | None) -> None:
-    if not rows:
-        return  # every image skipped: the shape of nothing does not matter
-    if (
-        vectors.ndim != 2
-        or vectors.shape[0] != rows
-        or (dim is not None and vectors.shape[1] != dim)
-    ):
-        raise BadResultError(
-            f"its vectors have shape {vectors.shape}, not ({rows}, {dim or 'the build width'})"
-        )
-    if not np.isfinite(vectors).all():
-        raise BadResultError("its vectors are not all finite")
-    if not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=NORM_TOLERANCE):
-        raise BadResultError("its vectors are not all of unit length")
+    try:
+        vector_file.check_vectors(vectors, rows=rows, dim=dim)
+    except vector_file.BadVectorsError as exc:
+        raise BadResultError(str(exc)) from exc
