@@ -7,7 +7,9 @@ Published next to ``image_metadata.json`` (which stays the complete contract) as
 - ``key_offsets.npy``: int64, ``count + 1`` offsets into ``keys.bin`` (key *i* is
   ``keys[offsets[i]:offsets[i + 1]]``);
 - ``key_order.npy``: the rows sorted by key (byte order, which for UTF-8 is code point order),
-  so a key's row is a binary search away.
+  so a key's row is a binary search away;
+- ``photos.npy``: one record of photo fields per row (artefacts/photos.py), the camera names in
+  ``catalog.json``; absent in builds published before photo fields (``Catalog.photos`` is None).
 
 ``catalog.json`` also records a checksum of each binary file. Loading maps the three binary
 files into memory and checks them (artefacts/integrity.py) in a few vectorised passes; after that
@@ -33,11 +35,13 @@ from image_search.artefacts.manifest import (
     KEY_OFFSETS_FILE,
     KEY_ORDER_FILE,
     KEYS_FILE,
+    PHOTOS_FILE,
     BuildHeader,
     CatalogHeader,
     DuplicatesRef,
     Metadata,
 )
+from image_search.artefacts.photos import Photo, PhotoColumns
 from image_search.index.prefixes import KeyOrder
 from image_search.storage import checksum
 
@@ -64,11 +68,14 @@ class Catalog:
         keys: Blob,
         offsets: npt.NDArray[np.int64],
         order: npt.NDArray[np.integer],
+        photos: PhotoColumns | None = None,
     ) -> None:
         self.header = header
         self._keys = keys
         self._offsets = offsets
         self._order = order
+        # None: the build was published before photo fields (or read none of them).
+        self.photos = photos
         spans = sorted((start, end, name) for name, (start, end) in header.folders.items())
         self._starts = [start for start, _, _ in spans]
         self._spans = spans
@@ -158,7 +165,17 @@ class Catalog:
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum([len(key) for key in keys], out=offsets[1:])
         order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=_order_dtype(keys))
-        catalog = cls(metadata.header(), keys=b"".join(keys), offsets=offsets, order=order)
+        photos = None
+        if any(item.photo is not None for item in metadata.items):
+            photos = PhotoColumns.of(
+                [
+                    None if item.photo is None else Photo.of_document(item.photo, size=item.size)
+                    for item in metadata.items
+                ]
+            )
+        catalog = cls(
+            metadata.header(), keys=b"".join(keys), offsets=offsets, order=order, photos=photos
+        )
         integrity.check_folders(catalog.header, rows=len(catalog), key=catalog.key)
         return catalog
 
@@ -169,11 +186,16 @@ class Catalog:
             KEY_OFFSETS_FILE: _npy(self._offsets),
             KEY_ORDER_FILE: _npy(self._order),
         }
+        if self.photos is not None:
+            binary[PHOTOS_FILE] = _npy(self.photos.array)
         header = CatalogHeader(
             **self.header.model_dump(include=set(BuildHeader.model_fields)),
             checksums={name: checksum.of_bytes(data) for name, data in binary.items()},
+            cameras=None if self.photos is None else list(self.photos.cameras),
         )
-        return {CATALOG_FILE: header.model_dump_json().encode(), **binary}
+        # No "cameras" at all without photos.npy: catalog.json stays as older builds wrote it.
+        unset = {"cameras"} if self.photos is None else None
+        return {CATALOG_FILE: header.model_dump_json(exclude=unset).encode(), **binary}
 
     @classmethod
     def open(cls, folder: Path, *, checksums: Mapping[str, str] | None = None) -> Catalog:
@@ -181,12 +203,20 @@ class Catalog:
         checked (artefacts/integrity.py); ``checksums``: of the binary files as downloaded, by
         name (computed from the files when not given). Raises ``DamagedCatalogError``."""
         header = CatalogHeader.model_validate_json((folder / CATALOG_FILE).read_bytes())
+        # A pointer written without photos_key (by a version before them) leaves the file out.
+        with_photos = header.cameras is not None and (folder / PHOTOS_FILE).is_file()
         if checksums is None:
-            checksums = {name: checksum.of_file(folder / name) for name in CHECKSUMMED}
+            names = (*CHECKSUMMED, PHOTOS_FILE) if with_photos else CHECKSUMMED
+            checksums = {name: checksum.of_file(folder / name) for name in names}
         verified = integrity.verify_checksums(header, checksums)
         try:
             offsets = np.load(folder / KEY_OFFSETS_FILE, mmap_mode="r", allow_pickle=False)
             order = np.load(folder / KEY_ORDER_FILE, mmap_mode="r", allow_pickle=False)
+            photos = (
+                np.load(folder / PHOTOS_FILE, mmap_mode="r", allow_pickle=False)
+                if with_photos
+                else None
+            )
         except ValueError as exc:  # not an .npy file, or cut short
             raise integrity.DamagedCatalogError(
                 f"build {header.build_id}: an array of the catalog is unreadable ({exc})"
@@ -199,7 +229,12 @@ class Catalog:
             order=order,
             full=not verified,
         )
-        catalog = cls(header, keys=keys, offsets=offsets, order=order)
+        columns = None
+        if photos is not None:
+            assert header.cameras is not None
+            integrity.check_photos(header, photos, cameras=header.cameras)
+            columns = PhotoColumns(photos, header.cameras)
+        catalog = cls(header, keys=keys, offsets=offsets, order=order, photos=columns)
         integrity.check_folders(header, rows=len(catalog), key=catalog.key)
         return catalog
 

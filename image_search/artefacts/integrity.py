@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from image_search.artefacts.manifest import BuildHeader, CatalogHeader
+from image_search.artefacts import photos as photo_format
+from image_search.artefacts.manifest import MAX_CAMERA, BuildHeader, CatalogHeader
 from image_search.errors import IndexMismatchError
 from image_search.storage import checksum
 from image_search.storage.s3 import folder_of
@@ -84,6 +85,32 @@ def check_arrays(
                 raise _damaged(header, "keys.bin is not sorted by key")
         if header.sorted_by != "key" and not _ascending_rows(keys, offsets, order):
             raise _damaged(header, "key_order.npy does not sort the keys")
+
+
+def check_photos(header: BuildHeader, array: np.ndarray, *, cameras: list[str]) -> None:
+    """``photos.npy`` holds one record per row of the published layout, naming only cameras
+    ``catalog.json`` lists, with times and offsets a datetime can hold: the service turns them
+    into hits and filters without another check."""
+    if array.dtype != photo_format.PHOTO_DTYPE or array.shape != (header.count,):
+        raise _damaged(header, f"photos.npy is not {header.count} photo records")
+    if sorted(set(cameras)) != cameras or not all(0 < len(c) <= MAX_CAMERA for c in cameras):
+        raise _damaged(header, "catalog.json's camera names are not distinct, sorted names")
+    for start in range(0, len(array), CHUNK * 16):
+        part = array[start : start + CHUNK * 16]
+        if len(part) and int(part["camera"].max()) > len(cameras):
+            raise _damaged(header, "photos.npy names a camera catalog.json does not list")
+        if len(part) and int(part["source"].max()) > max(photo_format.SOURCES):
+            raise _damaged(header, "photos.npy holds a date source it cannot have")
+        offsets = part["offset"].astype(np.int32)
+        known = offsets != photo_format.NO_OFFSET
+        if bool((np.abs(offsets[known]) > photo_format.MAX_OFFSET_MINUTES).any()):
+            raise _damaged(header, "photos.npy holds a time zone offset out of range")
+        for name in ("taken", "modified"):
+            times = part[name]
+            times = times[times != photo_format.NO_TIME]
+            low, high = photo_format.FIRST_SECOND, photo_format.LAST_SECOND
+            if len(times) and (int(times.min()) < low or int(times.max()) > high):
+                raise _damaged(header, f"photos.npy holds a {name} time out of range")
 
 
 def check_folders(header: BuildHeader, *, rows: int, key: Callable[[int], str]) -> None:

@@ -17,6 +17,7 @@ from image_search.artefacts.location import IndexLocation, beside, local_folder
 from image_search.artefacts.manifest import (
     INDEX_FILE,
     METADATA_FILE,
+    PHOTOS_FILE,
     RERANK_CODES_FILE,
     RERANK_FILE,
     Metadata,
@@ -87,6 +88,9 @@ def load_build(where: IndexLocation, *, pointer: Pointer, cache_dir: Path) -> Lo
     if pointer.catalog_key is not None:
         files.update({beside(pointer.catalog_key, name): local / name for name in CATALOG_FILES})
         hashed = {beside(pointer.catalog_key, name): name for name in CHECKSUMMED}
+        if pointer.photos_key is not None:
+            files[pointer.photos_key] = local / PHOTOS_FILE
+            hashed[pointer.photos_key] = PHOTOS_FILE
     else:  # published before the compact files existed
         files[pointer.metadata_key] = local / METADATA_FILE
     if pointer.rerank_key is not None:

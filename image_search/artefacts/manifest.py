@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    NaiveDatetime,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from image_search.artefacts.versions import Versioned
 from image_search.errors import IndexMismatchError
@@ -23,9 +30,37 @@ CATALOG_FILE = "catalog.json"
 KEYS_FILE = "keys.bin"
 KEY_OFFSETS_FILE = "key_offsets.npy"
 KEY_ORDER_FILE = "key_order.npy"
+# One fixed-size record of photo fields per row (artefacts/photos.py); absent in older builds.
+PHOTOS_FILE = "photos.npy"
 # ivf-pq only: the codes its candidates are re-ranked with (index/rerank.py).
 RERANK_FILE = "rerank.npz"
 RERANK_CODES_FILE = "rerank_codes.npy"
+
+
+# Bounds on what a document may claim (it is read from S3): a camera name longer than this is not
+# one (model/photo_fields.py keeps 64 characters), and a side of 2**32 pixels does not exist.
+MAX_CAMERA = 256
+MAX_SIDE = 2**32 - 1
+
+
+class ItemPhoto(BaseModel):
+    """What users filter an image by (artefacts/photos.py ``Photo``); unknown fields are left
+    out of the JSON. ``taken`` is the camera's wall-clock time (no zone; ``taken_offset`` when
+    EXIF recorded it), or the object's LastModified in UTC when ``taken_source`` is
+    ``"modified"`` (the file carries no date)."""
+
+    taken: NaiveDatetime | None = None
+    taken_offset: str | None = Field(default=None, pattern=r"^[+-]\d\d:[0-5]\d$")
+    taken_source: Literal["exif", "modified"] | None = None
+    camera: str | None = Field(default=None, min_length=1, max_length=MAX_CAMERA)
+    width: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+    height: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+    orientation: Literal["landscape", "portrait", "square"] | None = None
+    modified: AwareDatetime | None = None
+
+    @model_serializer(mode="wrap")
+    def _known_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return {name: value for name, value in handler(self).items() if value is not None}
 
 
 class Item(BaseModel):
@@ -33,6 +68,16 @@ class Item(BaseModel):
     folder: str
     etag: str
     size: int
+    # Absent in builds published before photo fields, and where the build could not read them
+    # (the next build tries again). Left out rather than null, so such an item reads as before.
+    photo: ItemPhoto | None = None
+
+    @model_serializer(mode="wrap")
+    def _photo_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        document: dict[str, object] = handler(self)
+        if document.get("photo", False) is None:
+            del document["photo"]
+        return document
 
 
 class Skipped(BaseModel):
@@ -114,6 +159,8 @@ class CatalogHeader(BuildHeader):
     DOCUMENT: ClassVar[str] = "catalog.json"
 
     checksums: dict[str, str] = {}
+    # The camera names photos.npy numbers (sorted); None: the build has no photos.npy.
+    cameras: list[str] | None = None
 
 
 class Metadata(BuildHeader):
@@ -163,6 +210,8 @@ class Pointer(Versioned):
     catalog_key: str | None = None
     # ivf-pq builds only: names rerank.npz (rerank_codes.npy sits beside it).
     rerank_key: str | None = None
+    # Names photos.npy, the catalog's photo fields. Absent in builds published without them.
+    photos_key: str | None = None
     # When each build replaced in the last IMAGE_SEARCH_PRUNE_GRACE_SECONDS stopped being current
     # (build id → time): servers may still be reading its files, so pruning spares it. Absent
     # (not null) when there is none, so such a pointer reads as before the field existed.
@@ -174,7 +223,10 @@ class Pointer(Versioned):
 
     def document(self) -> bytes:
         """``current.json``'s bytes."""
-        unset = {name for name in ("superseded", "segments") if getattr(self, name) is None}
+        # Absent (not null) when unset, so such a pointer reads as one from before the fields.
+        unset = {
+            name for name in ("photos_key", "superseded", "segments") if getattr(self, name) is None
+        }
         return self.model_dump_json(exclude=unset or None).encode()
 
 

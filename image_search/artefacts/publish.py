@@ -81,6 +81,9 @@ def publish(
     if sidecars:
         pointer = pointer.model_copy(update={"rerank_key": beside(pointer.index_key, RERANK_FILE)})
     for name, data in catalog.files().items():
+        if name not in CATALOG_FILES:  # photos.npy: named by the pointer when there is one
+            files.append(beside(catalog_key, name))
+            pointer = pointer.model_copy(update={"photos_key": beside(catalog_key, name)})
         put(
             beside(catalog_key, name),
             [data],

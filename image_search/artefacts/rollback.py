@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from image_search.artefacts.loader import load_build, write_pointer
 from image_search.artefacts.location import BUILD_ID, IndexLocation, beside, is_build_id
-from image_search.artefacts.manifest import CATALOG_FILE, RERANK_FILE, Pointer
+from image_search.artefacts.manifest import CATALOG_FILE, PHOTOS_FILE, RERANK_FILE, Pointer
 from image_search.artefacts.publish import recently_superseded
 from image_search.errors import ImageSearchError, IndexNotReadyError, PublishConflictError
 from image_search.storage import lease, s3
@@ -109,13 +109,14 @@ def _previous(kept: dict[str, set[str]], *, current: str) -> str:
 
 
 def _pointer(where: IndexLocation, build_id: str, *, files: set[str]) -> Pointer:
-    """The pointer naming the files build ``build_id`` has: the compact catalog and ivf-pq's
-    re-rank files when it was published with them."""
+    """The pointer naming the files build ``build_id`` has: the compact catalog, its photo
+    fields and ivf-pq's re-rank files when it was published with them."""
     pointer = where.pointer_for(build_id)
     optional = {
         "embeddings_key": pointer.embeddings_key,
         "catalog_key": beside(pointer.index_key, CATALOG_FILE),
         "rerank_key": beside(pointer.index_key, RERANK_FILE),
+        "photos_key": beside(pointer.index_key, PHOTOS_FILE),
     }
     return pointer.model_copy(
         update={
