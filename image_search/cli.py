@@ -1,4 +1,4 @@
-"""Command line: ``python -m image_search build|serve|demo|export|rollback``,
+"""Command line: ``python -m image_search build|serve|demo|export|ingest|rollback``,
 ``scripts/build_index.py``."""
 
 from __future__ import annotations
@@ -122,16 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     export.add_argument("--output", required=True, help="local or s3:// directory to write")
     add_quantise_arguments(export)
+    ingest = commands.add_parser(
+        "ingest", help="index S3's change events from an SQS queue as segments, in seconds"
+    )
+    ingest.add_argument("--queue-url", required=True, help="the SQS queue S3's events go to")
+    ingest.add_argument(
+        "--once", action="store_true", help="stop when the queue has nothing left to deliver"
+    )
+    ingest.add_argument("--bucket", help="bucket holding the images (IMAGE_SEARCH_BUCKET)")
     rollback = commands.add_parser(
         "rollback", help="point current.json back at a kept build (default: the previous one)"
     )
     rollback.add_argument("build_id", nargs="?", help="the build to serve (default: previous)")
     rollback.add_argument("--bucket", help="bucket holding the index (IMAGE_SEARCH_BUCKET)")
     args = parser.parse_args(argv)
-    service = logs.BUILD if args.command == "build" else logs.API
+    service = {"build": logs.BUILD, "ingest": logs.INGEST}.get(args.command, logs.API)
     logs.configure(service, log_format=LogSettings().log_format)
     if args.command == "build":
         return run_build_command(args)
+    if args.command == "ingest":
+        return run_ingest_command(queue_url=args.queue_url, once=args.once, bucket=args.bucket)
     if args.command == "demo":
         return run_demo(
             DemoOptions(
@@ -148,6 +158,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_export(args)
     if args.command == "rollback":
         return run_rollback(build_id=args.build_id, bucket=args.bucket)
+    return 0
+
+
+def run_ingest_command(*, queue_url: str, once: bool, bucket: str | None) -> int:
+    """Consume ``queue_url`` (until it is empty, with ``once``); one summary line at the end."""
+    from image_search.config import Settings
+    from image_search.ingest.consumer import consume, sqs_client, summary
+    from image_search.model.factory import embedder_for
+    from image_search.storage import s3
+
+    try:
+        settings = Settings(**({"bucket": bucket} if bucket else {}))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return fail(settings_problem(exc))
+    try:
+        client = s3.make_client(max_connections=settings.download_workers + 2)
+        reports = consume(
+            settings,
+            queue_url=queue_url,
+            client=client,
+            sqs=sqs_client(queue_url),
+            embedder=embedder_for(settings),
+            once=once,
+        )
+    except ImageSearchError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130  # messages not yet deleted are delivered again
+    print(summary(reports))
     return 0
 
 

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     duplicate_score: float = Field(default=0.95, ge=0.5, le=1.0)
     # Images per shard: the unit of work an engine hands out and of resuming an interrupted build.
     shard_size: int = Field(default=1000, ge=1, le=100_000)
+    # Ingest (python -m image_search ingest): messages gathered into one segment, and how long
+    # to wait for more before publishing. On Lambda, the event source mapping batches instead
+    # (template.yaml's IngestBatchSize and IngestBatchWindowSeconds).
+    ingest_batch_size: int = Field(default=100, ge=1, le=10_000)
+    ingest_window_seconds: float = Field(default=2.0, ge=0, le=300)
     engine: Engine = "local"
     # None: start a local Ray; "auto" or "ray://host:10001": join that cluster.
     ray_address: str | None = None

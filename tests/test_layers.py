@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"artefacts"},  # the published contract: imports index/ and storage/
     {"observe"},  # logs and metrics of requests and builds
     {"build", "serve"},
+    {"ingest"},  # S3 events into segments: the build's fetch and embed path, between builds
     {"demo"},
     {"cli", "handlers"},
     {"__main__"},

@@ -14,6 +14,7 @@ from aws_lambda_powertools import Logger
 
 API = "image-search-api"
 BUILD = "image-search-build"
+INGEST = "image-search-ingest"
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # The handler the Lambda Python runtime puts on the root logger: its lines would repeat ours.
 LAMBDA_RUNTIME_HANDLER = "LambdaLoggerHandler"
@@ -40,7 +41,7 @@ class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=3)
 def powertools_logger(service: str) -> Logger:
     """The Powertools logger of ``service``: its formatter renders every record as JSON, and its
     ``inject_lambda_context`` adds the invocation's fields to them."""

@@ -100,6 +100,17 @@ def is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_EXTENSIONS) and not key.endswith("/")
 
 
+def is_indexed_key(key: str, *, folders: list[str] | tuple[str, ...], exclude_prefix: str) -> bool:
+    """Whether the build lists ``key``: an image in one of ``folders`` (any top-level folder when
+    empty), outside ``exclude_prefix`` (the index's own objects). Ingest applies the same rule
+    to the keys events name."""
+    if (exclude_prefix and key.startswith(exclude_prefix)) or not is_image_key(key):
+        return False
+    if not folder_of(key):
+        return False  # root-level objects belong to no folder; documented in the README
+    return not folders or any(key.startswith(f"{folder}/") for folder in folders)
+
+
 @contextmanager
 def translate_errors(bucket: str, *, keep: frozenset[str] = _MISSING_CODES) -> Iterator[None]:
     """Turn botocore failures into this package's errors, keeping the codes in ``keep`` (by
@@ -152,12 +163,9 @@ def list_images(
     for prefix in dict.fromkeys(prefixes):
         for item in list_objects(client, bucket=bucket, prefix=prefix):
             key = item["Key"]
-            if (exclude_prefix and key.startswith(exclude_prefix)) or not is_image_key(key):
-                continue
-            folder = folder_of(key)
-            if not folder:
-                continue  # root-level objects belong to no folder; documented in the README
-            found[key] = S3Object(key, folder, item["ETag"].strip('"'), int(item["Size"]))
+            if not is_indexed_key(key, folders=(), exclude_prefix=exclude_prefix):
+                continue  # listed under one of the folders' prefixes already
+            found[key] = S3Object(key, folder_of(key), item["ETag"].strip('"'), int(item["Size"]))
     return sorted(found.values(), key=lambda obj: (obj.folder, obj.key))
 
 
@@ -178,6 +186,20 @@ def get_bytes(client: S3Client, *, bucket: str, key: str, etag: str | None = Non
         if _code(exc) in _CHANGED_CODES:
             raise ObjectChangedError(f"{key!r} no longer has ETag {etag}") from exc
         raise
+
+
+def head(client: S3Client, *, bucket: str, key: str) -> tuple[S3Object, str | None] | None:
+    """The object as it is now and its version id (None: unversioned), or None when absent."""
+    try:
+        with translate_errors(bucket):
+            answer = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    etag = str(answer["ETag"]).strip('"')
+    found = S3Object(key, folder_of(key), etag, int(answer.get("ContentLength", 0)))
+    return found, answer.get("VersionId")
 
 
 def get_range(
