@@ -133,17 +133,23 @@ def delete(sqs: SqsClient, *, queue_url: str, done: list[Received]) -> None:
             LOG.warning("could not delete a message: %s", failure.get("Message", failure))
 
 
-def summary(reports: list[IngestReport]) -> str:
-    """One line for a run of the consumer: its batches added up."""
-    total = IngestReport()
+def total(reports: list[IngestReport]) -> IngestReport:
+    """The batches' reports added up (``segment_id``: the last one published)."""
+    sum_ = IngestReport()
     for report in reports:
-        total.messages += report.messages
-        total.failed |= report.failed
-        total.added += report.added
-        total.deleted += report.deleted
-        total.unchanged += report.unchanged
-        total.stale += report.stale
-        total.ignored += report.ignored
-        total.skipped += report.skipped
+        sum_.messages += report.messages
+        sum_.failed |= report.failed
+        sum_.added += report.added
+        sum_.deleted += report.deleted
+        sum_.unchanged += report.unchanged
+        sum_.stale += report.stale
+        sum_.ignored += report.ignored
+        sum_.skipped += report.skipped
+        sum_.segment_id = report.segment_id or sum_.segment_id
+    return sum_
+
+
+def summary(reports: list[IngestReport]) -> str:
+    """One line for a run of the consumer."""
     segments = sum(1 for report in reports if report.segment_id)
-    return total.line(f"{segments} segment(s) published")
+    return total(reports).line(f"{segments} segment(s) published")

@@ -57,8 +57,12 @@ def run(messages: list[Message]) -> IngestReport:
 
 
 def warm() -> None:
-    """Load the model during the function's init phase, so the first batch does not pay for it."""
-    embedder_for(get_settings()).load()
+    """Load the model during the function's init phase, so the first batch does not pay for it.
+    A failure is logged and left to the first batch, which reports it on its messages."""
+    try:
+        embedder_for(get_settings()).load()
+    except Exception as exc:
+        LOG.warning("ingest warm-up incomplete (%s: %s)", type(exc).__name__, exc)
 
 
 @lru_cache(maxsize=1)
