@@ -96,6 +96,11 @@ class InvalidQueryError(ImageSearchError):
     was not uploaded, an image that is not base64)."""
 
 
+class PhotoFieldsMissingError(ImageSearchError):
+    """A filter on photo fields (date taken, camera, size) over a build made before the build
+    read them: only a rebuild helps."""
+
+
 class InvalidCursorError(ImageSearchError):
     """A cursor that is damaged, or was made for another query."""
 

@@ -6,10 +6,11 @@ import io
 
 import faiss
 import numpy as np
+import numpy.typing as npt
 
 from image_search.index import rerank
 from image_search.index.kinds import FaissIndex, scan_lists_in_parallel
-from image_search.index.search_index import Allowed, Hits, Parts, allowed_ids, npy_parts, top
+from image_search.index.search_index import Hits, Parts, npy_parts, top
 from image_search.model.vectors import Vectors
 
 # ivf-pq: 64-byte PQ codes (8 dimensions a byte at 512-d) find candidates; this many per result
@@ -30,7 +31,7 @@ class IvfPqIndex(FaissIndex):
     """Candidates from the IVF-PQ index, re-ranked (and reconstructed) from the 8-bit codes."""
 
     kind = "ivf-pq"
-    exact = False
+    approximate = True
 
     def __init__(self, base: faiss.Index, codes: rerank.Rerank) -> None:
         super().__init__(scan_lists_in_parallel(base))
@@ -45,9 +46,8 @@ class IvfPqIndex(FaissIndex):
         rows = ids[0][ids[0] >= 0]
         return top(rows, self.rerank.scores(rows, query), k)
 
-    def _exact(self, query: Vectors, *, k: int, allowed: Allowed) -> Hits:
-        ids = allowed_ids(allowed, self.ntotal)
-        return top(ids, self.rerank.scores(ids, query), k)
+    def _scores(self, ids: npt.NDArray[np.int64], query: Vectors) -> npt.NDArray[np.float32]:
+        return self.rerank.scores(ids, query)
 
     def vector(self, row: int) -> Vectors:
         return self.rerank.vectors(np.array([row]))

@@ -49,6 +49,12 @@ class SearchIndex(Protocol):
         top-k of those rows (up to the kind's recall), never a global top-k filtered down."""
         ...
 
+    def exact(self, query: Vectors, *, k: int, allowed: Allowed) -> Hits:
+        """The top ``k`` of ``allowed``, every one of them scored against its stored vector (what
+        ``vector`` returns): exact over what the index holds, whatever the kind. Costs a row's
+        decode and dot product per allowed row, so it suits small sets (filters' matches)."""
+        ...
+
     def vector(self, row: int) -> Vectors:
         """The stored vector of ``row`` (as the index's codes hold it), shape ``(1, dim)``."""
         ...

@@ -28,6 +28,7 @@ API_METRICS: dict[str, MetricUnit] = {
     "Searches": MetricUnit.Count,
     "DecodeLatency": MetricUnit.Milliseconds,
     "EmbedLatency": MetricUnit.Milliseconds,
+    "FilterLatency": MetricUnit.Milliseconds,  # a filter's matching rows, when one is given
     "SearchLatency": MetricUnit.Milliseconds,
     "UrlsLatency": MetricUnit.Milliseconds,
     "Results": MetricUnit.Count,
@@ -53,6 +54,7 @@ BUILD_METRICS: dict[str, MetricUnit] = {
 STAGES = {
     "decode": "DecodeLatency",
     "embed": "EmbedLatency",
+    "filter": "FilterLatency",
     "search": "SearchLatency",
     "urls": "UrlsLatency",
 }

@@ -16,7 +16,16 @@ from image_search.observe.requests import RequestLog
 from image_search.serve.http_errors import add_error_handlers
 from image_search.serve.limits import BodyLimit
 from image_search.serve.openapi import add_schemas
-from image_search.serve.routes import duplicates, embed, folders, health, page, query, search
+from image_search.serve.routes import (
+    duplicates,
+    embed,
+    facets,
+    folders,
+    health,
+    page,
+    query,
+    search,
+)
 from image_search.serve.schemas import EmbedRequest, QueryRequest
 from image_search.serve.service import get_service
 
@@ -25,6 +34,7 @@ ROUTERS = (
     query.router,
     embed.router,
     folders.router,
+    facets.router,
     duplicates.router,
     health.router,
     page.router,

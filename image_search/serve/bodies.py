@@ -97,16 +97,17 @@ async def read_embed(request: Request, *, max_file_bytes: int) -> EmbedBody:
     return EmbedBody(texts, [data for _, data in form.files])
 
 
-def validated(model: type[M], data: str | bytes | dict[str, Any]) -> M:
+def validated(model: type[M], data: str | bytes | dict[str, Any], *, at: str = "") -> M:
     """``data`` (JSON, or its fields) as ``model``; a 422 like FastAPI's own when it does not
-    fit."""
+    fit (its errors located under the body's field ``at`` when given)."""
     try:
         if isinstance(data, dict):
             return model.model_validate(data)
         return model.model_validate_json(data)
     except ValidationError as exc:
+        where = ("body", at) if at else ("body",)
         errors: list[Any] = [
-            {**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)
+            {**error, "loc": (*where, *error["loc"])} for error in exc.errors(include_url=False)
         ]
         raise RequestValidationError(errors) from exc
 

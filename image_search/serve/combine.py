@@ -17,6 +17,7 @@ import numpy as np
 
 from image_search.errors import InvalidQueryError
 from image_search.model.vectors import Vectors, normalise
+from image_search.serve.filters import NO_FILTER, PhotoFilter
 
 # A sum shorter than this has no direction left worth searching (the parts cancel out).
 MIN_NORM = 1e-4
@@ -40,12 +41,14 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """What to look for, and where (``folder`` "" or "*": every folder; no folder detection)."""
+    """What to look for, and where (``folder`` "" or "*": every folder; no folder detection;
+    ``filters``: only photos matching them)."""
 
     positive: tuple[Part, ...]
     negative: tuple[Part, ...] = ()
     folder: str = ""
     prefix: str = ""
+    filters: PhotoFilter = NO_FILTER
     min_score: float | None = None
 
     @property
@@ -69,6 +72,7 @@ class Query:
                 [part.identity() for part in self.negative],
                 self.folder if self.folder != "*" else "",
                 self.prefix,
+                self.filters.identity(),
                 self.min_score,
             ],
             separators=(",", ":"),

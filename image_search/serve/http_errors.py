@@ -22,6 +22,7 @@ from image_search.errors import (
     InvalidImageError,
     InvalidQueryError,
     ModelLoadError,
+    PhotoFieldsMissingError,
     StorageUnavailableError,
     UnauthorizedError,
     UnknownFolderError,
@@ -40,6 +41,8 @@ STATUS_BY_ERROR: dict[type[ImageSearchError], int] = {
     UnknownKeyError: 404,
     DuplicatesUnavailableError: 404,
     CursorExpiredError: 409,
+    # The request is fine; the served build cannot answer it until it is rebuilt.
+    PhotoFieldsMissingError: 409,
     ImageTooLargeError: 413,
     IndexNotReadyError: 503,
     IndexMismatchError: 503,

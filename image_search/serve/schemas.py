@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from image_search.serve.filters import Orientation, PhotoFilter, wall_clock
 
 MAX_K = 100
 MAX_QUERY_CHARS = 500
@@ -31,6 +40,73 @@ QueryText = Annotated[
 Base64Image = Annotated[str, Field(min_length=1, description="an image's bytes in base64")]
 
 
+MAX_SIDE = 1_000_000  # pixels: more than any camera, less than anything that overflows
+
+
+def _wall_clock(text: str) -> str:
+    wall_clock(text)
+    return text
+
+
+WallClock = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=32),
+    AfterValidator(_wall_clock),
+]
+
+
+class Filters(BaseModel):
+    """What the photo itself must be (docs/api.md#filters); every field optional, all apply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taken_after: WallClock | None = Field(
+        default=None,
+        description="taken on or after: a date (2024-06-01: from its start) or a time on the "
+        "camera's clock (2024-06-01T14:30), no time zone",
+        examples=["2024-06-01"],
+    )
+    taken_before: WallClock | None = Field(
+        default=None,
+        description="taken on or before: a date (2024-06-30: to its end) or a time on the "
+        "camera's clock, no time zone",
+        examples=["2024-06-30"],
+    )
+    camera: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description='"Make Model" as /facets lists it, compared case-folded ("canon eos r5")',
+    )
+    orientation: Orientation | None = Field(default=None, description="as the photo is shown")
+    min_width: int | None = Field(default=None, ge=1, le=MAX_SIDE, description="pixels, as shown")
+    min_height: int | None = Field(default=None, ge=1, le=MAX_SIDE, description="pixels, as shown")
+
+    @model_validator(mode="after")
+    def _a_range(self) -> Self:
+        chosen = self.photo_filter()
+        start, end = chosen.taken_from, chosen.taken_to
+        if start is not None and end is not None and start > end:
+            raise ValueError(
+                "'taken_after' is after 'taken_before' (in whole seconds): no photo can match"
+            )
+        return self
+
+    def photo_filter(self) -> PhotoFilter:
+        return PhotoFilter.of(**self.model_dump(include=set(Filters.model_fields)))
+
+
+def photo_filter(filters: Filters | None) -> PhotoFilter:
+    """The filter a request asks for (none: every photo)."""
+    return PhotoFilter() if filters is None else filters.photo_filter()
+
+
+FiltersField = Annotated[
+    Filters | None,
+    Field(description="only photos like this (date taken, camera, orientation, size)"),
+]
+
+
 class SearchRequest(BaseModel):
     query: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
@@ -40,6 +116,7 @@ class SearchRequest(BaseModel):
         default="", description='empty: detect folders from the query; "*": every folder'
     )
     prefix: Prefix = ""
+    filters: FiltersField = None
     min_score: MinScore = None
 
 
@@ -49,6 +126,7 @@ class SimilarRequest(BaseModel):
     k: K = 5
     folder: Folder = ""
     prefix: Prefix = ""
+    filters: FiltersField = None
     min_score: MinScore = None
 
     @model_validator(mode="after")
@@ -98,6 +176,7 @@ class QueryRequest(BaseModel):
     k: K = 10
     folder: Folder = Field(default="", description='"" or "*": every folder (no detection)')
     prefix: Prefix = ""
+    filters: FiltersField = None
     min_score: MinScore = None
     cursor: str | None = Field(
         default=None,
@@ -136,6 +215,23 @@ class Embeddings(BaseModel):
     images: list[list[float]] = Field(description="unit vectors, in the order of the images")
 
 
+class HitPhoto(BaseModel):
+    """What the build read from the photo (null fields: the file does not say)."""
+
+    taken: datetime | None = Field(description="when, on the camera's clock (no time zone)")
+    taken_offset: str | None = Field(description='the clock\'s offset from UTC ("+02:00") if known')
+    taken_source: Literal["exif", "modified"] | None = Field(
+        description="exif: the photo's own date; modified: no EXIF date, the object's "
+        "LastModified stands in (UTC)"
+    )
+    camera: str | None = Field(description='"Make Model"')
+    width: int | None = Field(description="pixels, as shown (after the EXIF rotation)")
+    height: int | None
+    orientation: Orientation | None
+    size: int | None = Field(description="the object's bytes")
+    modified: datetime | None = Field(description="the object's LastModified (UTC)")
+
+
 class SearchHit(BaseModel):
     rank: int
     score: float = Field(description="cosine similarity, 1 = identical")
@@ -144,6 +240,9 @@ class SearchHit(BaseModel):
     key: str
     s3_path: str
     image_url: str = Field(description="presigned GET URL (or public URL)")
+    photo: HitPhoto | None = Field(
+        default=None, description="the photo's fields; null for builds made before they existed"
+    )
 
 
 class QueryAnswer(BaseModel):
@@ -152,6 +251,36 @@ class QueryAnswer(BaseModel):
     )
     next_cursor: str | None = Field(description="the next page's cursor; null on the last page")
     build_id: str = Field(description="the build that answered (cursors belong to it)")
+
+
+class CameraCount(BaseModel):
+    camera: str = Field(description="as `filters.camera` takes it")
+    count: int
+
+
+class YearCount(BaseModel):
+    year: int
+    count: int
+
+
+class FacetCounts(BaseModel):
+    build_id: str
+    count: int = Field(description="images in the folder or prefix matching every filter")
+    cameras: list[CameraCount] = Field(
+        description="per camera, every filter but `camera` applied; most images first"
+    )
+    no_camera: int = Field(description="images of unknown camera, in the same count")
+    years: list[YearCount] = Field(
+        description="per year taken, every filter but the dates applied; ascending"
+    )
+    no_date: int = Field(description="images with no date at all, in the same count")
+
+
+class FacetsQuery(Filters):
+    """``GET /facets``'s query: the scope, and the filters as separate parameters."""
+
+    folder: Folder = Field(default="", description='"" or "*": every folder')
+    prefix: Prefix = ""
 
 
 class FolderCount(BaseModel):

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
+from image_search.artefacts.photos import Photo
 from image_search.config import Settings, get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -29,13 +30,16 @@ from image_search.errors import (
     IndexNotReadyError,
     UnknownKeyError,
 )
+from image_search.index.search_index import Allowed
 from image_search.model import images
 from image_search.model.embedder import Embedder
 from image_search.model.factory import embedder_for
 from image_search.model.vectors import Vectors
-from image_search.serve import cursors, scope
+from image_search.serve import cursors, filters, scope
 from image_search.serve.combine import Query, combine
 from image_search.serve.duplicates import DuplicateGroups, GroupPage
+from image_search.serve.facets import Facets, facets
+from image_search.serve.filters import NO_FILTER, PhotoFilter
 from image_search.serve.folders import detect
 from image_search.serve.image_tower import ImageTowerLoader
 from image_search.serve.lifecycle import ServedIndex, lost_reason
@@ -57,6 +61,7 @@ class Hit:
     folder: str
     score: float  # cosine similarity, within [-1, 1]
     url: str  # where a client fetches the image: presigned or public
+    photo: Photo | None  # None for builds made before photo fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +203,12 @@ class SearchService:
         k: int,
         folder: str = "",
         prefix: str = "",
+        chosen: PhotoFilter = NO_FILTER,
         min_score: float | None = None,
         caller: str = "",
     ) -> SearchResult:
-        """``caller`` names whose cache of text vectors to use (see ``text_cache``)."""
+        """``caller`` names whose cache of text vectors to use (see ``text_cache``); ``chosen``:
+        only photos matching it (``filters.py``)."""
         loaded = self.current()
         where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
         detected = False
@@ -213,7 +220,7 @@ class SearchService:
         started = time.perf_counter()
         vector, cached = self._texts(self.embedder, query, caller=caller)
         embedded = time.perf_counter()
-        found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        found = self._search(loaded, vector, k=k, where=where, chosen=chosen, min_score=min_score)
         timings = {"embed": _ms(started, embedded), **found.timings}
         return self._result(
             "text", loaded, where, found, timings=timings, detected=detected, cached=cached
@@ -226,6 +233,7 @@ class SearchService:
         k: int,
         folder: str = "",
         prefix: str = "",
+        chosen: PhotoFilter = NO_FILTER,
         min_score: float | None = None,
     ) -> SearchResult:
         self._check_upload(len(data))
@@ -235,7 +243,7 @@ class SearchService:
         vector, (started, decoded, embedded) = self._image_workers.submit(
             self._embed_upload, data
         ).result()
-        found = self._search(loaded, vector, k=k, where=where, min_score=min_score)
+        found = self._search(loaded, vector, k=k, where=where, chosen=chosen, min_score=min_score)
         timings = {
             "decode": _ms(started, decoded),
             "embed": _ms(decoded, embedded),
@@ -285,10 +293,12 @@ class SearchService:
         vectors, named = self._part_vectors(loaded, query, caller=caller)
         vector = combine(vectors, query.weights)
         embedded = time.perf_counter()
+        allowed = _allowed(loaded, where, query.filters)
+        filtered = time.perf_counter()
         # One more than the page, to know whether another follows.
         wanted = offset + k + len(named) + 1
         with self._reading(loaded):
-            found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
+            found = filters.search(loaded.index, vector, k=wanted, allowed=allowed)
         searched = time.perf_counter()
         pairs, more = cursors.page(found.ids, found.scores, after=after, exclude=named, k=k)
         # An approximate index asked deeper may rank a few results above the last page's end,
@@ -305,7 +315,8 @@ class SearchService:
         hits = tuple(self._hit(loaded, row, score) for row, score in pairs)
         timings = {
             "embed": _ms(started, embedded),
-            "search": _ms(embedded, searched),
+            **({"filter": _ms(embedded, filtered)} if query.filters else {}),
+            "search": _ms(filtered, searched),
             "urls": _ms(searched, time.perf_counter()),
         }
         found_page = _Found(hits=hits, timings=timings)
@@ -355,6 +366,7 @@ class SearchService:
         k: int,
         folder: str = "",
         prefix: str = "",
+        chosen: PhotoFilter = NO_FILTER,
         min_score: float | None = None,
     ) -> SearchResult:
         """Neighbours of an indexed image from its stored vector (no re-embedding), not itself."""
@@ -365,7 +377,9 @@ class SearchService:
             raise UnknownKeyError(f"{key!r} is not in the index")
         with self._reading(loaded):
             vector = loaded.index.vector(row)
-        found = self._search(loaded, vector, k=k, where=where, min_score=min_score, exclude=row)
+        found = self._search(
+            loaded, vector, k=k, where=where, chosen=chosen, min_score=min_score, exclude=row
+        )
         return self._result("similar", loaded, where, found, timings=found.timings)
 
     @contextmanager
@@ -391,6 +405,15 @@ class SearchService:
         """The top-level folders, or the sub-folders directly under ``parent``, with counts."""
         return scope.sub_folders(self.current().metadata, parent)
 
+    def facets(
+        self, *, folder: str = "", prefix: str = "", chosen: PhotoFilter = NO_FILTER
+    ) -> tuple[ServedBuild, Facets]:
+        """Counts per camera and per year in the folder or prefix (``facets.py``)."""
+        loaded = self.current()
+        where = scope.resolve(loaded.metadata, folder=folder, prefix=prefix)
+        counted = facets(loaded.metadata, ranges=where.ranges, chosen=chosen)
+        return ServedBuild.of(loaded.metadata, bucket=self.settings.bucket), counted
+
     def duplicates(
         self,
         *,
@@ -414,14 +437,17 @@ class SearchService:
         *,
         k: int,
         where: scope.Scope,
+        chosen: PhotoFilter,
         min_score: float | None,
         exclude: int | None = None,
     ) -> _Found:
         started = time.perf_counter()
+        allowed = _allowed(loaded, where, chosen)
+        filtered = time.perf_counter()
         # One more than asked when a row is excluded, so excluding it never leaves k - 1.
         wanted = k + (exclude is not None)
         with self._reading(loaded):
-            found = loaded.index.search(vector, k=wanted, allowed=where.ranges)
+            found = filters.search(loaded.index, vector, k=wanted, allowed=allowed)
         searched = time.perf_counter()
         pairs = [
             (row, score)
@@ -431,13 +457,24 @@ class SearchService:
         if min_score is not None:
             pairs = [(row, score) for row, score in pairs if score >= min_score]
         hits = tuple(self._hit(loaded, row, score) for row, score in pairs)
-        timings = {"search": _ms(started, searched), "urls": _ms(searched, time.perf_counter())}
+        timings = {
+            **({"filter": _ms(started, filtered)} if chosen else {}),
+            "search": _ms(filtered, searched),
+            "urls": _ms(searched, time.perf_counter()),
+        }
         return _Found(hits=hits, timings=timings)
 
     def _hit(self, loaded: LoadedBuild, row: int, score: float) -> Hit:
         item = loaded.metadata.items[row]
         url = self._urls(item.key)
-        return Hit(key=item.key, folder=item.folder, score=min(1.0, max(-1.0, score)), url=url)
+        photos = loaded.metadata.photos
+        return Hit(
+            key=item.key,
+            folder=item.folder,
+            score=min(1.0, max(-1.0, score)),
+            url=url,
+            photo=None if photos is None else photos.photo(row),
+        )
 
     def _result(
         self,
@@ -460,6 +497,11 @@ class SearchService:
             timings=timings,
             build=ServedBuild.of(loaded.metadata, bucket=self.settings.bucket),
         )
+
+
+def _allowed(loaded: LoadedBuild, where: scope.Scope, chosen: PhotoFilter) -> Allowed:
+    """The rows a search may return: the scope's ranges, or the matching rows inside them."""
+    return chosen.rows(loaded.metadata, where.ranges) if chosen else where.ranges
 
 
 def _ms(start: float, end: float) -> float:

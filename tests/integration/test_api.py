@@ -49,7 +49,9 @@ def test_text_search_equals_a_brute_force_ranking(api_env, indexed_bucket) -> No
     assert [hit["key"] for hit in body] == expected
     assert [hit["rank"] for hit in body] == list(range(1, 13))
     for hit in body:
-        assert set(hit) == {"rank", "score", "distance", "folder", "key", "s3_path", "image_url"}
+        assert set(hit) == {
+            *("rank", "score", "distance", "folder", "key", "s3_path", "image_url", "photo")
+        }
         assert hit["distance"] == pytest.approx(np.sqrt(2 - 2 * hit["score"]), abs=1e-6)
         assert hit["s3_path"] == f"s3://{indexed_bucket}/{hit['key']}"
         assert hit["folder"] == hit["key"].split("/")[0]

@@ -86,7 +86,16 @@ def test_a_combined_query_ranks_as_brute_force_over_the_stored_vectors(
     assert found["build_id"] == api.get("/health").json()["build_id"]
     assert found["next_cursor"]
     hit = found["results"][0]
-    assert set(hit) == {"rank", "score", "distance", "folder", "key", "s3_path", "image_url"}
+    assert set(hit) == {
+        "rank",
+        "score",
+        "distance",
+        "folder",
+        "key",
+        "s3_path",
+        "image_url",
+        "photo",
+    }
 
 
 def test_multipart_with_uploaded_files_answers_as_json_with_base64(api_env) -> None:  # type: ignore[no-untyped-def]

@@ -1,14 +1,19 @@
 """Combined queries on every index kind: the top-k is brute force over the stored vectors with
 the same combination (inside folders and prefixes exactly; over the whole index exactly for flat
-and within recall for the approximate kinds), and cursors page through it."""
+and within recall for the approximate kinds), and cursors page through it; with photo filters,
+brute force over the matching rows (exactly up to serve.filters.EXACT_MATCHES of them; above it
+exactly for flat and within recall for the approximate kinds)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from image_search.artefacts.photos import Photo
+from tests.support.photo_filters import matches
 from tests.support.service import make_api, point_at_index
 
 KINDS = ["flat", "hnsw", "ivf-sq8", "ivf-pq"]
@@ -142,3 +147,82 @@ def test_pages_are_disjoint_in_rank_order_and_follow_the_ranking(api, published)
         assert walked == expected
     else:
         assert len(set(walked) & set(expected)) / 100 >= MIN_RECALL
+
+
+# A date range with a time, a camera under another spelling, a shape and a size: each keeps
+# fewer than EXACT_MATCHES rows (scored exactly); WIDE keeps more over the whole index.
+FILTERS = [
+    {"taken_after": "2017-03-01", "taken_before": "2019-08-31T18:00"},
+    {"camera": "canon eos r5", "orientation": "landscape"},
+    {"orientation": "portrait", "min_height": 1900},
+]
+WIDE = {"min_width": 1}
+
+
+@lru_cache(maxsize=1)
+def photos_and_keys(build_id: str) -> tuple[list[Photo], list[str]]:
+    """Every row's photo and key, read once per build (a module reads one build per kind)."""
+    catalog = loaded().metadata
+    assert catalog.build_id == build_id and catalog.photos is not None
+    return [catalog.photos.photo(row) for row in range(len(catalog))], list(catalog.keys)
+
+
+def photo_rows(asked: dict[str, object], *, starts: str, named: set[int]) -> np.ndarray:
+    photos, keys = photos_and_keys(loaded().metadata.build_id)
+    return np.array(
+        [
+            row
+            for row, (photo, key) in enumerate(zip(photos, keys, strict=True))
+            if row not in named and key.startswith(starts) and matches(photo, asked)
+        ],
+        dtype=np.int64,
+    )
+
+
+def test_with_filters_the_top_k_is_brute_force_over_the_matching_rows(api) -> None:  # type: ignore[no-untyped-def]
+    from image_search.serve.filters import EXACT_MATCHES
+
+    body, vector, named = query_and_combination("delta")
+    for where, starts in [*SCOPES, ({}, "")]:
+        for asked in [*FILTERS, WIDE]:
+            rows = photo_rows(asked, starts=starts, named=named)
+            if len(rows) > EXACT_MATCHES:
+                continue  # the next test
+            answer = api.post("/image_search/query", json={**body, **where, "filters": asked})
+            expected, scores = brute_force(rows, vector, 10)
+            assert rows_of(answer) == expected, (where, asked)
+            got = [hit["score"] for hit in answer.json()["results"]]
+            assert got == pytest.approx(scores, abs=1e-5)
+
+
+def test_a_filter_keeping_most_rows_searches_the_index_within_recall(api, published) -> None:  # type: ignore[no-untyped-def]
+    from image_search.serve.filters import EXACT_MATCHES
+
+    _, kind = published
+    body, vector, named = query_and_combination("gamma")
+    rows = photo_rows(WIDE, starts="", named=named)
+    assert len(rows) > EXACT_MATCHES  # the index's own search, with a row selector
+    answer = api.post("/image_search/query", json={**body, "k": 20, "filters": WIDE})
+    expected, _ = brute_force(rows, vector, 20)
+    found = rows_of(answer)
+    assert set(found) <= set(rows.tolist())
+    if kind == "flat":
+        assert found == expected
+    else:
+        assert len(set(found) & set(expected)) / 20 >= MIN_RECALL
+
+
+def test_filtered_pages_are_disjoint_and_follow_the_filtered_ranking(api, published) -> None:  # type: ignore[no-untyped-def]
+    _, kind = published
+    body, vector, named = query_and_combination("gamma")
+    asked = FILTERS[1]
+    body = {**body, "folder": "gamma", "k": 25, "filters": asked}
+    walked: list[int] = []
+    cursor = None
+    for _ in range(3):
+        answer = api.post("/image_search/query", json={**body, "cursor": cursor})
+        walked += rows_of(answer)
+        cursor = answer.json()["next_cursor"]
+        assert cursor
+    expected, _ = brute_force(photo_rows(asked, starts="gamma/", named=named), vector, 75)
+    assert walked == expected

@@ -11,7 +11,7 @@ from image_search.serve.deps import CallerDep, QueryBodyDep, RequireApiKey, Serv
 from image_search.serve.http_errors import documented
 from image_search.serve.openapi import either_body
 from image_search.serve.routes.search import headers, note, search_hit
-from image_search.serve.schemas import QueryAnswer, QueryPart, QueryRequest
+from image_search.serve.schemas import QueryAnswer, QueryPart, QueryRequest, photo_filter
 
 router = APIRouter(prefix="/image_search", dependencies=[RequireApiKey])
 
@@ -34,6 +34,7 @@ def query(
             negative=tuple(_part(part, body) for part in asked.negative),
             folder=asked.folder,
             prefix=asked.prefix,
+            filters=photo_filter(asked.filters),
             min_score=asked.min_score,
         ),
         k=asked.k,

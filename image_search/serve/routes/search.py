@@ -12,10 +12,22 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from image_search.artefacts.photos import Photo
 from image_search.observe.requests import note_search
+from image_search.serve.bodies import validated
 from image_search.serve.deps import CallerDep, RequireApiKey, ServiceDep
 from image_search.serve.http_errors import documented
-from image_search.serve.schemas import K, MinScore, Prefix, SearchHit, SearchRequest, SimilarRequest
+from image_search.serve.schemas import (
+    Filters,
+    HitPhoto,
+    K,
+    MinScore,
+    Prefix,
+    SearchHit,
+    SearchRequest,
+    SimilarRequest,
+    photo_filter,
+)
 from image_search.serve.service import Hit, SearchResult
 
 router = APIRouter(prefix="/image_search", dependencies=[RequireApiKey])
@@ -27,7 +39,9 @@ HEADERS = [
     "X-Image-Search-Detected",
     "Server-Timing",
 ]
-ANSWERS = documented(400, 401, 404, 413, 503)
+ANSWERS = documented(400, 401, 404, 409, 413, 503)
+# A form field holding the filters' JSON: they are an object, and a form's fields are strings.
+MAX_FILTERS_JSON = 2048
 
 
 @router.post("/search", response_model=list[SearchHit], responses=ANSWERS)
@@ -40,6 +54,7 @@ def search(
         k=body.k,
         folder=body.folder,
         prefix=body.prefix,
+        chosen=photo_filter(body.filters),
         min_score=body.min_score,
         caller=caller,
     )
@@ -58,12 +73,22 @@ def search_by_image(
     folder: Annotated[str, Form(max_length=256)] = "",
     prefix: Annotated[Prefix, Form()] = "",
     min_score: Annotated[MinScore, Form()] = None,
+    filters: Annotated[
+        str | None,
+        Form(
+            max_length=MAX_FILTERS_JSON,
+            description='the filters as JSON: {"camera": "…", "taken_after": "2024-06-01", …}',
+        ),
+    ] = None,
 ) -> list[SearchHit]:
     """Search by an uploaded example image."""
+    chosen = photo_filter(None if filters is None else validated(Filters, filters, at="filters"))
     # One byte past the limit is enough for the service to refuse it.
     data = file.file.read(service.settings.max_upload_bytes + 1)
     k = k_form or k_query or 5
-    result = service.search_image(data, k=k, folder=folder, prefix=prefix, min_score=min_score)
+    result = service.search_image(
+        data, k=k, folder=folder, prefix=prefix, chosen=chosen, min_score=min_score
+    )
     return _send(result, response)
 
 
@@ -72,7 +97,12 @@ def similar(body: SimilarRequest, service: ServiceDep, response: Response) -> li
     """Images similar to an indexed one, by its key or s3:// path."""
     key = body.key if body.key is not None else service.key_from_s3_path(body.s3_path or "")
     result = service.similar(
-        key, k=body.k, folder=body.folder, prefix=body.prefix, min_score=body.min_score
+        key,
+        k=body.k,
+        folder=body.folder,
+        prefix=body.prefix,
+        chosen=photo_filter(body.filters),
+        min_score=body.min_score,
     )
     return _send(result, response)
 
@@ -117,4 +147,19 @@ def search_hit(rank: int, hit: Hit, *, bucket: str) -> SearchHit:
         key=hit.key,
         s3_path=f"s3://{bucket}/{hit.key}",
         image_url=hit.url,
+        photo=None if hit.photo is None else hit_photo(hit.photo),
+    )
+
+
+def hit_photo(photo: Photo) -> HitPhoto:
+    return HitPhoto(
+        taken=photo.taken,
+        taken_offset=photo.taken_offset,
+        taken_source=photo.taken_source,
+        camera=photo.camera,
+        width=photo.width,
+        height=photo.height,
+        orientation=photo.orientation,
+        size=photo.size,
+        modified=photo.modified,
     )
