@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from image_search.artefacts.duplicates import DuplicatesDoc, GroupDoc
 from image_search.artefacts.manifest import CatalogHeader, Metadata, Pointer
+from image_search.artefacts.segments import Segment
 from image_search.artefacts.versions import Versioned
 from image_search.build.documents import BuildPlan, Rows, ShardInput, ShardResult
 from image_search.errors import NewerFormatError
@@ -28,6 +29,9 @@ def documents() -> dict[str, BaseModel]:
         "image_metadata.json": metadata,
         "duplicates.json": DuplicatesDoc(
             build_id=BUILD, min_score=0.95, groups=[GroupDoc(keys=["a", "b"], edges=[(0, 1, 1.0)])]
+        ),
+        "segment.json": Segment(
+            segment_id=BUILD, base_build_id=BUILD, model="m", dim=4, deletes=["a/1.jpg"]
         ),
         "the build plan": BuildPlan(plan_id="p", model="m"),
         "a shard's input": ShardInput(shard_id="s", model="m", objects=Rows()),
