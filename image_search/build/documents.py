@@ -85,6 +85,9 @@ class BuildPlan(Versioned):
     pointer_etag: str | None = None  # current.json's ETag then: the publish is conditional on it
     reused: Rows = Rows()
     reused_rows: list[int] = []  # row of each reused object in the previous build's embeddings
+    # The previous pointer's segments whose adds continue those rows, in order (compaction):
+    # row N + i is the i-th add of these segments, N the previous build's count.
+    folded: list[str] = []
     still_broken: list[Skipped] = []  # undecodable last time and unchanged: skipped again
     shards: list[ShardRef] = []
     lease: HeldLease | None = None

@@ -25,6 +25,7 @@ from image_search.artefacts.loader import load_vectors
 from image_search.artefacts.location import IndexLocation, new_build_id
 from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
 from image_search.artefacts.publish import publish
+from image_search.artefacts.segments import load_segment
 from image_search.build import work
 from image_search.build.duplicates import publish_groups
 from image_search.build.options import BuildOptions
@@ -67,13 +68,18 @@ def merge_build(
     report = tally(previous, items, skipped=shards.skipped, embedded=done)
     report.embedded, report.resumed = shards.embedded, shards.resumed
     report.index_type = faiss_index.choose_type(options.index_type, len(items))
-    if not plan.full and same_as_previous(
-        previous,
-        items,
-        model=plan.model,
-        bucket=where.bucket,
-        index_type=report.index_type,
-        duplicate_score=options.duplicate_score,
+    folds = plan.previous is not None and bool(plan.previous.segments)
+    if (
+        not plan.full
+        and not folds
+        and same_as_previous(
+            previous,
+            items,
+            model=plan.model,
+            bucket=where.bucket,
+            index_type=report.index_type,
+            duplicate_score=options.duplicate_score,
+        )
     ):
         assert previous is not None
         report.build_id = previous.build_id
@@ -118,6 +124,7 @@ def merge_build(
         keep_builds=options.keep_builds,
         prune_grace_seconds=options.prune_grace_seconds,
         pointer_etag=plan.pointer_etag,
+        base=plan.previous,
     )
     deleted = work.clean(where, plan=plan)
     LOG.info("build %s published; %d work file(s) deleted", metadata.build_id, deleted)
@@ -233,13 +240,16 @@ def _gather(
     """One matrix, row ``position[i]`` holding item i's vector (reused items first, then each
     shard's), filled in place so no second full-size copy is ever made."""
     parts = [part for part in parts if len(part)]
-    previous = _previous_vectors(where, plan)
+    previous, folded = _previous_vectors(where, plan)
     dim = previous.shape[1] if len(plan.reused) else parts[0].shape[1]
     matrix = np.empty((len(position), dim), dtype=np.float32)
-    start = 0
+    start, count = 0, len(previous)
     for begin in range(0, len(plan.reused_rows), COPY_ROWS):
-        rows = plan.reused_rows[begin : begin + COPY_ROWS]
-        matrix[position[start : start + len(rows)]] = previous[rows]
+        rows = np.asarray(plan.reused_rows[begin : begin + COPY_ROWS], dtype=np.int64)
+        at = position[start : start + len(rows)]
+        built = rows < count  # the build's rows; the others are its segments' adds
+        matrix[at[built]] = previous[rows[built]]
+        matrix[at[~built]] = folded[rows[~built] - count]
         start += len(rows)
     del previous
     for part in parts:
@@ -248,15 +258,23 @@ def _gather(
     return matrix
 
 
-def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> Vectors:
+def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> tuple[Vectors, Vectors]:
+    """The previous build's vectors, and its folded segments' adds one after the other."""
     if not len(plan.reused):
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
     assert plan.previous is not None, "a plan that reuses rows names their build"
     # Raises IndexMismatchError if the build was damaged since the plan checked it; the next
     # plan then finds it damaged and embeds everything.
     with _still_there(plan.previous):
-        _, vectors = load_vectors(where, pointer=plan.previous)
-    return vectors
+        metadata, vectors = load_vectors(where, pointer=plan.previous)
+        refs = {ref.segment_id: ref for ref in plan.previous.segments or []}
+        # Checked again as they are read (artefacts/segments.py): the plan's check was earlier.
+        adds = [
+            load_segment(where, refs[sid], model=metadata.model, dim=metadata.dim)[1]
+            for sid in plan.folded
+        ]
+    folded = np.concatenate(adds) if adds else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    return vectors, folded
 
 
 def _unfinished(where: IndexLocation, found: _Found) -> list[Skipped]:

@@ -48,12 +48,11 @@ def diff(objects: list[s3.S3Object], last: Previous, *, model: str, full: bool) 
     if previous is not None and previous.model != model:
         LOG.info("model changed (%s → %s): embedding everything", previous.model, model)
     elif previous is not None and not full and len(last.vectors) == len(previous.items):
-        plan.rows = {(item.key, item.etag): row for row, item in enumerate(previous.items)}
+        # The build's rows and its segments' adds: a key and ETag met twice has one vector.
+        plan.rows = {(item.key, item.etag): row for row, item in enumerate(last.pool)}
     if previous is not None and not full:
         listed = {(obj.key, obj.etag) for obj in objects}
-        plan.still_broken = [
-            s for s in previous.skipped if s.cause == "image" and (s.key, s.etag) in listed
-        ]
+        plan.still_broken = [s for s in last.undecodable if (s.key, s.etag) in listed]
     broken = {s.key for s in plan.still_broken}
     plan.todo = [o for o in objects if (o.key, o.etag) not in plan.rows and o.key not in broken]
     return plan

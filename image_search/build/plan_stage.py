@@ -86,6 +86,7 @@ def plan_listing(
         pointer_etag=plan.pointer_etag,
         reused=work.Rows.of(reused),
         reused_rows=[plan.rows[(obj.key, obj.etag)] for obj in reused],
+        folded=[segment.segment_id for segment, _ in last.segments] if plan.rows else [],
         still_broken=plan.still_broken,
         lease=lease,
     )
@@ -116,8 +117,9 @@ def _unchanged(
     full: bool,
     report: BuildReport,
 ) -> bool:
-    """Nothing to embed and the last build holds exactly these images, built the same way."""
-    if full or plan.todo or not report.count:
+    """Nothing to embed and the last build holds exactly these images, built the same way
+    (and has no segments: a build folds them in)."""
+    if full or plan.todo or not report.count or (plan.pointer and plan.pointer.segments):
         return False
     index_type = faiss_index.choose_type(options.index_type, report.count)
     same = same_as_previous(

@@ -1,8 +1,13 @@
-"""The build ``current.json`` names, read and checked before a new build reuses it.
+"""The build ``current.json`` names, and its segments, read and checked before a new build
+reuses them.
 
 A previous build the service could not load (an unreadable pointer, a missing or corrupt
 metadata, index or embeddings file) must not stop the next build: it is reported in one warning
-and the new build starts from scratch, which also replaces it.
+and the new build starts from scratch, which also replaces it. A damaged segment is left out the
+same way: the new build lists the bucket, so whatever it held is embedded again.
+
+Segments are folded in (compaction): their adds are vectors the build reuses like the build's
+own, keyed by key and ETag, so nothing ingest embedded is embedded again.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from botocore.exceptions import ClientError
 
 from image_search.artefacts.loader import EMPTY_VECTORS, load_vectors
 from image_search.artefacts.location import IndexLocation
-from image_search.artefacts.manifest import Metadata, Pointer
+from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped
+from image_search.artefacts.segments import Segment, load_segment
 from image_search.errors import IndexMismatchError, NewerFormatError
 from image_search.index import faiss_index
 from image_search.model.vectors import Vectors
@@ -37,6 +43,24 @@ class Previous:
     pointer: Pointer | None = None
     metadata: Metadata | None = None
     vectors: Vectors = field(default_factory=lambda: EMPTY_VECTORS)
+    # The pointer's segments that passed their checks, in order, with their vectors.
+    segments: list[tuple[Segment, Vectors]] = field(default_factory=list)
+
+    @property
+    def pool(self) -> list[Item]:
+        """Every item whose vector can be reused: the build's rows, then each segment's adds
+        numbered on in pointer order (the served view's numbering, before deletes)."""
+        items = list(self.metadata.items) if self.metadata is not None else []
+        return items + [item for segment, _ in self.segments for item in segment.items]
+
+    @property
+    def undecodable(self) -> list[Skipped]:
+        """What the build and its segments found undecodable (the latest word on each key)."""
+        found = self.metadata.skipped if self.metadata is not None else []
+        latest = {s.key: s for s in found if s.cause == "image"}
+        for segment, _ in self.segments:
+            latest.update({s.key: s for s in segment.skipped if s.cause == "image"})
+        return list(latest.values())
 
 
 def read_previous(where: IndexLocation) -> Previous:
@@ -58,7 +82,28 @@ def read_previous(where: IndexLocation) -> Previous:
             _first_line(exc),
         )
         return Previous(pointer_etag=etag)
-    return Previous(pointer_etag=etag, pointer=pointer, metadata=metadata, vectors=vectors)
+    segments = _segments(where, pointer, metadata=metadata)
+    return Previous(
+        pointer_etag=etag, pointer=pointer, metadata=metadata, vectors=vectors, segments=segments
+    )
+
+
+def _segments(
+    where: IndexLocation, pointer: Pointer, *, metadata: Metadata
+) -> list[tuple[Segment, Vectors]]:
+    loaded = []
+    for ref in pointer.segments or []:
+        try:
+            loaded.append(load_segment(where, ref, model=metadata.model, dim=metadata.dim))
+        except NewerFormatError:
+            raise  # as for the build: a newer version wrote it, this one stops
+        except DAMAGE as exc:
+            LOG.warning(
+                "segment %s is left out (%s); the listing gives its images back",
+                ref.segment_id,
+                _first_line(exc),
+            )
+    return loaded
 
 
 def _load_checked(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]:

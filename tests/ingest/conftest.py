@@ -67,7 +67,7 @@ class Indexed:
             self.settings,
             queue_url=self.queue_url,
             client=self.where.client,
-            sqs=self.sqs,
+            sqs=kwargs.pop("sqs", self.sqs),
             embedder=kwargs.pop("embedder", self.embedder),
             once=True,
             **kwargs,

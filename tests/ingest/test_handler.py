@@ -80,3 +80,14 @@ def test_when_s3_cannot_be_reached_every_message_comes_back(
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {
         r["messageId"] for r in event["Records"]
     }
+
+
+def test_events_at_or_before_the_last_sequencer_applied_are_dropped_unseen(
+    built: IndexLocation,
+) -> None:
+    event = recorded("sqs-s3-notifications.json", built.bucket)
+    first, _ = lambda_sqs.handle(event)
+    assert (first.added, first.deleted) == (1, 1)
+    again, response = lambda_sqs.handle(event)  # redelivered: the same sequencers
+    assert (again.stale, again.unchanged, again.segment_id) == (2, 0, None)
+    assert response == {"batchItemFailures": []}

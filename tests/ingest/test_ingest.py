@@ -3,12 +3,15 @@ with If-Match on the pointer (issue 25)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.ingest.conftest import BASE, Indexed
-from tests.support.embedders import pixel_vector
+from tests.support.embedders import CountingEmbedder, pixel_vector
 from tests.support.factories import encode, png_bytes, random_image
 
 
@@ -109,3 +112,57 @@ def _event_for(indexed: Indexed, key: str) -> str:
         "s3": {"bucket": {"name": indexed.where.bucket}, "object": {"key": quote_plus(key)}},
     }
     return json.dumps({"Records": [record]})
+
+
+class Killed(BaseException):
+    """The process dying where it is: nothing after it runs, no handler catches it."""
+
+
+class DiesEmbedding(CountingEmbedder):
+    def embed_images(self, images: Any) -> Any:
+        raise Killed
+
+
+class DiesDeleting:
+    """An SQS client whose process dies after publishing, before the messages are deleted."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sqs, name)
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        raise Killed
+
+
+def test_an_ingest_killed_mid_batch_gives_the_same_index_when_delivered_again(
+    make_indexed: Callable[..., Indexed],
+) -> None:
+    clean, killed = make_indexed(), make_indexed(visibility=1)
+    for indexed in (clean, killed):
+        indexed.put("animals/k1.png", png_bytes(70))
+        indexed.put("nature/k2.png", png_bytes(71))
+        indexed.delete("animals/0.png")
+    clean.ingest()
+
+    with pytest.raises(Killed):  # while embedding: nothing published, nothing deleted
+        killed.consume(embedder=DiesEmbedding())
+    assert killed.pointer().segments is None
+    time.sleep(1.2)  # the messages' visibility timeout: SQS delivers them again
+    with pytest.raises(Killed):  # after publishing, before deleting: all delivered again
+        killed.consume(sqs=DiesDeleting(killed.sqs))
+    time.sleep(1.2)
+    again = killed.ingest()
+    assert again.messages >= 3 and again.unchanged == 3 and again.segment_id is None
+
+    def contents(indexed: Indexed) -> list[tuple[list[str], list[str], np.ndarray]]:
+        return [
+            ([i.key for i in segment.items], segment.deletes, vectors)
+            for segment, vectors in indexed.segments()
+        ]
+
+    ((keys, deletes, vectors),) = contents(killed)
+    ((clean_keys, clean_deletes, clean_vectors),) = contents(clean)
+    assert (keys, deletes) == (clean_keys, clean_deletes)
+    np.testing.assert_array_equal(vectors, clean_vectors)
