@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_concurrent_images: int = Field(default=2, ge=1, le=64)
     refresh_seconds: float = Field(default=300.0, ge=0)
+    # How often the service checks current.json for new segments and builds: a conditional GET
+    # (304 when unchanged), cheap enough to run every few seconds (serve/lifecycle.py).
+    poll_seconds: float = Field(default=10.0, ge=0)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
     text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
 

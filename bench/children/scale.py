@@ -72,7 +72,7 @@ def _queries(
 
     probes = np.load(os.environ["BENCH_PROBES"])
     cold = [_timed(loaded.index, probe)[0] for probe in probes]
-    fill_s = _wait_for_rerank(loaded.index)
+    fill_s = _wait_for_rerank(loaded.base.index)
     timed = [_timed(loaded.index, probe) for probe in probes]
     latencies = np.array([ms for ms, _ in timed])
     cache = os.environ["IMAGE_SEARCH_INDEX_CACHE_DIR"]
@@ -86,7 +86,7 @@ def _queries(
         "cold_search_p50_ms": round(float(np.percentile(cold, 50)), 3),
         "rerank_fill_s": fill_s,
         "index_bytes": os.path.getsize(os.path.join(cache, loaded.metadata.build_id, INDEX_FILE)),
-        "rerank_bytes": _rerank_bytes(loaded.index),
+        "rerank_bytes": _rerank_bytes(loaded.base.index),
         "ids": [ids for _, ids in timed],
     }
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 from image_search.artefacts.catalog import CHECKSUMMED, Catalog
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
@@ -22,8 +24,10 @@ from image_search.artefacts.manifest import (
     RERANK_FILE,
     Metadata,
     Pointer,
+    SegmentRef,
 )
-from image_search.errors import IndexMismatchError
+from image_search.artefacts.segments import Segment, load_segment
+from image_search.errors import ImageSearchError, IndexMismatchError
 from image_search.index import faiss_index
 from image_search.index.search_index import SearchIndex
 from image_search.model.vectors import Vectors
@@ -33,6 +37,8 @@ from image_search.storage.cache import fetch
 LOG = logging.getLogger(__name__)
 
 EMPTY_VECTORS = np.zeros((0, 0), dtype=np.float32)
+# Segments fetched at once (two small GETs each): a cold start may find many.
+SEGMENT_WORKERS = 8
 # The local name of the re-rank codes once complete (raw rows, no .npy header).
 LOCAL_CODES = "rerank_codes.u8"
 
@@ -60,6 +66,17 @@ def read_tagged_pointer(where: IndexLocation) -> tuple[Pointer, str] | None:
     """The current pointer and its ETag (for a write with If-Match), or None when absent."""
     tagged = s3.get_tagged(where.client, bucket=where.bucket, key=where.pointer_key)
     return None if tagged is None else (Pointer.model_validate_json(tagged[0]), tagged[1])
+
+
+def read_pointer_if_changed(
+    where: IndexLocation, *, etag: str | None
+) -> tuple[Pointer, str] | s3.Unchanged | None:
+    """The pointer and its ETag unless it still has ``etag`` (then ``s3.UNCHANGED``), None when
+    nothing has been published yet."""
+    found = s3.get_if_changed(where.client, bucket=where.bucket, key=where.pointer_key, etag=etag)
+    if found is None or isinstance(found, s3.Unchanged):
+        return found
+    return Pointer.model_validate_json(found[0]), found[1]
 
 
 def write_pointer(where: IndexLocation, pointer: Pointer, *, etag: str | None) -> str | None:
@@ -159,3 +176,39 @@ def load_vectors(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, V
             f"{metadata.count} x {metadata.dim}"
         )
     return metadata, vectors.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Segments read for serving, in the pointer's order: all of them, or those before the
+    first that could not be read (``problem`` says why); a later one never applies without the
+    ones before it."""
+
+    loaded: list[tuple[Segment, Vectors]]
+    problem: str | None = None
+
+
+def load_segments(where: IndexLocation, refs: Sequence[SegmentRef], *, base: Catalog) -> Segments:
+    """``refs``' segments, each checked like a build (artefacts/segments.py) and against
+    ``base``: made on it, with its model and width. Fetched a few at a time."""
+
+    def load(ref: SegmentRef) -> tuple[Segment, Vectors]:
+        segment, vectors = load_segment(where, ref, model=base.model, dim=base.dim)
+        if segment.base_build_id != base.build_id:
+            raise IndexMismatchError(
+                f"segment {ref.segment_id!r} applies on build {segment.base_build_id}, not on "
+                f"build {base.build_id}"
+            )
+        return segment, vectors
+
+    loaded: list[tuple[Segment, Vectors]] = []
+    with ThreadPoolExecutor(SEGMENT_WORKERS, thread_name_prefix="segments") as pool:
+        futures = [pool.submit(load, ref) for ref in refs]
+        for ref, future in zip(refs, futures, strict=True):
+            try:
+                loaded.append(future.result())
+            except (ImageSearchError, ValueError, ClientError) as exc:
+                for rest in futures:
+                    rest.cancel()
+                return Segments(loaded, f"segment {ref.segment_id} could not be loaded: {exc}")
+    return Segments(loaded)

@@ -18,6 +18,7 @@ it about 2·n·√n dot products instead of n². Scores are FAISS's float inner 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import faiss
@@ -81,6 +82,20 @@ def split(group: Group, *, min_score: float) -> list[Group]:
     kept = [edge for edge in group.edges if edge[2] >= min_score]
     if len(kept) == len(group.edges):
         return [group]
+    first = np.array([group.rows[a] for a, _, _ in kept], dtype=np.int64)
+    second = np.array([group.rows[b] for _, b, _ in kept], dtype=np.int64)
+    scores = np.array([score for _, _, score in kept], dtype=np.float32)
+    return _spanning_groups(first, second, scores)
+
+
+def without(group: Group, rows: Collection[int]) -> list[Group]:
+    """The groups ``group`` falls into when its members in ``rows`` are gone (deleted images):
+    its tree's edges between the others. Members the tree joined only through a removed one
+    part, though another pair may have joined them: the next build finds the groups anew."""
+    gone = {at for at, row in enumerate(group.rows) if row in rows}
+    if not gone:
+        return [group]
+    kept = [edge for edge in group.edges if edge[0] not in gone and edge[1] not in gone]
     first = np.array([group.rows[a] for a, _, _ in kept], dtype=np.int64)
     second = np.array([group.rows[b] for _, b, _ in kept], dtype=np.int64)
     scores = np.array([score for _, _, score in kept], dtype=np.float32)

@@ -91,6 +91,19 @@ def allowed_ids(allowed: Allowed, ntotal: int) -> Rows:
     return np.concatenate([np.arange(start, end, dtype=np.int64) for start, end in allowed])
 
 
+def allowed_mask(allowed: Allowed, rows: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+    """Which of ``rows`` are allowed."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if allowed is None:
+        return np.ones(len(rows), dtype=bool)
+    if isinstance(allowed, np.ndarray):
+        return np.isin(rows, allowed)
+    inside = np.zeros(len(rows), dtype=bool)
+    for start, end in allowed:
+        inside |= (rows >= start) & (rows < end)
+    return inside
+
+
 def selector(allowed: Allowed, ntotal: int, keep_alive: list[Any]) -> faiss.IDSelector | None:
     """A FAISS selector scoring only ``allowed`` rows (None: no selector, every row).
 

@@ -1,14 +1,20 @@
 """Cursors of ``/query``: the next page of the same query, in the same build.
 
 A cursor is ``<payload>.<check>``: the payload (base64url JSON) holds the build it came from, how
-many results came before it, and the last result's row and score; the check is a digest of the
-payload and the query's fingerprint. No secret is needed: the client sends the query again with
+many of the build's delta segments the first page saw (and the last one's id), how many results
+came before it, and the last result's row and score; the check is a digest of the payload and the
+query's fingerprint. No secret is needed: the client sends the query again with
 its cursor, and a cursor is only accepted with the query it was made for; forging one gives
 nothing a client could not get by paging (every page it names lies within ``MAX_DEPTH``).
 
 Pages are cut by the last result (score, then row), not by an offset alone: an approximate
 index asked for more results may rank a few differently, and this way a page never repeats a
 result of an earlier one, and scores never rise from one page to the next.
+
+Segments published while a client pages do not shift its pages: every page searches the rows the
+first page could see (a row keeps its number as segments arrive, artefacts/view.py), minus any
+deleted since, which are never shown. A cursor expires (409) only when its build is no longer the
+base served, or its segments are not the ones served (a build folded them in).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from image_search.errors import CursorExpiredError, InvalidCursorError
 
@@ -29,12 +36,15 @@ MAX_DEPTH = 1000
 
 @dataclass(frozen=True, slots=True)
 class After:
-    """Where a page starts: after ``offset`` results, the last of them ``row`` at ``score``."""
+    """Where a page starts: after ``offset`` results, the last of them ``row`` at ``score``, in
+    build ``build_id`` with its first ``segments`` segments (the last of them ``last``)."""
 
     build_id: str
     offset: int
     row: int
     score: float
+    segments: int = 0
+    last: str = ""
 
     def follows(self, row: int, score: float) -> bool:
         """Whether a result at ``score`` (``row``) ranks after this one: lower score, or the
@@ -44,16 +54,25 @@ class After:
 
 def make(after: After, *, fingerprint: str) -> str:
     payload = json.dumps(
-        {"b": after.build_id, "o": after.offset, "r": after.row, "s": after.score},
+        {
+            "b": after.build_id,
+            "n": after.segments,
+            "l": after.last,
+            "o": after.offset,
+            "r": after.row,
+            "s": after.score,
+        },
         separators=(",", ":"),
     ).encode()
     encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     return f"{encoded}.{_check(encoded, fingerprint)}"
 
 
-def read(cursor: str, *, fingerprint: str, build_id: str) -> After:
-    """The page a cursor names. ``InvalidCursorError`` when it is damaged or belongs to another
-    query; ``CursorExpiredError`` when its build is no longer the one served."""
+def read(cursor: str, *, fingerprint: str, build_id: str, segment_ids: Sequence[str]) -> After:
+    """The page a cursor names, in the build ``build_id`` with ``segment_ids`` applied.
+    ``InvalidCursorError`` when it is damaged or belongs to another query;
+    ``CursorExpiredError`` when its build or segments are no longer the ones served. A cursor
+    from a server that had seen more segments than this one is read with those it has."""
     encoded, _, check = cursor.partition(".")
     if not hmac.compare_digest(check.encode(), _check(encoded, fingerprint).encode()):
         raise InvalidCursorError(
@@ -62,8 +81,15 @@ def read(cursor: str, *, fingerprint: str, build_id: str) -> After:
         )
     try:
         fields = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-        after = After(str(fields["b"]), int(fields["o"]), int(fields["r"]), float(fields["s"]))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        after = After(
+            str(fields["b"]),
+            int(fields["o"]),
+            int(fields["r"]),
+            float(fields["s"]),
+            segments=int(fields.get("n", 0)),
+            last=str(fields.get("l", "")),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise InvalidCursorError("the cursor cannot be read") from exc
     if after.build_id != build_id:
         raise CursorExpiredError(
@@ -72,6 +98,16 @@ def read(cursor: str, *, fingerprint: str, build_id: str) -> After:
         )
     if not 0 < after.offset < MAX_DEPTH:
         raise InvalidCursorError(f"the cursor's offset is outside 1 to {MAX_DEPTH - 1}")
+    if after.segments < 0:
+        raise InvalidCursorError("the cursor's segment count is negative")
+    if after.segments > len(segment_ids):  # this server has not seen them yet
+        held = len(segment_ids)
+        return replace(after, segments=held, last=segment_ids[-1] if held else "")
+    if after.segments and segment_ids[after.segments - 1] != after.last:
+        raise CursorExpiredError(
+            f"the cursor was made with segment {after.last} of build {build_id}, which is no "
+            "longer served: its pages would not follow on. Run the query again without a cursor."
+        )
     return after
 
 

@@ -8,15 +8,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from botocore.exceptions import ClientError
 from cachetools import LRUCache
 
 from image_search.artefacts import duplicates
-from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.location import IndexLocation
+from image_search.artefacts.view import LoadedView
 from image_search.config import Settings
 from image_search.errors import DuplicatesUnavailableError, IndexNotReadyError
-from image_search.index.duplicates import Group, split
+from image_search.index.duplicates import Group, split, without
+from image_search.index.search_index import allowed_mask
 from image_search.serve.scope import Scope
 from image_search.serve.urls import ImageUrls
 from image_search.storage import s3
@@ -64,11 +66,14 @@ class DuplicateGroups:
         self._urls = urls
         self._lock = threading.Lock()
         self._groups: tuple[str, float, list[Group]] | None = None  # build id, score, groups
-        self._splits: LRUCache[tuple[str, float], list[Group]] = LRUCache(maxsize=SPLITS_KEPT)
+        # Keyed by the view (build and segments) and the score.
+        self._splits: LRUCache[tuple[str, tuple[str, ...], float], list[Group]] = LRUCache(
+            maxsize=SPLITS_KEPT
+        )
 
     def page(
         self,
-        loaded: LoadedBuild,
+        loaded: LoadedView,
         *,
         where: Scope,
         min_score: float | None,
@@ -79,8 +84,7 @@ class DuplicateGroups:
         raised to it (the build recorded no weaker pairs)."""
         found_at, groups = self._at(loaded, min_score)
         if where.ranges is not None:
-            ranges = where.ranges
-            groups = [g for g in groups if any(a <= row < b for row in g.rows for a, b in ranges)]
+            groups = [g for g in groups if allowed_mask(where.ranges, np.array(g.rows)).any()]
         chosen = groups[offset : offset + limit]
         return GroupPage(
             build_id=loaded.metadata.build_id,
@@ -92,21 +96,30 @@ class DuplicateGroups:
             groups=tuple(self._group(loaded, group) for group in chosen),
         )
 
-    def _at(self, loaded: LoadedBuild, min_score: float | None) -> tuple[float, list[Group]]:
+    def _at(self, loaded: LoadedView, min_score: float | None) -> tuple[float, list[Group]]:
+        """The groups at ``min_score`` without the images deleted since the build (images
+        added since are in no group until the next build: artefacts/view.py)."""
         build_id = loaded.metadata.build_id
         with self._lock:
             if self._groups is None or self._groups[0] != build_id:
                 self._groups = (build_id, *self._read(loaded))
             _, recorded, groups = self._groups
             score = recorded if min_score is None else max(min_score, recorded)
-            parts = self._splits.get((build_id, score))
+            view = (build_id, loaded.segment_ids, score)
+            parts = self._splits.get(view)
             if parts is None:
-                parts = [part for group in groups for part in split(group, min_score=score)]
+                dead = set(loaded.metadata.dead.tolist())
+                parts = [
+                    part
+                    for group in groups
+                    for alive in without(group, dead)
+                    for part in split(alive, min_score=score)
+                ]
                 parts.sort(key=lambda g: (-len(g.rows), -g.score, g.rows[0]))
-                self._splits[(build_id, score)] = parts
+                self._splits[view] = parts
         return score, parts
 
-    def _read(self, loaded: LoadedBuild) -> tuple[float, list[Group]]:
+    def _read(self, loaded: LoadedView) -> tuple[float, list[Group]]:
         ref = loaded.metadata.duplicates
         if ref is None:
             raise DuplicatesUnavailableError(
@@ -122,9 +135,9 @@ class DuplicateGroups:
             )
         except (ValueError, ClientError) as exc:
             raise IndexNotReadyError(f"the near-duplicate groups could not be read: {exc}") from exc
-        return doc.min_score, duplicates.groups_of(doc, catalog=loaded.metadata)
+        return doc.min_score, duplicates.groups_of(doc, catalog=loaded.base.metadata)
 
-    def _group(self, loaded: LoadedBuild, group: Group) -> ImageGroup:
+    def _group(self, loaded: LoadedView, group: Group) -> ImageGroup:
         items = loaded.metadata.items
         best = group.best()
         order = sorted(

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.photos import NO_TIME
-from image_search.index.search_index import Ranges
+from image_search.artefacts.view import ViewCatalog
+from image_search.index.search_index import Allowed
 from image_search.serve.filters import PhotoFilter, camera_name, photo_columns
 
 
@@ -26,7 +26,7 @@ class Facets:
     no_date: int  # images with no date (the year facet's scope)
 
 
-def facets(catalog: Catalog, *, ranges: Ranges | None, chosen: PhotoFilter) -> Facets:
+def facets(catalog: ViewCatalog, *, ranges: Allowed, chosen: PhotoFilter) -> Facets:
     columns = photo_columns(catalog)
     count = len(chosen.rows(catalog, ranges))
     codes = columns.array["camera"][chosen.without("camera").rows(catalog, ranges)]

@@ -22,15 +22,18 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.photos import NO_TIME, Orientation, PhotoColumns
+from image_search.artefacts.view import ViewCatalog
 from image_search.errors import PhotoFieldsMissingError
-from image_search.index.search_index import Hits, Ranges, Rows, SearchIndex
+from image_search.index.overlay import OverlayIndex
+from image_search.index.search_index import Allowed, Hits, Rows, SearchIndex
 from image_search.model.vectors import Vectors
 
 # Filters matching at most this many images are scored exactly, row by row (tens of ms at worst
 # on 512-d vectors); above it a scan costs more than the index's own restricted search.
 EXACT_MATCHES = 20_000
+# What a filtered search needs of an index: the served view's (index/overlay.py) or a build's.
+Index = SearchIndex | OverlayIndex
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
 
@@ -115,16 +118,20 @@ class PhotoFilter:
         """This filter with ``names`` (its fields) left open: a facet's own filter."""
         return replace(self, **{name: getattr(NO_FILTER, name) for name in names})
 
-    def rows(self, catalog: Catalog, ranges: Ranges | None) -> Rows:
-        """The rows inside ``ranges`` (None: all) whose photo matches, ascending."""
+    def rows(self, catalog: ViewCatalog, ranges: Allowed) -> Rows:
+        """The live rows inside ``ranges`` (None: all) whose photo matches, ascending."""
         columns = photo_columns(catalog)
-        spans = [(0, len(columns))] if ranges is None else ranges
         codes = None if self.camera is None else camera_codes(columns.cameras, self.camera)
+        if isinstance(ranges, np.ndarray):  # rows scattered by segments (artefacts/view.py)
+            rows = ranges.astype(np.int64, copy=False)
+            return catalog.live(rows[self._mask(columns.array[rows], codes)])
+        spans = [(0, len(columns))] if ranges is None else ranges
         found = [
             start + np.flatnonzero(self._mask(columns.array[start:end], codes))
             for start, end in spans
         ]
-        return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+        rows = np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+        return catalog.live(rows)
 
     def _mask(
         self, photos: npt.NDArray[np.void], codes: npt.NDArray[np.int64] | None
@@ -156,7 +163,7 @@ class PhotoFilter:
 NO_FILTER = PhotoFilter()
 
 
-def photo_columns(catalog: Catalog) -> PhotoColumns:
+def photo_columns(catalog: ViewCatalog) -> PhotoColumns:
     """The build's photo columns; ``PhotoFieldsMissingError`` for a build made before them."""
     if catalog.photos is None:
         raise PhotoFieldsMissingError(
@@ -175,7 +182,7 @@ def camera_codes(cameras: Sequence[str], name: str) -> npt.NDArray[np.int64]:
     )
 
 
-def search(index: SearchIndex, query: Vectors, *, k: int, allowed: Ranges | Rows | None) -> Hits:
+def search(index: Index, query: Vectors, *, k: int, allowed: Allowed) -> Hits:
     """The top ``k`` among ``allowed``: a filter's few matches scored exactly, anything else
     searched as the index searches."""
     if isinstance(allowed, np.ndarray) and len(allowed) <= EXACT_MATCHES:

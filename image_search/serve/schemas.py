@@ -316,7 +316,10 @@ class DuplicatesPage(BaseModel):
 class Health(BaseModel):
     status: str = "ok"
     build_id: str
-    count: int
+    count: int = Field(description="images served: the build's, with the segments applied")
+    segments: int = Field(
+        0, description="segments applied on the build: uploads and deletions since it was made"
+    )
     model: str = Field(description="the model the build records (with #int8 when quantised)")
     created_at: datetime
     runtime: str = Field(description="onnx or torch")

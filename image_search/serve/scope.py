@@ -1,14 +1,16 @@
-"""Where a query searches: the whole index, some folders, a key prefix, or both, as id ranges."""
+"""Where a query searches: the whole index, some folders, a key prefix, or both, as the rows a
+search is allowed (id ranges of the base build, and the segments' live rows in them)."""
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
 
-from image_search.artefacts.catalog import Catalog
+import numpy as np
+
+from image_search.artefacts.view import Place, ViewCatalog
 from image_search.errors import UnknownFolderError, UnknownPrefixError
-from image_search.index.prefixes import intersect
-from image_search.index.search_index import Ranges
+from image_search.index.search_index import Allowed
 
 # An explicit "every folder": a text query then skips folder detection.
 ALL_FOLDERS = "*"
@@ -30,7 +32,9 @@ def spellings(text: str) -> list[str]:
 class Scope:
     folders: list[str] | None = None  # None: every folder
     prefix: str = ""
-    ranges: Ranges | None = None  # None: the whole index
+    # The rows to search (None: the whole index): id ranges, or an array of rows when the
+    # segments add many rows scattered among them (artefacts/view.py).
+    ranges: Allowed = None
 
     @property
     def chosen(self) -> bool:
@@ -38,7 +42,7 @@ class Scope:
         return self.folders is not None or bool(self.prefix)
 
 
-def resolve(metadata: Catalog, *, folder: str = "", prefix: str = "") -> Scope:
+def resolve(metadata: ViewCatalog, *, folder: str = "", prefix: str = "") -> Scope:
     """The scope for a ``folder`` ("" or "*" for all) and a key ``prefix`` ("" for any).
 
     Raises ``UnknownFolderError`` for a folder the index does not hold and
@@ -47,36 +51,49 @@ def resolve(metadata: Catalog, *, folder: str = "", prefix: str = "") -> Scope:
     folders = _folders(metadata, folder)
     if folders is None and not prefix:
         return Scope()
-    ranges = sorted(metadata.folders[name] for name in folders) if folders else None
+    place = metadata.folder_place(folders) if folders else None
     if prefix:
-        order = metadata.key_order()
-        found = sorted(r for spelled in spellings(prefix) for r in order.ranges(spelled))
-        ranges = found if ranges is None else intersect(ranges, found)
-        if not ranges:
+        found = Place([])
+        for spelled in spellings(prefix):
+            found = found | metadata.prefix_place(spelled)
+        place = found if place is None else place & found
+        if not metadata.live_in(place):
             where = f" in folder {folder!r}" if folders else ""
             raise UnknownPrefixError(f"no indexed image key starts with {prefix!r}{where}")
-    return Scope(folders=folders, prefix=prefix, ranges=ranges)
+    assert place is not None  # a folder or a prefix was named
+    return Scope(folders=folders, prefix=prefix, ranges=place.allowed())
 
 
-def of_folders(metadata: Catalog, folders: list[str]) -> Scope:
+def before(allowed: Allowed, end: int, *, total: int) -> Allowed:
+    """``allowed`` without the rows numbered ``end`` or later (of ``total``): a cursor's pages
+    leave out the segments published after its first page."""
+    if end >= total:
+        return allowed
+    if allowed is None:
+        return [(0, end)]
+    if isinstance(allowed, np.ndarray):
+        return allowed[allowed < end]
+    return [(start, min(stop, end)) for start, stop in allowed if start < end]
+
+
+def of_folders(metadata: ViewCatalog, folders: list[str]) -> Scope:
     """The scope of folders detected from a query."""
-    return Scope(folders=folders, ranges=[metadata.folders[name] for name in folders])
+    return Scope(folders=folders, ranges=metadata.folder_place(folders).allowed())
 
 
-def sub_folders(metadata: Catalog, parent: str) -> list[tuple[str, int]]:
+def sub_folders(metadata: ViewCatalog, parent: str) -> list[tuple[str, int]]:
     """The top-level folders (``parent`` empty) or those directly under ``parent``, with how
     many images each holds at any depth."""
     parent = parent.strip("/")
     counts: dict[str, int] = {}
     if not parent:
-        for name, (start, end) in metadata.folders.items():
-            counts[same_name(name)] = counts.get(same_name(name), 0) + end - start
+        for name, count in metadata.folders.items():
+            counts[same_name(name)] = counts.get(same_name(name), 0) + count
         return list(counts.items())
-    order = metadata.key_order()
     found = False
     for spelled in spellings(parent + "/"):
-        found = found or bool(order.ranges(spelled))
-        for child, count in order.children(spelled):
+        found = found or bool(metadata.live_in(metadata.prefix_place(spelled)))
+        for child, count in metadata.children(spelled).items():
             name = same_name(child.rstrip("/"))
             counts[name] = counts.get(name, 0) + count
     if not found:
@@ -84,7 +101,7 @@ def sub_folders(metadata: Catalog, parent: str) -> list[tuple[str, int]]:
     return list(counts.items())
 
 
-def _folders(metadata: Catalog, folder: str) -> list[str] | None:
+def _folders(metadata: ViewCatalog, folder: str) -> list[str] | None:
     if folder in ("", ALL_FOLDERS):
         return None
     name = same_name(folder.strip("/"))

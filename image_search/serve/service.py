@@ -20,8 +20,8 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from image_search.artefacts.catalog import Catalog
-from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.photos import Photo
+from image_search.artefacts.view import LoadedView, ViewCatalog
 from image_search.config import Settings, get_settings
 from image_search.errors import (
     ImageSearchError,
@@ -74,7 +74,7 @@ class ServedBuild:
     bucket: str  # the configured bucket, whichever one the build's catalog names
 
     @classmethod
-    def of(cls, metadata: Catalog, *, bucket: str) -> ServedBuild:
+    def of(cls, metadata: ViewCatalog, *, bucket: str) -> ServedBuild:
         return cls(metadata.build_id, metadata.count, metadata.created_at, bucket)
 
 
@@ -174,10 +174,10 @@ class SearchService:
         thread.start()
         return thread
 
-    def current(self) -> LoadedBuild:
+    def current(self) -> LoadedView:
         return self.index.current()
 
-    def checked(self) -> LoadedBuild:
+    def checked(self) -> LoadedView:
         """``current()``, its lazily read files checked in S3: what ``/health`` answers from."""
         return self.index.verify()
 
@@ -281,19 +281,24 @@ class SearchService:
         the indexed images it names left out; ``cursor`` names a page after the first."""
         self._check_upload(query.upload_bytes)
         loaded = self.current()
-        build_id = loaded.metadata.build_id
+        build_id, segment_ids = loaded.build_id, loaded.segment_ids
         fingerprint = query.fingerprint()
         after = None
         if cursor is not None:
-            after = cursors.read(cursor, fingerprint=fingerprint, build_id=build_id)
+            after = cursors.read(
+                cursor, fingerprint=fingerprint, build_id=build_id, segment_ids=segment_ids
+            )
         offset = 0 if after is None else after.offset
         k = min(k, cursors.MAX_DEPTH - offset)
         where = scope.resolve(loaded.metadata, folder=query.folder, prefix=query.prefix)
+        # Every page searches the rows the first page could see (serve/cursors.py).
+        seen = len(segment_ids) if after is None else after.segments
         started = time.perf_counter()
         vectors, named = self._part_vectors(loaded, query, caller=caller)
         vector = combine(vectors, query.weights)
         embedded = time.perf_counter()
         allowed = _allowed(loaded, where, query.filters)
+        allowed = scope.before(allowed, loaded.metadata.end(seen), total=len(loaded.metadata))
         filtered = time.perf_counter()
         # One more than the page, to know whether another follows.
         wanted = offset + k + len(named) + 1
@@ -310,7 +315,14 @@ class SearchService:
         next_cursor = None
         if more and pairs and offset + len(pairs) < cursors.MAX_DEPTH:
             last_row, last_score = pairs[-1]
-            last = cursors.After(build_id, offset + len(pairs), last_row, last_score)
+            last = cursors.After(
+                build_id,
+                offset + len(pairs),
+                last_row,
+                last_score,
+                segments=seen,
+                last=segment_ids[seen - 1] if seen else "",
+            )
             next_cursor = cursors.make(last, fingerprint=fingerprint)
         hits = tuple(self._hit(loaded, row, score) for row, score in pairs)
         timings = {
@@ -324,7 +336,7 @@ class SearchService:
         return QueryPage(result=result, offset=offset, next_cursor=next_cursor)
 
     def _part_vectors(
-        self, loaded: LoadedBuild, query: Query, *, caller: str
+        self, loaded: LoadedView, query: Query, *, caller: str
     ) -> tuple[Vectors, set[int]]:
         """Each part's embedding, in ``query.parts`` order, and the rows of the indexed images
         it names. Uploads are decoded and embedded by the upload threads meanwhile."""
@@ -383,7 +395,7 @@ class SearchService:
         return self._result("similar", loaded, where, found, timings=found.timings)
 
     @contextmanager
-    def _reading(self, loaded: LoadedBuild) -> Iterator[None]:
+    def _reading(self, loaded: LoadedView) -> Iterator[None]:
         """Queries read some of a build's files lazily (ivf-pq's re-rank codes). When they are
         gone from S3 (a newer build pruned it), answer 503 and load the current build now."""
         try:
@@ -432,7 +444,7 @@ class SearchService:
 
     def _search(
         self,
-        loaded: LoadedBuild,
+        loaded: LoadedView,
         vector: Vectors,
         *,
         k: int,
@@ -464,7 +476,7 @@ class SearchService:
         }
         return _Found(hits=hits, timings=timings)
 
-    def _hit(self, loaded: LoadedBuild, row: int, score: float) -> Hit:
+    def _hit(self, loaded: LoadedView, row: int, score: float) -> Hit:
         item = loaded.metadata.items[row]
         url = self._urls(item.key)
         photos = loaded.metadata.photos
@@ -479,7 +491,7 @@ class SearchService:
     def _result(
         self,
         kind: str,
-        loaded: LoadedBuild,
+        loaded: LoadedView,
         where: scope.Scope,
         found: _Found,
         *,
@@ -499,7 +511,7 @@ class SearchService:
         )
 
 
-def _allowed(loaded: LoadedBuild, where: scope.Scope, chosen: PhotoFilter) -> Allowed:
+def _allowed(loaded: LoadedView, where: scope.Scope, chosen: PhotoFilter) -> Allowed:
     """The rows a search may return: the scope's ranges, or the matching rows inside them."""
     return chosen.rows(loaded.metadata, where.ranges) if chosen else where.ranges
 

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import boto3
@@ -41,6 +40,7 @@ NO_CREDENTIALS = (
 )
 # A GET with If-Match whose object has another ETag now.
 _CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
+_NOT_MODIFIED_CODES = frozenset({"NotModified", "304"})
 # A conditional write or delete that lost: the ETag changed, the object appeared (412), another
 # conditional request on the key was in flight (409), or an If-Match object is gone (404).
 _CONDITION_CODES = _MISSING_CODES | {
@@ -59,8 +59,6 @@ class S3Object:
     folder: str
     etag: str
     size: int
-    # LastModified as listed (aware, UTC): what a photo without an EXIF date is dated by.
-    modified: datetime | None = None
 
 
 def make_client(*, max_connections: int = 10) -> S3Client:
@@ -168,16 +166,8 @@ def list_images(
             key = item["Key"]
             if not is_indexed_key(key, folders=(), exclude_prefix=exclude_prefix):
                 continue  # listed under one of the folders' prefixes already
-            found[key] = S3Object(
-                key, folder_of(key), item["ETag"].strip('"'), int(item["Size"]), _modified(item)
-            )
+            found[key] = S3Object(key, folder_of(key), item["ETag"].strip('"'), int(item["Size"]))
     return sorted(found.values(), key=lambda obj: (obj.folder, obj.key))
-
-
-def _modified(item: dict[str, Any]) -> datetime | None:
-    # botocore parses LastModified into an aware datetime; anything else is not one.
-    value = item.get("LastModified")
-    return value if isinstance(value, datetime) and value.tzinfo is not None else None
 
 
 def get_bytes(client: S3Client, *, bucket: str, key: str, etag: str | None = None) -> bytes:
@@ -209,27 +199,19 @@ def head(client: S3Client, *, bucket: str, key: str) -> tuple[S3Object, str | No
             return None
         raise
     etag = str(answer["ETag"]).strip('"')
-    found = S3Object(
-        key, folder_of(key), etag, int(answer.get("ContentLength", 0)), _modified(answer)
-    )
+    found = S3Object(key, folder_of(key), etag, int(answer.get("ContentLength", 0)))
     return found, answer.get("VersionId")
 
 
 def get_range(
-    client: S3Client, *, bucket: str, key: str, start: int, end: int, etag: str | None = None
+    client: S3Client, *, bucket: str, key: str, start: int, end: int
 ) -> tuple[bytes, int]:
-    """Bytes ``[start, end)`` of the object (fewer at its end) and the object's total size;
-    with ``etag``, only if the object still has it (``ObjectChangedError`` otherwise)."""
-    condition = {"IfMatch": '"' + etag.strip('"') + '"'} if etag is not None else {}
+    """Bytes ``[start, end)`` of the object (fewer at its end) and the object's total size."""
     with translate_errors(bucket):
         try:
-            response = client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **condition
-            )
+            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
         except ClientError as exc:
-            if _code(exc) in _CHANGED_CODES:
-                raise ObjectChangedError(f"{key!r} no longer has ETag {etag}") from exc
-            if _code(exc) != "InvalidRange" or start > 0:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange" or start > 0:
                 raise
             return b"", 0  # S3 refuses any range of an empty object
         body: bytes = response["Body"].read()
@@ -254,6 +236,33 @@ def get_tagged(client: S3Client, *, bucket: str, key: str) -> tuple[bytes, str] 
             answer = client.get_object(Bucket=bucket, Key=key)
             return answer["Body"].read(), answer["ETag"]
     except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The object still has the ETag asked about (S3 answered 304 Not Modified)."""
+
+
+UNCHANGED = Unchanged()
+
+
+def get_if_changed(
+    client: S3Client, *, bucket: str, key: str, etag: str | None
+) -> tuple[bytes, str] | Unchanged | None:
+    """The object's bytes and ETag unless it still has ``etag`` (If-None-Match; None: always),
+    ``UNCHANGED`` if it does, None when absent. A check that finds nothing new transfers no
+    body: what lets a server look at a small object every few seconds."""
+    condition = {} if etag is None else {"IfNoneMatch": etag}
+    try:
+        with translate_errors(bucket, keep=_MISSING_CODES | _NOT_MODIFIED_CODES):
+            answer = client.get_object(Bucket=bucket, Key=key, **condition)
+            return answer["Body"].read(), answer["ETag"]
+    except ClientError as exc:
+        if _code(exc) in _NOT_MODIFIED_CODES:
+            return UNCHANGED
         if is_missing(exc):
             return None
         raise

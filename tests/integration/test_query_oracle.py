@@ -51,8 +51,8 @@ def query_and_combination(folder: str) -> tuple[dict, np.ndarray, set[int]]:  # 
 
     build = loaded()
     catalog = build.metadata
-    start, end = catalog.folders[folder]
-    liked, disliked = start + 7, catalog.folders["beta"][0] + 11
+    start, end = catalog.base.folders[folder]
+    liked, disliked = start + 7, catalog.base.folders["beta"][0] + 11
     body = {
         "positive": [
             {"text": "a dog on a beach", "weight": 1.5},
@@ -140,7 +140,7 @@ def test_pages_are_disjoint_in_rank_order_and_follow_the_ranking(api, published)
     assert len(set(walked)) == len(walked) == 100
     assert ranks == list(range(1, 101))
     assert scores == sorted(scores, reverse=True)
-    start, end = loaded().metadata.folders["gamma"]
+    start, end = loaded().metadata.base.folders["gamma"]
     rows = np.array([r for r in range(start, end) if r not in named])
     expected, _ = brute_force(rows, vector, 100)
     if kind == "flat":

@@ -243,7 +243,8 @@ def test_at_most_two_builds_are_held_during_a_swap(
         wait_for_build(api, served[-1])  # the requests' own checks load it
     # The first load happened before tracking: the first swap started with one untracked build.
     assert counts[0] == (0, 1) and counts[1:] == [(1, 2)] * (len(served) - 1)
-    assert live() == 1 and get_service().index.loaded is alive[-1]()
+    loaded = get_service().index.loaded
+    assert live() == 1 and loaded is not None and loaded.base is alive[-1]()
 
 
 # ---- long-lived servers -------------------------------------------------------------------------

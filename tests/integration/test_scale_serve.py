@@ -92,7 +92,7 @@ def test_folder_search_is_exact_against_brute_force(api, folder: str) -> None:  
     assert answer.status_code == 200
     hits = answer.json()
     assert {hit["folder"] for hit in hits} == {folder}
-    start, end = service().current().metadata.folders[folder]
+    start, end = service().current().metadata.base.folders[folder]
     vector = service().embedder.embed_texts([query])[0]
     assert_same_top(hits, *oracle(np.arange(start, end), vector, 10))
 
@@ -111,7 +111,7 @@ def test_prefix_search_is_exact_against_brute_force(api) -> None:  # type: ignor
 
 def test_similar_by_key_finds_the_stored_neighbours_in_a_folder(api) -> None:  # type: ignore[no-untyped-def]
     catalog = service().current().metadata
-    start, end = catalog.folders["delta"]
+    start, end = catalog.base.folders["delta"]
     row = start + 17
     answer = api.post(
         "/image_search/similar", json={"key": catalog.key(row), "k": 5, "folder": "delta"}
@@ -124,7 +124,7 @@ def test_similar_by_key_finds_the_stored_neighbours_in_a_folder(api) -> None:  #
 
 def test_similar_by_key_over_the_whole_index_ranks_its_own_neighbours(api) -> None:  # type: ignore[no-untyped-def]
     catalog = service().current().metadata
-    row = catalog.folders["gamma"][0] + 1234
+    row = catalog.base.folders["gamma"][0] + 1234
     answer = api.post(
         "/image_search/similar", json={"key": catalog.key(row), "k": 5, "folder": "*"}
     )

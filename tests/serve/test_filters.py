@@ -13,6 +13,7 @@ import pytest
 
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.manifest import Metadata, folder_ranges
+from image_search.artefacts.view import ViewCatalog
 from image_search.errors import PhotoFieldsMissingError
 from image_search.serve.facets import facets
 from image_search.serve.filters import PhotoFilter, camera_codes, photo_columns, wall_clock
@@ -20,7 +21,7 @@ from tests.support.photo_filters import matches
 from tests.support.synthetic import items
 
 
-def catalog(count: int = 3000, *, photos: bool = True) -> Catalog:
+def catalog(count: int = 3000, *, photos: bool = True) -> ViewCatalog:
     listed = items({"alpha": count // 3, "beta": count - count // 3}, photos=photos)
     metadata = Metadata(
         build_id="20260101T000000000000Z-abcdef",
@@ -33,11 +34,11 @@ def catalog(count: int = 3000, *, photos: bool = True) -> Catalog:
         items=listed,
         sorted_by="key",
     )
-    return Catalog.from_metadata(metadata)
+    return ViewCatalog(Catalog.from_metadata(metadata))
 
 
 @pytest.fixture(scope="module")
-def built() -> Catalog:
+def built() -> ViewCatalog:
     return catalog()
 
 
@@ -147,7 +148,7 @@ def test_a_build_without_photo_fields_says_rebuild() -> None:
 
 def test_facets_count_each_facet_without_its_own_filter(built) -> None:  # type: ignore[no-untyped-def]
     columns = photo_columns(built)
-    start, end = built.folders["beta"]
+    start, end = built.base.folders["beta"]
     asked = {"camera": "nikon d850", "taken_after": "2018-01-01", "orientation": "landscape"}
     counted = facets(built, ranges=[(start, end)], chosen=PhotoFilter.of(**asked))  # type: ignore[arg-type]
     photos = [columns.photo(row) for row in range(start, end)]

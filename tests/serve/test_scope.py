@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from image_search.artefacts.catalog import Catalog
+from image_search.artefacts.view import ViewCatalog
 from image_search.errors import UnknownFolderError
 from image_search.serve import scope
 from image_search.serve.folders import detect
@@ -17,11 +18,11 @@ KEYS += ["dogs/e.jpg"]
 
 
 @pytest.fixture
-def catalog() -> Catalog:
-    return Catalog.from_metadata(metadata_for(KEYS, sorted_by="key"))
+def catalog() -> ViewCatalog:
+    return ViewCatalog(Catalog.from_metadata(metadata_for(KEYS, sorted_by="key")))
 
 
-def keys_in(catalog: Catalog, where: scope.Scope) -> list[str]:
+def keys_in(catalog: ViewCatalog, where: scope.Scope) -> list[str]:
     assert where.ranges is not None
     return sorted(catalog.key(row) for start, end in where.ranges for row in range(start, end))
 

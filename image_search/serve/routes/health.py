@@ -20,6 +20,7 @@ def health(service: ServiceDep) -> Health:
     return Health(
         build_id=meta.build_id,
         count=meta.count,
+        segments=len(meta.segment_ids),
         model=meta.model,
         created_at=meta.created_at,
         runtime=embedder.runtime,

@@ -1,0 +1,368 @@
+"""What the service serves: a base build with its delta segments applied, as one set of rows.
+
+Rows ``0 .. N-1`` are the base build's, in its order; each segment's adds continue the numbering
+in the pointer's order, so a row keeps its number when later segments arrive (cursors rely on
+it). Applying a segment deletes the keys it lists in ``deletes`` (a base row or an earlier
+segment's), then adds its items; a key added again replaces its earlier row. A deleted row keeps
+its number but is live nowhere: not in searches (index/overlay.py), ``rows``, counts, folders or
+prefixes.
+
+Segment rows are not in near-duplicate groups until the next build folds them into a base; a
+deleted row leaves its groups at once (serve/duplicates.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import overload
+
+import numpy as np
+
+from image_search.artefacts.catalog import Catalog, Entry
+from image_search.artefacts.loader import LoadedBuild
+from image_search.artefacts.manifest import BuildHeader, DuplicatesRef, Item
+from image_search.artefacts.photos import Photo, PhotoColumns
+from image_search.artefacts.segments import Segment
+from image_search.index.overlay import OverlayIndex
+from image_search.index.prefixes import KeyOrder, intersect
+from image_search.index.search_index import Allowed, Ranges, Rows
+from image_search.model.vectors import Vectors
+
+# A scope's segment rows become id ranges (one per run of consecutive rows) up to this many runs,
+# so a folder search keeps FAISS's range selector over the base; beyond, one array of rows.
+MAX_RUNS = 64
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LoadedSegment:
+    """A segment as served: its adds (with their vectors, in row order) and its deletes."""
+
+    segment_id: str
+    items: Sequence[Item]
+    deletes: Sequence[str]
+    vectors: Vectors
+
+    @classmethod
+    def of(cls, segment: Segment, vectors: Vectors) -> LoadedSegment:
+        return cls(segment.segment_id, segment.items, segment.deletes, vectors)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Rows of the view a folder or prefix covers: base ``ranges`` (deleted rows inside them are
+    skipped by the search) and live segment rows ``extra`` (sorted)."""
+
+    ranges: Ranges
+    extra: Rows = field(default_factory=lambda: _NO_ROWS)
+
+    def __and__(self, other: Place) -> Place:
+        return Place(intersect(self.ranges, other.ranges), np.intersect1d(self.extra, other.extra))
+
+    def __or__(self, other: Place) -> Place:
+        return Place(_union(self.ranges + other.ranges), np.union1d(self.extra, other.extra))
+
+    def allowed(self) -> Allowed:
+        """The rows as one restriction of a search."""
+        if not len(self.extra):
+            return self.ranges
+        cuts = np.flatnonzero(np.diff(self.extra) != 1) + 1
+        runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(self.extra, cuts)]
+        if len(runs) <= MAX_RUNS:
+            return self.ranges + runs
+        base = [np.arange(start, end, dtype=np.int64) for start, end in self.ranges]
+        return np.concatenate([*base, self.extra])
+
+
+class ViewCatalog:
+    """The catalog of a view: a row's key and folder, a live key's row, live counts, places."""
+
+    def __init__(self, base: Catalog, segments: Sequence[LoadedSegment] = ()) -> None:
+        self.base = base
+        self.segment_ids = tuple(segment.segment_id for segment in segments)
+        n = len(base)
+        self._items: list[Item] = []  # rows n, n + 1, …: every segment's adds in order
+        self._live: dict[str, int] = {}  # segment rows still live: key → row
+        dead: set[int] = set()
+        self.ends = [n]  # ends[c]: the first row after the first c segments' adds
+        for segment in segments:
+            for key in segment.deletes:
+                dead.update(self._kill(key))
+            for item in segment.items:
+                dead.update(self._kill(item.key))
+                self._live[item.key] = n + len(self._items)
+                self._items.append(item)
+            self.ends.append(n + len(self._items))
+        self.dead = np.array(sorted(row for row in dead if row < n), dtype=np.int64)
+        self.extra_live = np.zeros(len(self._items), dtype=bool)
+        self.extra_live[[row - n for row in self._live.values()]] = True
+        ordered = sorted(self._live.items())
+        self._sorted_keys = [key for key, _ in ordered]
+        self._sorted_rows = np.array([row for _, row in ordered], dtype=np.int64)
+        self.items = _Entries(self)
+        self.keys = _Keys(self)
+        self.rows = _LiveRows(self)
+
+    def _kill(self, key: str) -> list[int]:
+        """Deletes ``key``'s live row; the row, or none when the key was not live."""
+        row = self._live.pop(key, None)
+        if row is not None:
+            return [row]
+        row = self.base.row(key)
+        return [] if row is None else [row]
+
+    # ---- the base build's header -----------------------------------------------------------
+
+    @property
+    def header(self) -> BuildHeader:
+        return self.base.header
+
+    @property
+    def build_id(self) -> str:
+        return self.base.build_id
+
+    @property
+    def created_at(self) -> datetime:
+        return self.base.created_at
+
+    @property
+    def model(self) -> str:
+        return self.base.model
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    @property
+    def index_type(self) -> str:
+        return self.base.index_type
+
+    @property
+    def duplicates(self) -> DuplicatesRef | None:
+        return self.base.duplicates
+
+    @cached_property
+    def photos(self) -> PhotoColumns | None:
+        """Every row's photo fields (None: the base build has none: filters need a rebuild)."""
+        if self.base.photos is None:
+            return None
+        if not self._items:
+            return self.base.photos
+        added = [
+            None if item.photo is None else Photo.of_document(item.photo, size=item.size)
+            for item in self._items
+        ]
+        return PhotoColumns.concat([self.base.photos, PhotoColumns.of(added)])
+
+    # ---- rows --------------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Live images."""
+        return len(self.base) - len(self.dead) + len(self._live)
+
+    def __len__(self) -> int:
+        """Rows numbered, deleted ones included."""
+        return len(self.base) + len(self._items)
+
+    def key(self, row: int) -> str:
+        n = len(self.base)
+        return self.base.key(row) if row < n else self._items[row - n].key
+
+    def folder(self, row: int) -> str:
+        n = len(self.base)
+        return self.base.folder(row) if row < n else self._items[row - n].folder
+
+    def row(self, key: str) -> int | None:
+        """The live row holding ``key``, or None."""
+        row = self._live.get(key)
+        if row is not None:
+            return row
+        row = self.base.row(key)
+        return None if row is None or self.is_dead(row) else row
+
+    def is_dead(self, row: int) -> bool:
+        n = len(self.base)
+        if row >= n:
+            return not self.extra_live[row - n]
+        at = int(np.searchsorted(self.dead, row))
+        return at < len(self.dead) and int(self.dead[at]) == row
+
+    def live(self, rows: Rows) -> Rows:
+        """``rows`` without the deleted ones."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(self.base)
+        extra = rows >= n
+        keep = ~np.isin(rows, self.dead, assume_unique=False)
+        keep[extra] = self.extra_live[rows[extra] - n]
+        return rows[keep]
+
+    def end(self, segments: int) -> int:
+        """The first row after the first ``segments`` segments' adds."""
+        return self.ends[min(segments, len(self.ends) - 1)]
+
+    # ---- folders and prefixes ------------------------------------------------------------
+
+    @cached_property
+    def folders(self) -> dict[str, int]:
+        """Folder → live images, for folders that hold any."""
+        counts = {name: self.live_in(Place([span])) for name, span in self.base.folders.items()}
+        for name, rows in self._extra_by_folder.items():
+            counts[name] = counts.get(name, 0) + len(rows)
+        return {name: count for name, count in counts.items() if count}
+
+    def folder_place(self, names: Sequence[str]) -> Place:
+        spans = sorted(self.base.folders[name] for name in names if name in self.base.folders)
+        extra = [self._extra_by_folder[name] for name in names if name in self._extra_by_folder]
+        return Place(spans, np.sort(np.concatenate(extra)) if extra else _NO_ROWS)
+
+    def prefix_place(self, prefix: str) -> Place:
+        found = self._extra_order.ranges(prefix)
+        rows = [self._sorted_rows[start:end] for start, end in found]
+        return Place(
+            self.base.key_order().ranges(prefix),
+            np.sort(np.concatenate(rows)) if rows else _NO_ROWS,
+        )
+
+    def live_in(self, place: Place) -> int:
+        """Live rows in ``place``."""
+        total = len(place.extra)
+        for start, end in place.ranges:
+            dead = np.searchsorted(self.dead, end) - np.searchsorted(self.dead, start)
+            total += end - start - int(dead)
+        return total
+
+    def children(self, parent: str) -> dict[str, int]:
+        """The sub-folders directly under ``parent`` (ending in ``/``): prefix → live images."""
+        order = self.base.key_order()
+        counts = {
+            child: self.live_in(Place(order.ranges(child))) for child, _ in order.children(parent)
+        }
+        for child, count in self._extra_order.children(parent):
+            counts[child] = counts.get(child, 0) + count
+        return {child: count for child, count in sorted(counts.items()) if count}
+
+    @cached_property
+    def _extra_by_folder(self) -> dict[str, Rows]:
+        by_folder: dict[str, list[int]] = {}
+        for row in self._sorted_rows:
+            folder = self._items[int(row) - len(self.base)].folder
+            by_folder.setdefault(folder, []).append(int(row))
+        return {name: np.array(sorted(rows), dtype=np.int64) for name, rows in by_folder.items()}
+
+    @cached_property
+    def _extra_order(self) -> KeyOrder:
+        """Prefix lookups over the live segment keys (positions in ``_sorted_rows``)."""
+        return KeyOrder(self._sorted_keys, [(0, len(self._sorted_keys))])
+
+
+@dataclass(frozen=True)
+class LoadedView:
+    """A base build and the segments applied on it, ready to search as one set of rows."""
+
+    base: LoadedBuild
+    segments: tuple[LoadedSegment, ...]
+    metadata: ViewCatalog
+    index: OverlayIndex
+
+    @classmethod
+    def of(cls, base: LoadedBuild, segments: Sequence[LoadedSegment] = ()) -> LoadedView:
+        catalog = ViewCatalog(base.metadata, segments)
+        vectors = [segment.vectors for segment in segments if len(segment.vectors)]
+        extra = np.vstack(vectors) if vectors else np.zeros((0, base.index.dim), dtype=np.float32)
+        index = OverlayIndex(
+            base.index, dead=catalog.dead, extra=extra, extra_live=catalog.extra_live
+        )
+        return cls(base, tuple(segments), catalog, index)
+
+    def extended(self, more: Sequence[LoadedSegment]) -> LoadedView:
+        """This view with ``more`` segments applied after its own."""
+        return LoadedView.of(self.base, self.segments + tuple(more))
+
+    @property
+    def rows(self) -> Mapping[str, int]:
+        """Live key → row."""
+        return self.metadata.rows
+
+    @property
+    def build_id(self) -> str:
+        return self.metadata.build_id
+
+    @property
+    def segment_ids(self) -> tuple[str, ...]:
+        return self.metadata.segment_ids
+
+
+class _Entries(Sequence[Entry]):
+    """``catalog.items[row]``: made when asked for."""
+
+    def __init__(self, catalog: ViewCatalog) -> None:
+        self._catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    @overload
+    def __getitem__(self, row: int) -> Entry: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Entry]: ...
+    def __getitem__(self, row: int | slice) -> Entry | Sequence[Entry]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return Entry(self._catalog.key(row), self._catalog.folder(row))
+
+
+class _Keys(Sequence[str]):
+    """``catalog.keys[row]``: every numbered row's key, deleted ones included."""
+
+    def __init__(self, catalog: ViewCatalog) -> None:
+        self._catalog = catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    @overload
+    def __getitem__(self, row: int) -> str: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[str]: ...
+    def __getitem__(self, row: int | slice) -> str | Sequence[str]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self._catalog.key(row)
+
+
+class _LiveRows(Mapping[str, int]):
+    """``catalog.rows[key]``: a live key's row."""
+
+    def __init__(self, catalog: ViewCatalog) -> None:
+        self._catalog = catalog
+
+    def __getitem__(self, key: str) -> int:
+        row = self._catalog.row(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        catalog = self._catalog
+        return (catalog.key(row) for row in range(len(catalog)) if not catalog.is_dead(row))
+
+    def __len__(self) -> int:
+        return self._catalog.count
+
+
+def _union(ranges: Ranges) -> Ranges:
+    merged: Ranges = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
