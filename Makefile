@@ -48,4 +48,4 @@ bench-quick: $(STAMP)
 -include $(wildcard mk/*.mk)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
+	rm -rf $(VENV) .venv-export .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -118,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument(
         "--model",
         default=os.environ.get("IMAGE_SEARCH_MODEL", DEFAULT_MODEL),
-        help="model id, local directory or s3:// directory (default: IMAGE_SEARCH_MODEL)",
+        help="model id, local or s3:// directory, or open_clip:ARCH (default: IMAGE_SEARCH_MODEL)",
+    )
+    export.add_argument(
+        "--weights",
+        help="for --model open_clip:ARCH: a pretrained tag or a local checkpoint file",
     )
     export.add_argument("--output", required=True, help="local or s3:// directory to write")
     add_quantise_arguments(export)
@@ -234,12 +238,9 @@ def add_quantise_arguments(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Write the ONNX export of ``--model`` to ``--output``; one line on success or failure."""
     from image_search.config import Settings
+    from image_search.model.export import export
+    from image_search.model.quantize import Gate
 
-    try:  # torch and transformers: the full install has them, the Lambda image does not
-        from image_search.model.export import export
-        from image_search.model.quantize import Gate
-    except ImportError as exc:
-        return fail(f"export needs torch and transformers (pip install -r requirements.txt): {exc}")
     if not 0 <= args.min_overlap <= 1:
         return fail("--min-overlap is a share of the top 10, between 0 and 1")
     default_cache = Settings.model_fields["model_cache_dir"].default
@@ -254,6 +255,7 @@ def run_export(args: argparse.Namespace) -> int:
             cache_dir=cache_dir,
             precision=args.quantize or "fp32",
             gate=gate,
+            weights=args.weights,
         )
     except ImageSearchError as exc:
         return fail(str(exc))

@@ -11,6 +11,7 @@ import pytest
 
 from image_search.config import get_settings
 from image_search.demo.local_s3 import embedded_s3
+from image_search.model.torchvision_ops import ensure_importable
 from image_search.storage import s3
 from tests.support.buckets import published_bucket
 from tests.support.factories import save_tiny_clip
@@ -18,6 +19,9 @@ from tests.support.service import point_at_index
 
 # moto's server logs every request; keep test output about the product.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
+# In the export environment (torchvision installed) before any test imports transformers' image
+# processors; nothing where torchvision is absent (the default venv).
+ensure_importable()
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +62,20 @@ def onnx(exported: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ign
 
     cache = tmp_path_factory.mktemp("onnx-cache")
     return OnnxEmbedder(source=str(exported), batch_size=4, cache_dir=cache).load()
+
+
+@pytest.fixture(scope="session")
+def open_clip_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reduced MobileCLIP 2 (tests/support/open_clip.py) with random weights, exported once
+    per session through the product's export; skips where open_clip is absent."""
+    from image_search.model.export import export
+
+    support = pytest.importorskip("tests.support.open_clip", reason="make test-open-clip")
+    root = tmp_path_factory.mktemp("open-clip")
+    name = support.register_reduced(root)
+    weights = support.save_random_weights(name, root / "weights.pt")
+    export(f"open_clip:{name}", str(root / "export"), cache_dir=root, weights=str(weights))
+    return root / "export"
 
 
 @pytest.fixture(scope="session")

@@ -35,5 +35,6 @@ SECTIONS = {
         Section("coldstart", "(4) a fresh server until its first answer, both runtimes"),
         Section("runtimes", "(6) torch against ONNX Runtime: encode, threads, cold start"),
         Section("precisions", "(9) the export at fp32 and int8 beside torch: encode, size"),
+        Section("photos", "(10) the build's cost of reading the photo fields"),
     )
 }

@@ -26,10 +26,10 @@ from image_search.artefacts.location import IndexLocation, new_build_id
 from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
 from image_search.artefacts.publish import publish
 from image_search.artefacts.segments import load_segment
-from image_search.build import work
+from image_search.build import photos, work
 from image_search.build.duplicates import publish_groups
 from image_search.build.options import BuildOptions
-from image_search.build.plan import same_as_previous, tally
+from image_search.build.plan import item_of, same_as_previous, tally
 from image_search.build.report import BuildReport
 from image_search.build.shard_check import BadResultError, check_input, check_result
 from image_search.build.shards import Shard
@@ -59,7 +59,8 @@ def merge_build(
     """
     previous = _previous_metadata(where, plan)
     shards = _collect(where, plan, dim=previous.dim if previous and len(plan.reused) else None)
-    found = [*_items(plan.reused), *(item for r in shards.finished for item in _items(r.rows))]
+    objects = [*plan.reused.objects(), *(obj for r in shards.finished for obj in r.rows.objects())]
+    found = [item_of(obj) for obj in objects]
     if not found:
         raise NoImagesError(f"none of the {len(plan.reused) + _todo(plan)} images could be decoded")
     order = sorted(range(len(found)), key=lambda i: found[i].key)
@@ -86,6 +87,7 @@ def merge_build(
         work.clean(where, plan=plan)
         return report
 
+    items = _with_photos(where, options, plan, shards, previous, objects=objects, order=order)
     position = np.empty(len(found), dtype=np.int64)
     position[order] = np.arange(len(found))
     matrix = _gather(where, plan, shards.vectors, position)
@@ -302,11 +304,31 @@ def _unfinished(where: IndexLocation, found: _Found) -> list[Skipped]:
     return [Skipped(key=obj.key, reason=reason) for obj in objects]
 
 
-def _items(rows: work.Rows) -> list[Item]:
-    return [
-        Item(key=key, folder=s3.folder_of(key), etag=etag, size=size)
-        for key, etag, size in zip(rows.keys, rows.etags, rows.sizes, strict=True)
+def _with_photos(
+    where: IndexLocation,
+    options: BuildOptions,
+    plan: work.BuildPlan,
+    shards: _Shards,
+    previous: Metadata | None,
+    *,
+    objects: list[s3.S3Object],
+    order: list[int],
+) -> list[Item]:
+    """The items in key ``order``, each with its photo fields: reused with its vector, from the
+    shard that embedded it, or else read from the object's head now (build/photos.py)."""
+    found = [
+        *photos.reused(previous, plan.reused_rows),
+        *(fields for result in shards.finished for fields in photos.of_result(result)),
     ]
+    found = photos.fill(
+        where.client,
+        bucket=where.bucket,
+        objects=objects,
+        found=found,
+        workers=options.download_workers,
+    )
+    documents = photos.documents(objects, found)
+    return [item_of(objects[at], photo=documents[at]) for at in order]
 
 
 def _todo(plan: work.BuildPlan) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped
+from image_search.artefacts.manifest import Item, ItemPhoto, Metadata, Pointer, Skipped
 from image_search.build.previous import Previous
 from image_search.build.report import BuildReport
 from image_search.config import canonical_index_type
@@ -58,8 +58,8 @@ def diff(objects: list[s3.S3Object], last: Previous, *, model: str, full: bool) 
     return plan
 
 
-def item_of(obj: s3.S3Object) -> Item:
-    return Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size)
+def item_of(obj: s3.S3Object, *, photo: ItemPhoto | None = None) -> Item:
+    return Item(key=obj.key, folder=obj.folder, etag=obj.etag, size=obj.size, photo=photo)
 
 
 def tally(
@@ -97,8 +97,9 @@ def same_as_previous(
 ) -> bool:
     """The last build already holds exactly these items, built the same way, for this bucket.
 
-    A build from before key order or near-duplicates (or whose duplicate pass failed, or ran at
-    another score) is published again, so prefixes become single ranges and groups appear. So is
+    A build from before key order, near-duplicates or photo fields (or whose duplicate pass
+    failed, or ran at another score) is published again, so prefixes become single ranges and
+    groups and photo fields appear. So is
     one made in another bucket (this one is a copy or a replica): its vectors are reused, since
     copies keep their ETags, and the new build records the bucket it describes.
     """
@@ -106,8 +107,13 @@ def same_as_previous(
         return False
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
     groups = previous.duplicates
+    # Photo fields: a build made before them has none (its items are read once to publish them).
+    with_photos = any(item.photo is not None for item in previous.items)
     current_layout = (
-        previous.sorted_by == "key" and groups is not None and groups.min_score == duplicate_score
+        previous.sorted_by == "key"
+        and groups is not None
+        and groups.min_score == duplicate_score
+        and with_photos
     )
     same_index = canonical_index_type(previous.index_type) == index_type
     return same_items and current_layout and same_index

@@ -9,6 +9,8 @@ So a result is used only when
 - the result names that shard and the build's model,
 - its rows are the shard's objects minus the ones it skipped, in order, and it skips only objects
   of its shard, as they were listed,
+- its photo fields, when it has them, are one per row, each within what model/photo_fields.py
+  can read (the bounds are the result document's types, build/documents.py ``FieldRows``),
 - its vectors file lies in the shard's folder and holds one float row per row, of the build's
   width, finite and of unit length (every embedder L2-normalises).
 
@@ -47,6 +49,10 @@ def check_result(
         raise BadResultError(f"it was embedded with model {result.model!r}, not {model!r}")
     if result.rows != expected_rows(shard, result):
         raise BadResultError("its rows are not its shard's objects, in order, minus those skipped")
+    if result.fields is not None and len(result.fields) != len(result.rows):
+        raise BadResultError(
+            f"it has photo fields for {len(result.fields)} rows, not its {len(result.rows)}"
+        )
     vectors = _load(where, result)
     _check_vectors(vectors, rows=len(result.rows), dim=dim)
     return vectors

@@ -1,4 +1,5 @@
-"""Stage 2, one shard: download, decode and embed its images, save the vectors and a report.
+"""Stage 2, one shard: download, decode and embed its images, save the vectors, their photo
+fields (read from the same bytes) and a report.
 
 Idempotent: a shard whose result is already saved is not embedded again, so an interrupted
 build resumes from its finished shards, whichever engine runs it. A saved result is checked first
@@ -23,6 +24,7 @@ from image_search.build.options import BuildOptions
 from image_search.build.shard_check import BadResultError, check_result
 from image_search.build.shards import Shard
 from image_search.model.embedder import Embedder
+from image_search.model.photo_fields import PhotoFields
 from image_search.model.vectors import Vectors
 from image_search.storage import s3
 
@@ -63,6 +65,7 @@ def embed_shard(
 
     started = time.monotonic()
     embedded: list[s3.S3Object] = []
+    fields: list[PhotoFields] = []
     parts: list[Vectors] = []
     skipped: list[Skipped] = []
     batches = decoded_batches(
@@ -75,8 +78,9 @@ def embed_shard(
     for batch, failures in batches:
         skipped.extend(failures)
         if batch:
-            parts.append(embedder.embed_images([image for _, image in batch]))
-            embedded.extend(obj for obj, _ in batch)
+            parts.append(embedder.embed_images([one.image for one in batch]))
+            embedded.extend(one.obj for one in batch)
+            fields.extend(one.fields for one in batch)
         if progress is not None:
             progress(len(batch) + len(failures))
     vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
@@ -88,6 +92,7 @@ def embed_shard(
             plan_id=plan_id,
             vectors_key="",
             rows=work.Rows.of(embedded),
+            fields=work.FieldRows.of(fields),
             skipped=skipped,
             seconds=round(time.monotonic() - started, 3),
         ),

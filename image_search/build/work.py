@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from image_search.artefacts.location import IndexLocation
 from image_search.build.documents import (
     BuildPlan,
+    FieldRows,
     HeldLease,
     Rows,
     ShardInput,
@@ -42,7 +43,7 @@ from image_search.storage import s3
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["BuildPlan", "HeldLease", "Rows", "ShardInput", "ShardRef", "ShardResult"]
+__all__ = ["BuildPlan", "FieldRows", "HeldLease", "Rows", "ShardInput", "ShardRef", "ShardResult"]
 
 # Work files are small and many (one per shard): fetch them side by side, within the S3
 # client's default pool of 10 connections.

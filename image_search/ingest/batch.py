@@ -241,9 +241,9 @@ class _Batch:
                 else:  # a download that failed: SQS delivers the event again
                     self.failed.add(skipped.key)
             if batch:
-                rows = self.embedder.embed_images([image for _, image in batch])
-                for (obj, _), row in zip(batch, rows, strict=True):
-                    self.vectors[(obj.key, obj.etag)] = row
+                rows = self.embedder.embed_images([one.image for one in batch])
+                for one, row in zip(batch, rows, strict=True):
+                    self.vectors[(one.obj.key, one.obj.etag)] = row
 
     def _segment(self, view: View, changed: dict[str, _Looked]) -> Segment | None:
         """The changes as a segment: deletes for keys gone or overwritten, adds for the new

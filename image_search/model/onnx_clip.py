@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from PIL import Image
 from image_search.errors import ModelLoadError
 from image_search.model import source as model_source
 from image_search.model.onnx_manifest import ExportManifest, find_export, read_manifest
-from image_search.model.preprocess import ImageSpec
+from image_search.model.preprocess import Preprocessing, read_preprocessing
+from image_search.model.text_clean import cleaner
 from image_search.model.vectors import Vectors, normalise
 
 LOG = logging.getLogger(__name__)
@@ -118,7 +119,11 @@ class OnnxEmbedder:
                     direction=manifest.pad_side,
                 )
                 inputs = tuple(i.name for i in session.get_inputs())
-                tower = _TextTower(session, tokenizer, inputs)
+                try:
+                    clean = cleaner(manifest.text_clean)
+                except ImportError as exc:  # ftfy: requirements-lambda.txt has it
+                    raise ModelLoadError(f"cannot clean texts for {directory}: {exc}") from exc
+                tower = _TextTower(session, tokenizer, inputs, clean)
                 self._check_text(tower, directory, manifest)
                 self._text = tower
                 self._log_loaded("text", directory, manifest)
@@ -130,7 +135,7 @@ class OnnxEmbedder:
                 directory, manifest = self._find()
                 session = self._session(directory, manifest.files.vision)
                 try:
-                    spec = ImageSpec.from_file(directory / manifest.files.preprocessor)
+                    spec = read_preprocessing(directory / manifest.files.preprocessor)
                 except (OSError, ValueError) as exc:
                     raise ModelLoadError(
                         f"cannot read the preprocessing in {directory}: {exc}"
@@ -167,7 +172,7 @@ class OnnxEmbedder:
         longest a query can become, must run and give ``dim`` numbers. A manifest that promises
         more tokens than the model's positions, or another width, would otherwise load and then
         fail long queries (500s) or publish an index this deployment refuses."""
-        longest = tower.tokenizer.encode("a " * (4 * manifest.max_text_tokens))
+        (longest,) = tower.encode(["a " * (4 * manifest.max_text_tokens)])
         try:
             (features,) = tower.session.run(None, tower.feeds([longest]))
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -210,7 +215,7 @@ class OnnxEmbedder:
         tower = self._text_tower()
         parts = []
         for start in range(0, len(texts), self.batch_size):
-            encodings = tower.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
+            encodings = tower.encode(texts[start : start + self.batch_size])
             parts.append(self._run(tower.session, tower.feeds(encodings)))
         return self._stack(parts)
 
@@ -253,6 +258,11 @@ class _TextTower:
     session: Any
     tokenizer: Any
     inputs: tuple[str, ...]
+    clean: Callable[[str], str] | None  # the family's cleaning before the tokenizer (open_clip)
+
+    def encode(self, texts: Sequence[str]) -> list[Any]:
+        cleaned = [self.clean(t) for t in texts] if self.clean else list(texts)
+        return list(self.tokenizer.encode_batch(cleaned))
 
     def feeds(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
         """The graph's inputs for tokenised texts (SigLIP's text tower takes no mask)."""
@@ -266,4 +276,4 @@ class _TextTower:
 @dataclass(frozen=True, slots=True)
 class _VisionTower:
     session: Any
-    spec: ImageSpec
+    spec: Preprocessing

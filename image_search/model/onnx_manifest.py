@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from image_search.errors import ModelLoadError
+from image_search.model.text_clean import TextClean
 
 MANIFEST = "export.json"
 # Where ``auto`` also looks for an export "beside" a model: the hub's convention for ONNX files.
@@ -22,10 +23,12 @@ SUBDIRECTORY = "onnx"
 # Bumped when a new runtime cannot read older exports (or the other way round). An fp32 CLIP
 # export is still written as format 1, byte for byte as before; int8 and SigLIP exports as format
 # 2, so that a runtime from before them refuses them instead of serving int8 vectors under the
-# fp32 model's name (mixing them into its index) or padding SigLIP's texts CLIP's way.
+# fp32 model's name (mixing them into its index) or padding SigLIP's texts CLIP's way; open_clip
+# exports as format 3, which a format-2 runtime would tokenise without open_clip's text cleaning.
 FORMAT = 1
 NEWER_FORMAT = 2
-READABLE = (FORMAT, NEWER_FORMAT)
+OPEN_CLIP_FORMAT = 3
+READABLE = (FORMAT, NEWER_FORMAT, OPEN_CLIP_FORMAT)
 
 Precision = Literal["fp32", "int8"]
 
@@ -75,9 +78,12 @@ class ExportManifest(BaseModel):
     check: QualityCheck | None = None
     # The text padding rule. CLIP pads a batch to its longest text, on the right; SigLIP pads
     # every text to a fixed length (it pools the last position), on its tokenizer's side.
-    family: str = "clip"
+    family: str = "clip"  # clip, siglip or open_clip
     pad_to: int | None = None
     pad_side: Literal["right", "left"] = "right"
+    # What the runtime does to a text before the tokenizer (text_clean.py): open_clip's ftfy
+    # repairs, which tokenizer.json cannot express.
+    text_clean: TextClean = "none"
 
     @property
     def identity(self) -> str:
@@ -89,15 +95,22 @@ class ExportManifest(BaseModel):
         # An fp32 CLIP export keeps format 1 and the keys it always had, byte for byte; anything
         # a format-1 reader would get wrong (int8 vectors under the fp32 name, SigLIP's padding)
         # is format 2, which such a reader refuses.
-        defaults = {name: ExportManifest.model_fields[name].default for name in NEWER_FIELDS}
-        changed = {name for name in NEWER_FIELDS if getattr(self, name) != defaults[name]}
-        self.format = NEWER_FORMAT if changed else FORMAT
+        changed = {name for name in NEWER_FIELDS if getattr(self, name) != _default(name)}
+        self.format = FORMAT
+        if changed:
+            self.format = NEWER_FORMAT
+        if self.text_clean != _default("text_clean"):
+            self.format = OPEN_CLIP_FORMAT
         text = self.model_dump_json(indent=2, exclude=None if changed else set(NEWER_FIELDS))
         (directory / MANIFEST).write_text(text + "\n")
 
 
+def _default(name: str) -> object:
+    return ExportManifest.model_fields[name].default
+
+
 # Fields a format-1 reader does not know.
-NEWER_FIELDS = ("precision", "check", "family", "pad_to", "pad_side")
+NEWER_FIELDS = ("precision", "check", "family", "pad_to", "pad_side", "text_clean")
 
 
 def find_export(directory: Path) -> Path | None:

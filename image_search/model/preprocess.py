@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,29 @@ SIGLIP_DEFAULTS: dict[str, Any] = {
     "image_mean": (0.5, 0.5, 0.5),
     "image_std": (0.5, 0.5, 0.5),
 }
+
+
+class Preprocessing(Protocol):
+    """Pictures to a vision tower's input: transformers' processors (``ImageSpec``) or
+    open_clip's transform (``preprocess_open_clip.OpenClipSpec``)."""
+
+    @property
+    def output_size(self) -> tuple[int, int]: ...
+
+    def pixels(self, images: Sequence[Image.Image]) -> Pixels: ...
+
+
+def read_preprocessing(path: Path) -> Preprocessing:
+    """The preprocessing an export's ``preprocessor_config.json`` describes; ``ValueError`` for
+    one we cannot reproduce."""
+    from image_search.model import preprocess_open_clip
+
+    config = json.loads(path.read_text())
+    # transformers 5 saves the image processor inside processor_config.json.
+    config = config.get("image_processor", config)
+    if config.get("image_processor_type") == preprocess_open_clip.PROCESSOR_TYPE:
+        return preprocess_open_clip.OpenClipSpec.from_config(config)
+    return ImageSpec.from_config(config)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from image_search.errors import ModelLoadError
 from image_search.model import source as model_source
+from image_search.model.torchvision_ops import ensure_importable
 from image_search.model.vectors import Vectors, normalise
 
 LOG = logging.getLogger(__name__)
@@ -65,9 +66,12 @@ class ClipEmbedder:
 
     def _load(self) -> tuple[Any, Any]:
         path = model_source.resolve(self.source, cache_dir=self._cache_dir)
+        # The PIL image processors, which the ONNX runtime reproduces, even where torchvision is
+        # installed (transformers would pick its torchvision ones).
+        ensure_importable()
         try:
             model = AutoModel.from_pretrained(path).to(self.device).eval()
-            processor = AutoProcessor.from_pretrained(path)
+            processor = AutoProcessor.from_pretrained(path, backend="pil")
         except (OSError, ValueError) as exc:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = "" if Path(path).is_dir() or offline else " (no access to the model hub?)"

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -59,6 +60,8 @@ class S3Object:
     folder: str
     etag: str
     size: int
+    # LastModified as listed (aware, UTC): what a photo without an EXIF date is dated by.
+    modified: datetime | None = None
 
 
 def make_client(*, max_connections: int = 10) -> S3Client:
@@ -166,8 +169,16 @@ def list_images(
             key = item["Key"]
             if not is_indexed_key(key, folders=(), exclude_prefix=exclude_prefix):
                 continue  # listed under one of the folders' prefixes already
-            found[key] = S3Object(key, folder_of(key), item["ETag"].strip('"'), int(item["Size"]))
+            found[key] = S3Object(
+                key, folder_of(key), item["ETag"].strip('"'), int(item["Size"]), _modified(item)
+            )
     return sorted(found.values(), key=lambda obj: (obj.folder, obj.key))
+
+
+def _modified(item: dict[str, Any]) -> datetime | None:
+    # botocore parses LastModified into an aware datetime; anything else is not one.
+    value = item.get("LastModified")
+    return value if isinstance(value, datetime) and value.tzinfo is not None else None
 
 
 def get_bytes(client: S3Client, *, bucket: str, key: str, etag: str | None = None) -> bytes:
@@ -199,19 +210,27 @@ def head(client: S3Client, *, bucket: str, key: str) -> tuple[S3Object, str | No
             return None
         raise
     etag = str(answer["ETag"]).strip('"')
-    found = S3Object(key, folder_of(key), etag, int(answer.get("ContentLength", 0)))
+    found = S3Object(
+        key, folder_of(key), etag, int(answer.get("ContentLength", 0)), _modified(answer)
+    )
     return found, answer.get("VersionId")
 
 
 def get_range(
-    client: S3Client, *, bucket: str, key: str, start: int, end: int
+    client: S3Client, *, bucket: str, key: str, start: int, end: int, etag: str | None = None
 ) -> tuple[bytes, int]:
-    """Bytes ``[start, end)`` of the object (fewer at its end) and the object's total size."""
+    """Bytes ``[start, end)`` of the object (fewer at its end) and the object's total size;
+    with ``etag``, only if the object still has it (``ObjectChangedError`` otherwise)."""
+    condition = {"IfMatch": '"' + etag.strip('"') + '"'} if etag is not None else {}
     with translate_errors(bucket):
         try:
-            response = client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            response = client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **condition
+            )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "InvalidRange" or start > 0:
+            if _code(exc) in _CHANGED_CODES:
+                raise ObjectChangedError(f"{key!r} no longer has ETag {etag}") from exc
+            if _code(exc) != "InvalidRange" or start > 0:
                 raise
             return b"", 0  # S3 refuses any range of an empty object
         body: bytes = response["Body"].read()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -259,7 +260,7 @@ def test_camera_names_must_be_sorted_and_distinct(tmp_path: Path) -> None:
         Catalog.open(folder)
 
 
-def test_a_published_build_names_its_photos_and_loads_them(client, bucket, tmp_path) -> None:
+def test_a_published_build_names_its_photos_and_loads_them(client, tmp_path) -> None:
     """On moto: publish points current.json at photos.npy, the loader maps it, rollback keeps it."""
     from image_search.artefacts.loader import load_build, read_pointer
     from image_search.artefacts.location import IndexLocation, new_build_id
@@ -267,6 +268,8 @@ def test_a_published_build_names_its_photos_and_loads_them(client, bucket, tmp_p
     from image_search.artefacts.rollback import rollback
     from image_search.index import faiss_index
 
+    bucket = f"photos-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
     where = IndexLocation(client, bucket, "index/")
     vectors = np.eye(4, dtype=np.float32)
     built = []

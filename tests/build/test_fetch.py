@@ -26,8 +26,8 @@ def test_batches_come_in_listing_order_and_decoded(where, options, put) -> None:
     listing = put(pictures(11))[::-1]
     batches = run(where, options, listing, batch_size=4)
     assert [len(batch) for batch, _ in batches] == [4, 4, 3]
-    assert [obj for batch, _ in batches for obj, _ in batch] == listing
-    assert all(image.size == (8, 8) for batch, _ in batches for _, image in batch)
+    assert [one.obj for batch, _ in batches for one in batch] == listing
+    assert all(one.image.size == (8, 8) for batch, _ in batches for one in batch)
     assert all(failures == [] for _, failures in batches)
 
 
@@ -44,7 +44,7 @@ def test_each_failure_is_reported_once_with_its_cause(where, options, put) -> No
 
     batches = run(where, replace(options, max_image_pixels=1000), listing, batch_size=2)
 
-    decoded = [obj.key for batch, _ in batches for obj, _ in batch]
+    decoded = [one.obj.key for batch, _ in batches for one in batch]
     assert decoded == ["animals/img000.png", "animals/img002.png"]
     failures = {s.key: s for _, found in batches for s in found}
     assert set(failures) == {"animals/text.png", "animals/huge.png", gone.key}

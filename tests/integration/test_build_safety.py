@@ -267,6 +267,8 @@ def test_a_stale_pointer_is_never_replaced_nor_its_build_pruned(
     assert pointer.catalog_key is not None
     named = {pointer.index_key, pointer.metadata_key, pointer.embeddings_key}
     named |= {beside(pointer.catalog_key, name) for name in CATALOG_FILES}
+    assert pointer.photos_key is not None
+    named.add(pointer.photos_key)
     left = keys_under(client, bucket, "index/builds/")
     assert named <= left  # nothing the pointer names was pruned
     assert left == named  # and the refused build removed its own files (the older one pruned)

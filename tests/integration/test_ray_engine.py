@@ -61,6 +61,9 @@ def assert_same_as_local(client: s3.S3Client, bucket: str, embedder, settings: S
     here, local_vectors = published(client, bucket)
     assert [item.key for item in on_ray.items] == [item.key for item in here.items]
     assert on_ray.folders == here.folders and on_ray.skipped == here.skipped
+    # The photo fields, read by Ray's workers from the bytes they fetched.
+    assert [item.photo for item in on_ray.items] == [item.photo for item in here.items]
+    assert all(item.photo is not None for item in on_ray.items)
     np.testing.assert_allclose(ray_vectors, local_vectors, atol=1e-5)
 
 

@@ -83,6 +83,9 @@ def test_an_execution_publishes_what_the_local_engine_publishes(
     assert [i.key for i in on_lambda.items] == [i.key for i in here.items]
     assert on_lambda.folders == here.folders
     assert on_lambda.skipped == here.skipped
+    # The photo fields, carried from the shard functions to the merge in their results.
+    assert [i.photo for i in on_lambda.items] == [i.photo for i in here.items]
+    assert all(i.photo is not None for i in on_lambda.items)
     np.testing.assert_allclose(lambda_vectors, local_vectors, atol=1e-5)
 
 

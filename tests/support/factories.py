@@ -234,3 +234,47 @@ def metadata_for(keys: list[str], *, sorted_by: str = "folder") -> Metadata:
         items=items,
         sorted_by=sorted_by,  # type: ignore[arg-type]
     )
+
+
+# ---- camera photos: JPEGs whose EXIF says when and with what they were taken -----------------
+
+EXIF_TAGS = {
+    "make": (None, 0x010F),
+    "model": (None, 0x0110),
+    "orientation": (None, 0x0112),
+    "date_time": (None, 0x0132),
+    "original": (0x8769, 0x9003),
+    "digitized": (0x8769, 0x9004),
+    "offset": (0x8769, 0x9011),
+}
+
+
+def camera_jpeg(seed: int, *, size: tuple[int, int] = (48, 40), **tags: object) -> bytes:
+    """A JPEG of ``random_image(seed)`` whose EXIF holds ``tags`` (names in ``EXIF_TAGS``)."""
+    exif = Image.Exif()
+    for name, value in tags.items():
+        ifd, tag = EXIF_TAGS[name]
+        (exif if ifd is None else exif.get_ifd(ifd))[tag] = value
+    return encode(random_image(seed, size=size), "JPEG", exif=exif.tobytes())
+
+
+def malformed_exif_jpegs() -> dict[str, bytes]:
+    """Files met in the wild, by what is wrong with their EXIF: each still a picture that decodes
+    (``jpeg_with_bad_exif``'s, whose rotation cannot be applied, is refused as an image)."""
+    import struct
+
+    wrong_types = tiff_ifd(
+        [
+            (0x010F, LONG, 1, struct.pack("<I", 7)),  # Make as a number
+            (0x0112, ASCII, 4, b"six\0"),  # Orientation as text
+            (0x0132, SHORT, 1, struct.pack("<H", 2024)),  # a date as a number
+        ]
+    )
+    return {
+        "zero-date.jpg": camera_jpeg(40, original="0000:00:00 00:00:00", make="Sony"),
+        "blank-date.jpg": camera_jpeg(41, original="    :  :     :  :  "),
+        "impossible-date.jpg": camera_jpeg(42, original="2024:13:45 25:61:00", offset="+99:99"),
+        "huge-strings.jpg": camera_jpeg(43, make="A" * 30_000, model="B" * 20_000),
+        "wrong-types.jpg": encode(random_image(44), "JPEG", exif=b"Exif\0\0" + wrong_types),
+        "cut-exif.jpg": encode(random_image(45), "JPEG", exif=b"Exif\0\0II*\0\x08\0\0\0\xff\xff"),
+    }
