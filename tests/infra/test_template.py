@@ -25,7 +25,9 @@ API_GATEWAY_LIMIT_MS = 30_000  # HTTP API's maximum integration timeout (REST: 2
 LAMBDA_LIMIT_S = 900
 WRITE_ACTIONS = {"s3:PutObject", "s3:DeleteObject"}
 BUILD_FUNCTIONS = ("BuildPlanFunction", "EmbedShardFunction", "BuildMergeFunction")
-FUNCTIONS = ("SearchFunction", *BUILD_FUNCTIONS)
+FUNCTIONS = ("SearchFunction", *BUILD_FUNCTIONS, "IngestFunction")
+# Functions that load their model during init (a cold start's first request or batch pays less).
+WARMED = {"SearchFunction", "IngestFunction"}
 
 
 def tool(name: str) -> str:
@@ -173,6 +175,7 @@ def test_timeouts_and_memory_within_lambda_and_gateway_limits() -> None:
         "BuildPlanFunction": ["handler.plan"],
         "EmbedShardFunction": ["handler.embed_shard"],
         "BuildMergeFunction": ["handler.merge"],
+        "IngestFunction": ["handler.ingest"],
     }
 
 
@@ -212,7 +215,11 @@ def definition() -> dict[str, Any]:
 
 
 def test_the_schedule_starts_the_build_state_machine() -> None:
-    (rule,) = resources("AWS::Events::Rule").values()
+    (rule,) = [
+        r
+        for r in resources("AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    ]
     props = rule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "BuildSchedule"} and props["State"] == "ENABLED"
     assert props["Targets"][0]["Arn"] == {"Ref": "IndexBuildStateMachine"}
@@ -303,7 +310,7 @@ def test_every_lambda_state_retries_throttling_and_lambda_faults(state: str) -> 
 def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: Path) -> None:
     """Import handler.py and look the entry point up as each function's init does, against an
     unreachable S3: every entry point exists; only the search function builds the app and tries
-    to load the index at init."""
+    to load the index at init, and it and ingest try to load their model."""
     for function_name in FUNCTIONS:
         (command,) = function(function_name)["ImageConfig"]["Command"]
         module, _, name = command.rpartition(".")
@@ -327,9 +334,88 @@ def test_handlers_named_in_the_template_exist_and_only_the_api_warms(tmp_path: P
         )
         assert done.returncode == 0, done.stderr
         warmed = "warm-up incomplete" in done.stderr
-        assert warmed == (function_name == "SearchFunction"), done.stderr
+        assert warmed == (function_name in WARMED), done.stderr
         built = done.stdout.strip().splitlines()[-1] == "app built"
         assert built == (function_name == "SearchFunction"), done.stdout
+
+
+# ---- ingest: S3 events → SQS → the ingest function ------------------------------------------
+
+
+def test_ingest_reads_its_queue_in_batches_and_answers_partial_failures() -> None:
+    (mapping,) = resources("AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["FunctionName"] == {"Ref": "IngestFunction"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == {"Ref": "IngestBatchSize"}
+    assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "IngestBatchWindowSeconds"}
+    assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "IngestConcurrency"}
+    params = source()["Parameters"]
+    assert params["IngestConcurrency"]["MinValue"] == 2  # SQS's least maximum concurrency
+    assert params["IngestBatchSize"]["MaxValue"] == 10000  # SQS's limit with a window
+    assert params["IngestBatchWindowSeconds"]["MaxValue"] == 300
+    # A batch above 10 messages needs a window (SQS refuses the mapping otherwise).
+    assert (
+        params["IngestBatchSize"]["Default"] <= 10
+        or params["IngestBatchWindowSeconds"]["Default"] >= 1
+    )
+
+    queues = resources("AWS::SQS::Queue")
+    queue = queues["IngestQueue"]["Properties"]
+    # Lambda's advice: visibility at least six times the function's timeout.
+    assert queue["VisibilityTimeout"] >= 6 * function("IngestFunction")["Timeout"]
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]}
+    assert 1 < redrive["maxReceiveCount"] <= 10
+    assert all(q["Properties"]["SqsManagedSseEnabled"] for q in queues.values())
+    # SQS permissions for its own queue only (no managed policy reading every queue).
+    role = resources("AWS::IAM::Role")["IngestFunctionRole"]["Properties"]
+    assert role["ManagedPolicyArns"] == [
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ]
+    sqs = [
+        s for s in statements("IngestFunctionRole") if as_list(s["Action"])[0].startswith("sqs:")
+    ]
+    assert [s["Resource"] for s in sqs] == [{"Fn::GetAtt": ["IngestQueue", "Arn"]}]
+
+
+def test_eventbridge_sends_the_buckets_changes_outside_the_index_prefix() -> None:
+    (rule,) = [r for r in source()["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["Condition"] == "UseEventBridge"
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.s3"]
+    assert pattern["detail-type"] == ["Object Created", "Object Deleted"]
+    assert pattern["detail"]["bucket"]["name"] == ["BucketName"]  # !Ref, as the loader keeps it
+    assert pattern["detail"]["object"]["key"] == [{"anything-but": {"prefix": "IndexPrefix"}}]
+    assert rule["Properties"]["Targets"][0]["Arn"] == "IngestQueue.Arn"  # !GetAtt, kept as text
+    # Only the rule may send (EventBridge), or only the bucket, from this account.
+    policy = expanded()["Resources"]["IngestQueuePolicy"]["Properties"]["PolicyDocument"]
+    ((condition, from_rule, from_bucket),) = [s["Fn::If"] for s in policy["Statement"]]
+    assert condition == "UseEventBridge"
+    assert from_rule["Principal"] == {"Service": "events.amazonaws.com"}
+    assert from_rule["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::GetAtt": ["IngestEventsRule", "Arn"]
+    }
+    assert from_bucket["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert resource_text(from_bucket["Condition"]["ArnEquals"]["aws:SourceArn"]) == BUCKET_ARN
+    assert from_bucket["Condition"]["StringEquals"]["aws:SourceAccount"] == {
+        "Ref": "AWS::AccountId"
+    }
+    assert from_rule["Action"] == from_bucket["Action"] == "sqs:SendMessage"
+
+
+def test_alarms_watch_the_dead_letter_queue_and_the_events_age() -> None:
+    alarms = {
+        r["Properties"]["MetricName"]: r["Properties"]
+        for r in resources("AWS::CloudWatch::Alarm").values()
+    }
+    dead = alarms["ApproximateNumberOfMessagesVisible"]
+    assert dead["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["IngestDeadLetterQueue", "QueueName"]}
+    assert (dead["Threshold"], dead["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    age = alarms["ApproximateAgeOfOldestMessage"]
+    assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["IngestQueue", "QueueName"]}
+    assert age["Threshold"] == {"Ref": "IngestAlarmAgeSeconds"}
 
 
 # ---- least privilege ----------------------------------------------------------------------
@@ -394,6 +480,13 @@ def test_each_function_writes_only_where_its_stage_writes() -> None:
     index = {f"{BUCKET_ARN}/${{IndexPrefix}}*"}
     assert writes("BuildMergeFunctionRole") == {"s3:PutObject": index, "s3:DeleteObject": index}
     assert writes("IndexBuildStateMachineRole") == {"s3:PutObject": {f"{work}map-results/*"}}
+    # Ingest: its segments and the pointer (If-Match in the code); never the builds, the work
+    # files or the build lease, and no pointer deletes.
+    segments = f"{BUCKET_ARN}/${{IndexPrefix}}segments/*"
+    assert writes("IngestFunctionRole") == {
+        "s3:PutObject": {segments, f"{BUCKET_ARN}/${{IndexPrefix}}current.json"},
+        "s3:DeleteObject": {segments},
+    }
     prefix = source()["Parameters"]["IndexPrefix"]
     assert re.fullmatch(prefix["AllowedPattern"], prefix["Default"])
     for bad in ("", "index", "/index/", "*/", "index/*/"):  # so "${IndexPrefix}*" stays narrow
