@@ -4,8 +4,9 @@ For each key an event names (inside the indexed folders, outside the index prefi
 or before the last sequencer applied are dropped unseen; the rest are looked up (HEAD), and the
 key's state now is compared with the served view's (ingest/view.py). A key gone from S3 but in
 the view is deleted; a new ETag is fetched pinned to it, decoded and embedded exactly as the
-build's shard stage does (build/fetch.py: the same limits, the same skip rules), and added, with
-a delete of the old row when it overwrites one. Everything else changes nothing.
+build's shard stage does (build/fetch.py: the same limits, the same skip rules, the photo fields
+its header gives), and added, with a delete of the old row when it overwrites one. Everything
+else changes nothing.
 
 The view is read from the pointer before any HEAD, and the segment is published with If-Match on
 that pointer (artefacts/segment_publish.py). If another writer got there first, the batch is
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from image_search.artefacts.location import IndexLocation, new_segment_id
-from image_search.artefacts.manifest import Pointer, Skipped
+from image_search.artefacts.manifest import ItemPhoto, Pointer, Skipped
+from image_search.artefacts.photos import Photo
 from image_search.artefacts.segment_publish import current, publish_segment
 from image_search.artefacts.segments import Applied, Segment
 from image_search.build.fetch import decoded_batches
@@ -171,6 +173,7 @@ class _Batch:
         self.where, self.options, self.pending = where, options, pending
         self.embedder, self.views = embedder, views
         self.vectors: dict[tuple[str, str], Vectors] = {}  # (key, ETag) → its row, across tries
+        self.photos: dict[tuple[str, str], ItemPhoto] = {}  # the fields its header gave
         self.broken: dict[tuple[str, str], Skipped] = {}
         self.segment: Segment | None = None
         self.failed: set[str] = set()  # keys
@@ -244,6 +247,8 @@ class _Batch:
                 rows = self.embedder.embed_images([one.image for one in batch])
                 for one, row in zip(batch, rows, strict=True):
                     self.vectors[(one.obj.key, one.obj.etag)] = row
+                    photo = Photo.read(one.fields, size=one.obj.size, modified=one.obj.modified)
+                    self.photos[(one.obj.key, one.obj.etag)] = photo.document()
 
     def _segment(self, view: View, changed: dict[str, _Looked]) -> Segment | None:
         """The changes as a segment: deletes for keys gone or overwritten, adds for the new
@@ -253,7 +258,7 @@ class _Batch:
             found = changed[key]
             obj = found.obj
             if obj is not None and (obj.key, obj.etag) in self.vectors:
-                items.append(item_of(obj))
+                items.append(item_of(obj, photo=self.photos.get((obj.key, obj.etag))))
             elif obj is not None:
                 skipped.append(self.broken[(obj.key, obj.etag)])
             if key in view.etags:

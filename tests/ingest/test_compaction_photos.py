@@ -1,6 +1,7 @@
 """Photo fields through compaction (issues 24 §3 and 25): a build that folds ingest's segments in
-reads the photo fields of their adds from a ranged GET of each one's head (segments do not carry
-them), and publishes what a build from scratch reads from the whole files."""
+reads the photo fields of their adds from a ranged GET of each one's head (it does not take the
+fields segment items carry for serving), and publishes what a build from scratch reads from the
+whole files."""
 
 from __future__ import annotations
 

@@ -166,3 +166,14 @@ def test_an_ingest_killed_mid_batch_gives_the_same_index_when_delivered_again(
     ((clean_keys, clean_deletes, clean_vectors),) = contents(clean)
     assert (keys, deletes) == (clean_keys, clean_deletes)
     np.testing.assert_array_equal(vectors, clean_vectors)
+
+
+def test_an_add_carries_the_photo_fields_its_header_gives(indexed: Indexed) -> None:
+    from tests.support.factories import camera_jpeg
+
+    indexed.put("animals/camera.jpg", camera_jpeg(72, make="Canon", model="EOS R5"))
+    indexed.ingest()
+    ((segment, _),) = indexed.segments()
+    (item,) = segment.items
+    assert item.photo is not None and item.photo.camera == "Canon EOS R5"
+    assert item.photo.width and item.photo.height
