@@ -23,6 +23,7 @@ from image_search.ingest.consumer import consume, sqs_client, total
 from image_search.storage import s3
 from tests.support.embedders import CountingEmbedder
 from tests.support.factories import png_bytes
+from tests.support.queues import drain, events_queue
 
 PREFIX = "index/"
 BASE = {f"animals/{n}.png": png_bytes(n) for n in range(3)} | {"nature/0.png": png_bytes(9)}
@@ -96,26 +97,6 @@ class Indexed:
         return list(answer.get("Messages", []))
 
 
-def make_queue(sqs: Any, client: s3.S3Client, bucket: str, *, visibility: int = 30) -> str:
-    """A queue the bucket's object events go to, and the test message S3 sends first removed."""
-    url = sqs.create_queue(
-        QueueName=f"events-{uuid.uuid4().hex[:10]}",
-        Attributes={"VisibilityTimeout": str(visibility)},
-    )["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    client.put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
-    return url
-
-
 @pytest.fixture
 def make_indexed(sqs_endpoint: str, module_client: s3.S3Client) -> Callable[..., Indexed]:
     def make(
@@ -133,14 +114,14 @@ def make_indexed(sqs_endpoint: str, module_client: s3.S3Client) -> Callable[...,
         sqs = sqs_client("http://queue")
         indexed = Indexed(
             where=IndexLocation(module_client, bucket, PREFIX),
-            queue_url=make_queue(sqs, module_client, bucket, visibility=visibility),
+            queue_url=events_queue(sqs, module_client, bucket, visibility=visibility),
             sqs=sqs,
             embedder=CountingEmbedder(),
             settings=settings,
         )
         assert indexed.build().published
         if purge:
-            sqs.purge_queue(QueueUrl=indexed.queue_url)
+            drain(sqs, indexed.queue_url)
         return indexed
 
     return make

@@ -136,6 +136,7 @@ class DiesDeleting:
         raise Killed
 
 
+@pytest.mark.slow  # waits out two visibility timeouts
 def test_an_ingest_killed_mid_batch_gives_the_same_index_when_delivered_again(
     make_indexed: Callable[..., Indexed],
 ) -> None:
