@@ -36,5 +36,7 @@ SECTIONS = {
         Section("runtimes", "(6) torch against ONNX Runtime: encode, threads, cold start"),
         Section("precisions", "(9) the export at fp32 and int8 beside torch: encode, size"),
         Section("photos", "(10) the build's cost of reading the photo fields"),
+        Section("combined", "(11) a combined query against one text, through HTTP"),
+        Section("filters", "(12) date filters keeping 1/10/50% of N images: p50, recall"),
     )
 }

@@ -24,6 +24,8 @@ class Sizes:
     engine_images: int = 512  # sections/engines.py: the local engine against Ray
     engine_rounds: int = 3
     stage_images: int = 1_000_000  # sections/stages.py: the plan and the merge
+    filter_counts: tuple[int, ...] = (100_000, 1_000_000)  # sections/filters.py
+    filter_queries: int = 50
 
 
 SIZES = {
@@ -44,6 +46,7 @@ SIZES = {
         engine_images=96,
         engine_rounds=2,
         stage_images=100_000,
+        filter_counts=(100_000,),
     ),
     # Every code path at toy sizes, for tests/bench/test_smoke.py; its figures mean nothing.
     "smoke": Sizes(
@@ -64,5 +67,8 @@ SIZES = {
         engine_images=16,
         engine_rounds=1,
         stage_images=3_000,
+        # Past EXACT_MATCHES at 50 %: both paths run.
+        filter_counts=(45_000,),
+        filter_queries=5,
     ),
 }

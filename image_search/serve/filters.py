@@ -120,18 +120,21 @@ class PhotoFilter:
 
     def rows(self, catalog: ViewCatalog, ranges: Allowed) -> Rows:
         """The live rows inside ``ranges`` (None: all) whose photo matches, ascending."""
-        columns = photo_columns(catalog)
+        return catalog.live(self.matching(photo_columns(catalog), ranges))
+
+    def matching(self, columns: PhotoColumns, ranges: Allowed) -> Rows:
+        """The rows of ``columns`` inside ``ranges`` (None: all) whose photo matches, deleted
+        ones included, ascending."""
         codes = None if self.camera is None else camera_codes(columns.cameras, self.camera)
         if isinstance(ranges, np.ndarray):  # rows scattered by segments (artefacts/view.py)
             rows = ranges.astype(np.int64, copy=False)
-            return catalog.live(rows[self._mask(columns.array[rows], codes)])
+            return rows[self._mask(columns.array[rows], codes)]
         spans = [(0, len(columns))] if ranges is None else ranges
         found = [
             start + np.flatnonzero(self._mask(columns.array[start:end], codes))
             for start, end in spans
         ]
-        rows = np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
-        return catalog.live(rows)
+        return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
 
     def _mask(
         self, photos: npt.NDArray[np.void], codes: npt.NDArray[np.int64] | None

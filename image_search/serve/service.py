@@ -61,7 +61,7 @@ class Hit:
     folder: str
     score: float  # cosine similarity, within [-1, 1]
     url: str  # where a client fetches the image: presigned or public
-    photo: Photo | None  # None for builds made before photo fields
+    photo: Photo | None = None  # None for builds made before photo fields
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,6 +163,25 @@ def test_every_type_gives_back_a_stored_vector_for_similar(
         assert loaded.search(vector, k=1).ids == [row]
 
 
+@pytest.mark.parametrize("kind", TYPES)
+def test_exact_is_brute_force_over_the_stored_vectors_for_every_type(
+    kind: str, ann_data, built_types, tmp_path
+) -> None:
+    """What a filter's matches are scored with: every allowed row, against what ``vector``
+    gives back (the codes the index holds), whatever the kind; read back memory-mapped."""
+    loaded = reopened(built_types[kind], tmp_path)
+    rows = np.sort(np.random.default_rng(1).choice(len(ann_data), 3000, replace=False))
+    stored = np.vstack([loaded.vector(int(row)) for row in rows])
+    for query in clustered(3, dim=32, seed=11):
+        scores = stored @ query
+        order = np.argsort(-scores, kind="stable")[:20]
+        found = loaded.exact(query, k=20, allowed=rows)
+        assert found.ids == rows[order].tolist()
+        assert found.scores == pytest.approx(scores[order].tolist(), abs=1e-5)
+    assert sorted(loaded.exact(query, k=10, allowed=[(7, 10)]).ids) == [7, 8, 9]
+    assert loaded.exact(query, k=10, allowed=rows[:0]).ids == []
+
+
 def test_ivf_indexes_build_their_direct_map_only_when_similar_needs_it(ann_data, tmp_path) -> None:
     import faiss
 
@@ -226,6 +245,7 @@ def test_an_old_ivfpq_build_with_a_refine_stage_still_loads(tmp_path) -> None:
     assert loaded.search(vectors[9], k=3).ids[0] == 9
     np.testing.assert_allclose(loaded.vector(9)[0], vectors[9], atol=1e-6)
     assert sorted(loaded.search(vectors[0], k=10, allowed=[(5, 8)]).ids) == [5, 6, 7]
+    assert sorted(loaded.exact(vectors[0], k=10, allowed=np.array([5, 7, 900])).ids) == [5, 7, 900]
 
 
 def test_auto_picks_ivf_pq_past_its_threshold() -> None:

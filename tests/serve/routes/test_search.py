@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from image_search.artefacts.photos import Photo
 from image_search.serve.routes.search import headers, search_hit
 from image_search.serve.service import Hit, SearchResult, ServedBuild
 
@@ -47,6 +48,33 @@ def test_a_hit_gets_its_rank_path_and_distance() -> None:
     assert (hit.rank, hit.key, hit.folder) == (2, "café/a b.jpg", "café")
     assert hit.s3_path == "s3://photos/café/a b.jpg" and hit.image_url == "https://x/a"
     assert hit.distance == pytest.approx(math.sqrt(2 - 2 * 0.5))
+    assert hit.photo is None  # a build made before photo fields
+
+
+def test_a_hit_carries_the_photo_fields() -> None:
+    photo = Photo(
+        taken=datetime(2024, 6, 1, 23, 30),
+        taken_offset="+09:00",
+        taken_source="exif",
+        camera="Canon EOS R5",
+        width=3000,
+        height=4000,
+        size=123,
+        modified=datetime(2024, 6, 2, tzinfo=UTC),
+    )
+    found = Hit(key="a.jpg", folder="a", score=0.5, url="u", photo=photo)
+    shown = search_hit(1, found, bucket="photos").model_dump(mode="json")["photo"]
+    assert shown == {
+        "taken": "2024-06-01T23:30:00",
+        "taken_offset": "+09:00",
+        "taken_source": "exif",
+        "camera": "Canon EOS R5",
+        "width": 3000,
+        "height": 4000,
+        "orientation": "portrait",
+        "size": 123,
+        "modified": "2024-06-02T00:00:00Z",
+    }
 
 
 def test_the_result_is_frozen() -> None:
