@@ -87,6 +87,7 @@ def demo_environment(options: DemoOptions) -> Iterator[Target]:
         print(f"embedded S3 at {endpoint} (in memory)", flush=True)
         values.update(
             AWS_ENDPOINT_URL_S3=endpoint,
+            AWS_ENDPOINT_URL_SQS=endpoint,  # the same server answers SQS (demo/fresh.py)
             IMAGE_SEARCH_BUCKET=DEMO_BUCKET,
             IMAGE_SEARCH_INDEX_CACHE_DIR=str(options.state_dir.resolve() / "index-cache"),
         )

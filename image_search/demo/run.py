@@ -28,6 +28,7 @@ from image_search.demo.environment import (
     demo_environment,
     prepare,
 )
+from image_search.demo.fresh import copy_command, ingesting
 from image_search.errors import ImageSearchError, ModelLoadError
 from image_search.messages import fail, settings_problem
 
@@ -94,13 +95,24 @@ def _build_and_serve(options: DemoOptions, target: Target, listener: socket.sock
     print(_describe(report), flush=True)
     host, port = listener.getsockname()[:2]
     print(f"search page and API: http://{host}:{port}{service.settings.api_prefix}/", flush=True)
-    print("press Ctrl-C to stop", flush=True)
-    # The lifespan starts the timer that picks up builds published while the demo runs.
-    config = uvicorn.Config(create_app(), log_level="warning", lifespan="on")
-    try:
-        uvicorn.Server(config).run(sockets=[listener])
-    except KeyboardInterrupt:
-        pass  # uvicorn stops gracefully on Ctrl-C, then raises it again
+    with ingesting(
+        target, settings=settings, client=service.client, embedder=service.embedder
+    ) as on:
+        if on:
+            endpoint = os.environ["AWS_ENDPOINT_URL_S3"]
+            print(
+                f"photos copied into s3://{target.bucket}/ are searchable within about "
+                f"{settings.poll_seconds + 5:.0f} s; to copy one: "
+                + copy_command(endpoint, target.bucket),
+                flush=True,
+            )
+        print("press Ctrl-C to stop", flush=True)
+        # The lifespan starts the timer that picks up builds published while the demo runs.
+        config = uvicorn.Config(create_app(), log_level="warning", lifespan="on")
+        try:
+            uvicorn.Server(config).run(sockets=[listener])
+        except KeyboardInterrupt:
+            pass  # uvicorn stops gracefully on Ctrl-C, then raises it again
     print("stopped", flush=True)
     return 0
 

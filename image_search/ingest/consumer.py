@@ -58,9 +58,11 @@ def consume(
     embedder: Embedder,
     once: bool = False,
     stop: threading.Event | None = None,
+    wait: int = LONG_POLL_SECONDS,
 ) -> list[IngestReport]:
     """Ingest what the queue delivers until ``stop`` is set, or, with ``once``, until the queue
-    has nothing left to deliver; the batches' reports."""
+    has nothing left to deliver; the batches' reports. ``wait``: the longest a receive waits
+    for a first message (how late ``stop`` may be noticed)."""
     where = IndexLocation(client, settings.bucket, settings.index_prefix)
     options = BuildOptions.of(settings)
     views = ViewCache()
@@ -72,7 +74,7 @@ def consume(
             queue_url=queue_url,
             size=settings.ingest_batch_size,
             window=settings.ingest_window_seconds,
-            wait=1 if once else LONG_POLL_SECONDS,
+            wait=1 if once else min(wait, LONG_POLL_SECONDS),
         )
         if not received:
             if once:

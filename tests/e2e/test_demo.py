@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from image_search.demo.environment import PHOTOS, DemoOptions, Target, demo_environment, prepare
 from image_search.storage import s3
@@ -125,6 +127,42 @@ def test_demo_serves_the_sample_photos_and_reuses_its_index(
         assert hits.status_code == 200 and len(hits.json()) == 4
         assert second.interrupt() == 0
     assert any("tower of the ONNX export" in line for line in second.lines), second.lines
+
+
+@pytest.mark.slow  # a demo process, and the service's default 10 s poll
+def test_a_photo_copied_into_the_demo_bucket_is_found_within_the_documented_time(
+    tiny_model: Path, tmp_path: Path
+):
+    """Issue 25: the command the demo prints copies a photo in; ingest, running beside the server,
+    publishes it as a segment and the page's API finds it (by itself first) within the time the
+    demo states. The service has no write route: the photo goes to S3, not to the API."""
+    from tests.support.factories import encode, random_image
+
+    with demo("--model", str(tiny_model), "--state-dir", str(tmp_path / "state")) as running:
+        url = running.wait_for(r"search page and API: (http://127\.0\.0\.1:\d+/)").group(1)
+        line = running.wait_for(r"searchable within about (\d+) s; to copy one: (.+)$")
+        within, command = int(line.group(1)), line.group(2)
+        photo = tmp_path / "photo.jpg"
+        photo.write_bytes(encode(random_image(90), "JPEG"))
+        args = shlex.split(command.replace("photo.jpg animals/photo.jpg", ""))
+        started = time.monotonic()
+        copied = subprocess.run(
+            [*args, str(photo), "animals/copied in.jpg"], capture_output=True, text=True, timeout=60
+        )
+        assert copied.returncode == 0, copied.stderr
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while True:
+                found = http.post(
+                    "image_search/search_by_image",
+                    files={"file": ("p.jpg", photo.read_bytes())},
+                    data={"k": 1},
+                ).json()
+                if found and found[0]["key"] == "animals/copied in.jpg":
+                    break
+                assert time.monotonic() - started < within, running.lines
+                time.sleep(0.5)
+        assert running.interrupt() == 0
+        assert not any("Traceback" in line for line in running.lines), running.lines
 
 
 def test_demo_without_the_model_says_in_one_line_how_to_pass_one(tmp_path: Path):
