@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_ingest_command(*, queue_url: str, once: bool, bucket: str | None) -> int:
     """Consume ``queue_url`` (until it is empty, with ``once``); one summary line at the end."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from image_search.config import Settings
     from image_search.ingest.consumer import consume, sqs_client, summary
     from image_search.model.factory import embedder_for
@@ -188,6 +190,8 @@ def run_ingest_command(*, queue_url: str, once: bool, bucket: str | None) -> int
         )
     except ImageSearchError as exc:
         return fail(str(exc))
+    except (BotoCoreError, ClientError) as exc:  # the queue: missing, unreachable, refused
+        return fail(f"SQS queue {queue_url}: {exc}")
     except KeyboardInterrupt:
         return 130  # messages not yet deleted are delivered again
     print(summary(reports))
