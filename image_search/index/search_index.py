@@ -130,9 +130,19 @@ def selector(allowed: Allowed, ntotal: int, keep_alive: list[Any]) -> faiss.IDSe
     return found if found is not None else faiss.IDSelectorRange(0, 0)
 
 
+# Past this many scores, ``top`` sorts only those at least as good as the k-th (a partition
+# first): a stable sort of 20k scores took 1.8 ms, of the few left 0.05 ms.
+PARTITION_FROM = 2048
+
+
 def top(ids: npt.NDArray[np.integer], scores: npt.NDArray[np.floating], k: int) -> Hits:
-    """The best ``k`` of ``ids`` by ``scores`` (ties in id order)."""
-    order = np.argsort(-scores, kind="stable")[:k]
+    """The best ``k`` of ``ids`` by ``scores`` (ties in the order given)."""
+    if 0 < k < len(scores) and len(scores) > PARTITION_FROM:
+        worst = np.partition(-scores, k - 1)[k - 1]
+        kept = np.flatnonzero(-scores <= worst)  # every score tied with the k-th too, in order
+        order = kept[np.argsort(-scores[kept], kind="stable")[:k]]
+    else:
+        order = np.argsort(-scores, kind="stable")[:k]
     return hits(ids[order], scores[order])
 
 

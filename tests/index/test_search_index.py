@@ -61,6 +61,17 @@ def test_top_is_best_first_with_ties_in_id_order() -> None:
     assert top(ids, scores, 10).ids == [4, 5, 9, 7, 2]
 
 
+@pytest.mark.parametrize("k", [1, 10, 999, 5000, 6000])
+def test_top_of_many_scores_is_a_stable_sort_with_ties(k: int) -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 50, 5000).astype(np.float32)  # ties everywhere
+    ids = rng.permutation(5000)
+    order = np.argsort(-scores, kind="stable")[:k]
+    found = top(ids, scores, k)
+    assert found.ids == ids[order].tolist()
+    assert found.scores == scores[order].tolist()
+
+
 def test_hits_drop_faiss_padding() -> None:
     found = hits(np.array([3, -1, -1]), np.array([0.7, -np.inf, -np.inf]))
     assert (found.ids, found.scores) == ([3], [pytest.approx(0.7)])

@@ -18,6 +18,7 @@ FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "duplicates.js": "text/javascript; charset=utf-8",
     "combine.js": "text/javascript; charset=utf-8",
+    "filters.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # Thumbnails are presigned S3 URLs on another origin; everything else comes from this one.

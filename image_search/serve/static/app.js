@@ -228,6 +228,14 @@
 
   const k = () => Number(el.k.value);
 
+  // The photo filters chosen (filters.js supplies them), or null for every photo.
+  let chosenFilters = () => null;
+
+  function filtersField() {
+    const filters = chosenFilters();
+    return filters ? { filters } : {};
+  }
+
   // The deepest sub-folder chosen ("animals/cats/"), or "" for the whole folder.
   function prefix() {
     const chosen = [...el.subfolders.querySelectorAll("select")].map((s) => s.value);
@@ -239,7 +247,7 @@
     if (!query) return;
     searchHooks.forEach((hook) => hook({ text: query }));
     run(`for “${query}”`, "image_search/search", {
-      json: { query, k: k(), folder: el.folder.value, prefix: prefix() },
+      json: { query, k: k(), folder: el.folder.value, prefix: prefix(), ...filtersField() },
     });
   }
 
@@ -249,6 +257,8 @@
     form.append("k", String(k()));
     form.append("folder", el.folder.value);
     form.append("prefix", prefix());
+    const filters = chosenFilters();
+    if (filters) form.append("filters", JSON.stringify(filters));  // a form field holds JSON
     const preview = { src: URL.createObjectURL(file), alt: `your image ${file.name}` };
     searchHooks.forEach((hook) => hook({ file, name: file.name, preview }));
     run(`like ${file.name}`, "image_search/search_by_image", { form }, preview);
@@ -257,7 +267,7 @@
   function runSimilar(hit) {
     searchHooks.forEach((hook) => hook({ key: hit.key, preview: { src: hit.image_url, alt: describe(hit.key) } }));
     run(`similar to ${hit.key}`, "image_search/similar", {
-      json: { key: hit.key, k: k(), folder: el.folder.value, prefix: prefix() },
+      json: { key: hit.key, k: k(), folder: el.folder.value, prefix: prefix(), ...filtersField() },
     }, { src: hit.image_url, alt: describe(hit.key) });
     el.results.focus();
   }
@@ -324,9 +334,11 @@
     scopeChanged();
   }
 
-  const scopeListeners = [];
+  const scopeListeners = [];  // while the near-duplicates show
+  const scopeHooks = [];      // always
 
   function scopeChanged() {
+    scopeHooks.forEach((hook) => hook());
     if (view === "duplicates") scopeListeners.forEach((listener) => listener());
     else if (el.query.value.trim()) runText();
   }
@@ -385,6 +397,7 @@
     try { localStorage.setItem(KEY_STORAGE, el.key.value.trim()); } catch { /* private mode */ }
     el.keyPanel.open = false;
     loadFolders();
+    scopeHooks.forEach((hook) => hook());  // what failed without the key (the filters' facets)
     runText();
   });
   el.forget.addEventListener("click", () => {
@@ -400,6 +413,11 @@
     onSearch: (hook) => searchHooks.push(hook),
     scope: () => ({ folder: el.folder.value, prefix: prefix() }),
     onScopeChange: (listener) => scopeListeners.push(listener),
+    // For filters.js: what it chooses, when the folder changes, and searching again.
+    useFilters: (source) => { chosenFilters = source; },
+    filtersField,
+    onAnyScopeChange: (hook) => scopeHooks.push(hook),
+    searchAgain: () => view === "search" && el.query.value.trim() && runText(),
   };
 
   loadInfo();

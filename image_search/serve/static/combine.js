@@ -66,7 +66,7 @@
     const negative = disliked.map((key) => ({ key, weight: LESS_WEIGHT }));
     const { folder, prefix } = api.scope();
     // "" on this page means "detect the folder": the combined query searches everywhere then.
-    return { positive, negative, k: api.k(), folder, prefix };
+    return { positive, negative, k: api.k(), folder, prefix, ...api.filtersField() };
   }
 
   function request(body) {
