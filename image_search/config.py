@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     # How often the service checks current.json for new segments and builds: a conditional GET
     # (304 when unchanged), cheap enough to run every few seconds (serve/lifecycle.py).
     poll_seconds: float = Field(default=10.0, ge=0)
+    # Images held in segments (adds and deletes) past which a compaction, a build folding them
+    # into a new base, pays off: every search scores each segment row (bench section 11 measured
+    # the cost; docs/performance.md). The service logs when its view passes it; a scheduler or
+    # ingest may start a build then.
+    compact_after_images: int = Field(default=10_000, ge=1)
     index_cache_dir: Path = Path(gettempdir()) / "image-search-index"
     text_cache_size: int = Field(default=1024, ge=0)  # text query vectors kept (0 = none)
 

@@ -38,5 +38,6 @@ SECTIONS = {
         Section("photos", "(10) the build's cost of reading the photo fields"),
         Section("combined", "(11) a combined query against one text, through HTTP"),
         Section("filters", "(12) date filters keeping 1/10/50% of N images: p50, recall"),
+        Section("freshness", "(13) segments' cost to a search; upload to searchable"),
     )
 }

@@ -26,6 +26,9 @@ class Sizes:
     stage_images: int = 1_000_000  # sections/stages.py: the plan and the merge
     filter_counts: tuple[int, ...] = (100_000, 1_000_000)  # sections/filters.py
     filter_queries: int = 50
+    # sections/freshness.py: images in segments on the largest search build, and uploads timed
+    segment_levels: tuple[int, ...] = (0, 1_000, 10_000, 50_000)
+    fresh_uploads: int = 100
 
 
 SIZES = {
@@ -47,6 +50,7 @@ SIZES = {
         engine_rounds=2,
         stage_images=100_000,
         filter_counts=(100_000,),
+        fresh_uploads=30,
     ),
     # Every code path at toy sizes, for tests/bench/test_smoke.py; its figures mean nothing.
     "smoke": Sizes(
@@ -70,5 +74,7 @@ SIZES = {
         # Past EXACT_MATCHES at 50 %: both paths run.
         filter_counts=(45_000,),
         filter_queries=5,
+        segment_levels=(0, 100, 1_000),
+        fresh_uploads=3,
     ),
 }

@@ -80,39 +80,55 @@ class Place:
 class ViewCatalog:
     """The catalog of a view: a row's key and folder, a live key's row, live counts, places."""
 
-    def __init__(self, base: Catalog, segments: Sequence[LoadedSegment] = ()) -> None:
+    def __init__(
+        self,
+        base: Catalog,
+        segments: Sequence[LoadedSegment] = (),
+        *,
+        after: ViewCatalog | None = None,
+    ) -> None:
+        """``base`` with ``segments`` applied, after those ``after`` (a view of the same base)
+        applied: only the new segments' keys are looked up."""
         self.base = base
-        self.segment_ids = tuple(segment.segment_id for segment in segments)
         n = len(base)
-        self._items: list[Item] = []  # rows n, n + 1, …: every segment's adds in order
-        self._live: dict[str, int] = {}  # segment rows still live: key → row
-        dead: set[int] = set()
-        self.ends = [n]  # ends[c]: the first row after the first c segments' adds
+        before: tuple[str, ...] = () if after is None else after.segment_ids
+        self.segment_ids: tuple[str, ...] = before + tuple(s.segment_id for s in segments)
+        # Rows n, n + 1, …: every segment's adds in order; the live ones by key.
+        self._items: list[Item] = [] if after is None else list(after._items)
+        self._live: dict[str, int] = {} if after is None else dict(after._live)
+        self._dead: set[int] = set() if after is None else set(after._dead)  # build rows
+        # ends[c]: the first row after the first c segments' adds.
+        self.ends: list[int] = [n] if after is None else list(after.ends)
+        # Adds and deletes in segments: what a compaction would fold in.
+        self.changes: int = 0 if after is None else after.changes
         for segment in segments:
-            for key in segment.deletes:
-                dead.update(self._kill(key))
-            for item in segment.items:
-                dead.update(self._kill(item.key))
-                self._live[item.key] = n + len(self._items)
-                self._items.append(item)
-            self.ends.append(n + len(self._items))
-        self.dead = np.array(sorted(row for row in dead if row < n), dtype=np.int64)
+            self._apply(segment)
+        self.dead = np.array(sorted(self._dead), dtype=np.int64)
         self.extra_live = np.zeros(len(self._items), dtype=bool)
-        self.extra_live[[row - n for row in self._live.values()]] = True
-        ordered = sorted(self._live.items())
-        self._sorted_keys = [key for key, _ in ordered]
-        self._sorted_rows = np.array([row for _, row in ordered], dtype=np.int64)
+        live = np.fromiter(self._live.values(), dtype=np.int64, count=len(self._live))
+        self.extra_live[live - n] = True
         self.items = _Entries(self)
         self.keys = _Keys(self)
         self.rows = _LiveRows(self)
 
-    def _kill(self, key: str) -> list[int]:
-        """Deletes ``key``'s live row; the row, or none when the key was not live."""
-        row = self._live.pop(key, None)
-        if row is not None:
-            return [row]
+    def _apply(self, segment: LoadedSegment) -> None:
+        n = len(self.base)
+        for key in segment.deletes:
+            self._kill(key)
+        for item in segment.items:
+            self._kill(item.key)
+            self._live[item.key] = n + len(self._items)
+            self._items.append(item)
+        self.ends.append(n + len(self._items))
+        self.changes += len(segment.items) + len(segment.deletes)
+
+    def _kill(self, key: str) -> None:
+        """Deletes ``key``'s live row, if it has one."""
+        if self._live.pop(key, None) is not None:
+            return
         row = self.base.row(key)
-        return [] if row is None else [row]
+        if row is not None:
+            self._dead.add(row)
 
     # ---- the base build's header -----------------------------------------------------------
 
@@ -248,15 +264,27 @@ class ViewCatalog:
     @cached_property
     def _extra_by_folder(self) -> dict[str, Rows]:
         by_folder: dict[str, list[int]] = {}
-        for row in self._sorted_rows:
-            folder = self._items[int(row) - len(self.base)].folder
-            by_folder.setdefault(folder, []).append(int(row))
+        for row in self._live.values():
+            folder = self._items[row - len(self.base)].folder
+            by_folder.setdefault(folder, []).append(row)
         return {name: np.array(sorted(rows), dtype=np.int64) for name, rows in by_folder.items()}
+
+    @cached_property
+    def _sorted(self) -> tuple[list[str], Rows]:
+        """The live segment keys sorted, and their rows in that order."""
+        ordered = sorted(self._live.items())
+        rows = np.array([row for _, row in ordered], dtype=np.int64)
+        return [key for key, _ in ordered], rows
+
+    @property
+    def _sorted_rows(self) -> Rows:
+        return self._sorted[1]
 
     @cached_property
     def _extra_order(self) -> KeyOrder:
         """Prefix lookups over the live segment keys (positions in ``_sorted_rows``)."""
-        return KeyOrder(self._sorted_keys, [(0, len(self._sorted_keys))])
+        keys = self._sorted[0]
+        return KeyOrder(keys, [(0, len(keys))])
 
 
 @dataclass(frozen=True)
@@ -271,16 +299,31 @@ class LoadedView:
     @classmethod
     def of(cls, base: LoadedBuild, segments: Sequence[LoadedSegment] = ()) -> LoadedView:
         catalog = ViewCatalog(base.metadata, segments)
-        vectors = [segment.vectors for segment in segments if len(segment.vectors)]
-        extra = np.vstack(vectors) if vectors else np.zeros((0, base.index.dim), dtype=np.float32)
+        return cls._made(base, tuple(segments), catalog, before=None)
+
+    def extended(self, more: Sequence[LoadedSegment]) -> LoadedView:
+        """This view with ``more`` segments applied after its own: only their keys are looked
+        up, and the vectors held are copied once."""
+        catalog = ViewCatalog(self.base.metadata, more, after=self.metadata)
+        return LoadedView._made(self.base, self.segments + tuple(more), catalog, before=self)
+
+    @classmethod
+    def _made(
+        cls,
+        base: LoadedBuild,
+        segments: tuple[LoadedSegment, ...],
+        catalog: ViewCatalog,
+        *,
+        before: LoadedView | None,
+    ) -> LoadedView:
+        held = [] if before is None else [before.index.extra]
+        added = segments if before is None else segments[len(before.segments) :]
+        parts = held + [segment.vectors for segment in added if len(segment.vectors)]
+        extra = np.vstack(parts) if parts else np.zeros((0, base.index.dim), dtype=np.float32)
         index = OverlayIndex(
             base.index, dead=catalog.dead, extra=extra, extra_live=catalog.extra_live
         )
-        return cls(base, tuple(segments), catalog, index)
-
-    def extended(self, more: Sequence[LoadedSegment]) -> LoadedView:
-        """This view with ``more`` segments applied after its own."""
-        return LoadedView.of(self.base, self.segments + tuple(more))
+        return cls(base, segments, catalog, index)
 
     @property
     def rows(self) -> Mapping[str, int]:

@@ -246,6 +246,15 @@ class ServedIndex:
             )
             if new_build:
                 remove_older_copies(s.index_cache_dir, serving=pointer.build_id)
+            if view.metadata.changes > s.compact_after_images:
+                LOG.warning(
+                    "%d images added or deleted in segments on build %s, more than "
+                    "IMAGE_SEARCH_COMPACT_AFTER_IMAGES (%d): a build would fold them in and make "
+                    "searches faster",
+                    view.metadata.changes,
+                    pointer.build_id,
+                    s.compact_after_images,
+                )
         self._last_error, self._misconfigured = problem, False
         if problem is not None:
             self._retry_at = time.monotonic() + s.refresh_seconds

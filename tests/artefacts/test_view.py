@@ -96,3 +96,22 @@ def test_many_scattered_segment_rows_become_one_array_of_rows(base) -> None:
     allowed = view.metadata.folder_place(["cats"]).allowed()
     assert isinstance(allowed, np.ndarray)
     assert len(allowed) == 3 + 100
+
+
+def test_a_view_extended_segment_by_segment_equals_one_made_at_once(base) -> None:
+    segments = [
+        segment("s1", ["cats/new/f.jpg", "birds/g.jpg"], ["dogs/d.jpg"]),
+        segment("s2", ["cats/a.jpg", "birds/h.jpg"], ["cats/a.jpg", "birds/g.jpg"], seed=1),
+        segment("s3", ["birds/h.jpg", "dogs/d.jpg"], ["cats/b.jpg"], seed=2),
+    ]
+    whole = LoadedView.of(base, segments)
+    step = LoadedView.of(base, segments[:1]).extended(segments[1:2]).extended(segments[2:])
+    assert step.segment_ids == whole.segment_ids == ("s1", "s2", "s3")
+    assert dict(step.rows) == dict(whole.rows)
+    assert step.metadata.ends == whole.metadata.ends and step.metadata.changes == 10
+    np.testing.assert_array_equal(step.metadata.dead, whole.metadata.dead)
+    np.testing.assert_array_equal(step.metadata.extra_live, whole.metadata.extra_live)
+    np.testing.assert_array_equal(step.index.extra, whole.index.extra)
+    query = clustered(1, dim=4, seed=9)[0]
+    assert step.index.search(query, k=20) == whole.index.search(query, k=20)
+    assert step.metadata.folders == whole.metadata.folders
