@@ -160,11 +160,11 @@ def _heads(
     full: list[float] = []
     for _ in range(rounds):
         started = time.perf_counter()
-        found = build_photos.fill(
-            client, bucket=BUCKET, objects=objects, found=[None] * len(objects), workers=WORKERS
+        found = build_photos.heads(
+            client, bucket=BUCKET, objects=objects, at=range(len(objects)), workers=WORKERS
         )
         heads.append(len(objects) / (time.perf_counter() - started))
-        assert all(fields is not None and fields.camera for fields in found)
+        assert all(photo is not None and photo.camera for photo in found)
         started = time.perf_counter()
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(lambda obj: _whole(client, obj), objects))

@@ -1,13 +1,13 @@
 """(8) The build's plan and merge stages at N images: seconds and peak memory.
 
 In a moto S3 server: a published build of 95% of the images (``fixtures.publish``:
-clustered 512-d vectors, as ViT-B/32 gives, and their ``auto`` index). The listing is synthetic
-(moto would take ages to hold a million objects): the published images, 1% of them changed (new
-ETag), and 5% new ones. The plan reads and checks the previous build, diffs, cuts the shards and
-saves the plan; synthetic shard results then stand in for the embedding; the merge reads the
-previous vectors and every shard's, builds the index (``auto``: ``ivf-sq8`` above 20,000),
-publishes and deletes the work files. Each stage runs in a fresh process, whose peak resident
-memory is its VmHWM.
+clustered 512-d vectors, as ViT-B/32 gives, their ``auto`` index and photo fields). The listing
+is synthetic (moto would take ages to hold a million objects): the published images, 1% of them
+changed (new ETag), and 5% new ones. The plan reads and checks the previous build, diffs, cuts
+the shards and saves the plan; synthetic shard results (vectors and photo fields) then stand in
+for the embedding; the merge reads the previous vectors and every shard's, builds the index
+(``auto``: ``ivf-sq8`` above 20,000), publishes and deletes the work files. Each stage runs in a
+fresh process, whose peak resident memory is its VmHWM.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.children.stage import MODEL, PREFIX, published
 from bench.fixtures import data
-from bench.fixtures.publish import publish_synthetic
+from bench.fixtures.publish import publish_synthetic, synthetic_fields
 from bench.paths import ROOT
 from bench.report.stats import Report, Rounds, Row
 from image_search.build import work
@@ -47,7 +47,9 @@ def run(shared: Shared) -> None:
 
 def _measure(report: Report, *, count: int) -> None:
     client = s3.make_client()
-    bucket = publish_synthetic(client, count=published(count), model=MODEL, name="stages").bucket
+    bucket = publish_synthetic(
+        client, count=published(count), model=MODEL, name="stages", photos=True
+    ).bucket
     plan = _stage("plan", bucket=bucket, count=count)
     shards = _fake_shard_results(client, bucket=bucket, plan_id=plan["plan_id"])
     merge = _stage("merge", bucket=bucket, count=count, plan_id=plan["plan_id"])
@@ -101,6 +103,7 @@ def _fake_shard_results(client: s3.S3Client, *, bucket: str, plan_id: object) ->
             plan_id=plan.plan_id,
             vectors_key="",
             rows=work.Rows.of(shard.objects),
+            fields=work.FieldRows.of([synthetic_fields(at) for at in range(len(shard.objects))]),
         )
         work.save_result(where, result=result, vectors=vectors)
 

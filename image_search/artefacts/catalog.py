@@ -159,14 +159,16 @@ class Catalog:
         self.header.check(rows=len(self), index_count=index_count, index_dim=index_dim)
 
     @classmethod
-    def from_metadata(cls, metadata: Metadata) -> Catalog:
-        """For builds published without the compact files, and for publishing them."""
+    def from_metadata(cls, metadata: Metadata, *, photos: PhotoColumns | None = None) -> Catalog:
+        """For builds published without the compact files, and for publishing them; ``photos``:
+        the items' photo fields as columns (default: made from each item's ``photo``)."""
         keys = [item.key.encode() for item in metadata.items]
         offsets = np.zeros(len(keys) + 1, dtype=np.int64)
         np.cumsum([len(key) for key in keys], out=offsets[1:])
         order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=_order_dtype(keys))
-        photos = None
-        if any(item.photo is not None for item in metadata.items):
+        if photos is not None and len(photos) != len(keys):
+            raise ValueError(f"{len(photos)} photo records for {len(keys)} items")
+        if photos is None and any(item.photo is not None for item in metadata.items):
             photos = PhotoColumns.of(
                 [
                     None if item.photo is None else Photo.of_document(item.photo, size=item.size)

@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, overload
 
 import numpy as np
 from botocore.exceptions import ClientError
 
+from image_search.artefacts import integrity
 from image_search.artefacts.catalog import CHECKSUMMED, Catalog
 from image_search.artefacts.catalog import FILES as CATALOG_FILES
 from image_search.artefacts.location import IndexLocation, beside, local_folder
@@ -22,16 +24,19 @@ from image_search.artefacts.manifest import (
     PHOTOS_FILE,
     RERANK_CODES_FILE,
     RERANK_FILE,
+    CatalogHeader,
+    Listing,
     Metadata,
     Pointer,
     SegmentRef,
 )
+from image_search.artefacts.photos import PhotoColumns
 from image_search.artefacts.segments import Segment, load_segment
 from image_search.errors import ImageSearchError, IndexMismatchError
 from image_search.index import faiss_index
 from image_search.index.search_index import SearchIndex
 from image_search.model.vectors import Vectors
-from image_search.storage import s3
+from image_search.storage import checksum, s3
 from image_search.storage.cache import fetch
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ LOG = logging.getLogger(__name__)
 EMPTY_VECTORS = np.zeros((0, 0), dtype=np.float32)
 # Segments fetched at once (two small GETs each): a cold start may find many.
 SEGMENT_WORKERS = 8
+Document = TypeVar("Document", bound=Listing)
 # The local name of the re-rank codes once complete (raw rows, no .npy header).
 LOCAL_CODES = "rerank_codes.u8"
 
@@ -160,12 +166,56 @@ def _ranges(where: IndexLocation, key: str) -> faiss_index.Fetch:
     return get
 
 
-def load_vectors(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]:
-    """A build's metadata and raw vectors, for an incremental build to reuse; vectors that do
-    not match the metadata raise ``IndexMismatchError``."""
-    metadata = Metadata.model_validate_json(
-        s3.get_bytes(where.client, bucket=where.bucket, key=pointer.metadata_key)
+@overload
+def load_metadata(where: IndexLocation, *, pointer: Pointer) -> Metadata: ...
+@overload
+def load_metadata(
+    where: IndexLocation, *, pointer: Pointer, document: type[Document]
+) -> Document: ...
+def load_metadata(
+    where: IndexLocation, *, pointer: Pointer, document: type[Listing] = Metadata
+) -> Listing:
+    """A build's metadata as ``document``: ``Listing`` leaves out the items' photo fields
+    (no object per photo; ``load_photos`` has them as columns)."""
+    data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.metadata_key)
+    if document is Listing:
+        return Listing.read(data)
+    return document.model_validate_json(data)
+
+
+def load_photos(where: IndexLocation, *, pointer: Pointer) -> PhotoColumns | None:
+    """The build's photo fields as columns (photos.npy and catalog.json's camera names), checked
+    as the service checks them; None for a build published without them."""
+    if pointer.photos_key is None or pointer.catalog_key is None:
+        return None
+    header = CatalogHeader.model_validate_json(
+        s3.get_bytes(where.client, bucket=where.bucket, key=pointer.catalog_key)
     )
+    data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.photos_key)
+    integrity.verify_checksums(header, {PHOTOS_FILE: checksum.of_bytes(data)})
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:  # not an .npy file, or cut short
+        raise IndexMismatchError(f"build {pointer.build_id}: photos.npy is unreadable") from exc
+    if header.cameras is None:
+        raise IndexMismatchError(f"build {pointer.build_id}: catalog.json names no cameras")
+    integrity.check_photos(header, array, cameras=header.cameras)
+    return PhotoColumns(array, header.cameras)
+
+
+@overload
+def load_vectors(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]: ...
+@overload
+def load_vectors(
+    where: IndexLocation, *, pointer: Pointer, document: type[Document]
+) -> tuple[Document, Vectors]: ...
+def load_vectors(
+    where: IndexLocation, *, pointer: Pointer, document: type[Listing] = Metadata
+) -> tuple[Listing, Vectors]:
+    """A build's metadata (as ``document``, see ``load_metadata``) and raw vectors, for an
+    incremental build to reuse; vectors that do not match the metadata raise
+    ``IndexMismatchError``."""
+    metadata = load_metadata(where, pointer=pointer, document=document)
     if pointer.embeddings_key is None:
         return metadata, EMPTY_VECTORS
     data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.embeddings_key)

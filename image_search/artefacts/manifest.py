@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
@@ -63,21 +65,20 @@ class ItemPhoto(BaseModel):
         return {name: value for name, value in handler(self).items() if value is not None}
 
 
-class Item(BaseModel):
+class ListedItem(BaseModel):
+    """An item as a build reads an earlier build's: without its photo fields (it reads those
+    from photos.npy; an object per photo would cost gigabytes at millions of images)."""
+
     key: str
     folder: str
     etag: str
     size: int
+
+
+class Item(ListedItem):
     # Absent in builds published before photo fields, and where the build could not read them
     # (the next build tries again). Left out rather than null, so such an item reads as before.
-    photo: ItemPhoto | None = None
-
-    @model_serializer(mode="wrap")
-    def _photo_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
-        document: dict[str, object] = handler(self)
-        if document.get("photo", False) is None:
-            del document["photo"]
-        return document
+    photo: ItemPhoto | None = Field(default=None, exclude_if=lambda photo: photo is None)
 
 
 class Skipped(BaseModel):
@@ -163,12 +164,24 @@ class CatalogHeader(BuildHeader):
     cameras: list[str] | None = None
 
 
-class Metadata(BuildHeader):
-    """``image_metadata.json``: the header, then every item in id order and what was skipped."""
+# An item's ``"photo"`` member as written: an object of plain values (strings skipped whole, so a
+# brace inside one does not end it). Preceded by a comma, the quote cannot be inside a string.
+PHOTO_MEMBER = re.compile(rb',"photo":\{[^{}"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^{}"]*)*\}')
+
+
+class Listing(BuildHeader):
+    """``image_metadata.json`` without the items' photo fields (``ListedItem``): what a build
+    reads of the build before it."""
+
+    @classmethod
+    def read(cls, data: bytes) -> Listing:
+        """The document in ``data``; the photo members are cut out first, since the JSON parser
+        holds the whole document while it validates, photos included (3x the bytes)."""
+        return cls.model_validate_json(PHOTO_MEMBER.sub(b"", data))
 
     DOCUMENT: ClassVar[str] = "image_metadata.json"
 
-    items: list[Item]
+    items: Sequence[ListedItem]  # a list; Sequence so that Metadata's list[Item] is one
     skipped: list[Skipped] = []
 
     def header(self) -> BuildHeader:
@@ -230,7 +243,13 @@ class Pointer(Versioned):
         return self.model_dump_json(exclude=unset or None).encode()
 
 
-def folder_ranges(items: list[Item]) -> dict[str, tuple[int, int]]:
+class Metadata(Listing):
+    """``image_metadata.json``: the header, then every item in id order and what was skipped."""
+
+    items: list[Item]
+
+
+def folder_ranges(items: Sequence[ListedItem]) -> dict[str, tuple[int, int]]:
     """``{folder: [start, end)}`` for items already sorted by folder."""
     ranges: dict[str, tuple[int, int]] = {}
     for row, item in enumerate(items):

@@ -14,6 +14,7 @@ LastModified (UTC), flagged by ``source``.
 from __future__ import annotations
 
 import calendar
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from image_search.artefacts.manifest import ItemPhoto
+from image_search.artefacts.manifest import Item, ItemPhoto, Metadata
 from image_search.model.photo_fields import PhotoFields
 
 PHOTO_DTYPE = np.dtype(
@@ -52,6 +53,9 @@ LAST_SECOND = 253_402_300_799
 # EXIF offsets run from -12:00 to +14:00; a little wider costs nothing.
 MAX_OFFSET_MINUTES = 15 * 60
 EPOCH = datetime(1970, 1, 1)
+# Items written to image_metadata.json at a time from the columns: bounds the dicts alive
+# (~2 KB an item) to a few MB.
+JSON_CHUNK = 4_096
 
 Orientation = Literal["landscape", "portrait", "square"]
 Records = npt.NDArray[np.void]
@@ -192,6 +196,72 @@ class PhotoColumns:
             arrays.append(array)
         merged = np.concatenate(arrays) if arrays else empty(0)
         return cls(merged, cameras)
+
+
+def known(array: Records) -> npt.NDArray[np.bool_]:
+    """The rows whose fields were read: every read records the object's size (an image has
+    bytes), a row nothing is known of has none."""
+    return np.asarray(array["size"] > 0)
+
+
+def metadata_json(metadata: Metadata, photos: PhotoColumns | None) -> bytes:
+    """``image_metadata.json``'s bytes, each item's ``photo`` written from ``photos`` (rows in
+    item order; unknown rows without one) rather than from an object per item: a build of
+    millions would hold gigabytes of them. The same document as the items' own ``photo``."""
+    if photos is None:
+        return metadata.model_dump_json().encode()
+    items = metadata.items
+    if len(photos) != len(items):
+        raise ValueError(f"{len(photos)} photo records for {len(items)} items")
+    # "items":[] appears once: inside a JSON string its quotes would be escaped.
+    before, _, after = (
+        metadata.model_copy(update={"items": []}).model_dump_json().partition('"items":[]')
+    )
+    chunks = []
+    for start in range(0, len(items), JSON_CHUNK):
+        records = photos.array[start : start + JSON_CHUNK].tolist()
+        rows = [
+            _item_document(item, record, photos.cameras)
+            for item, record in zip(items[start : start + JSON_CHUNK], records, strict=True)
+        ]
+        chunks.append(json.dumps(rows, ensure_ascii=False, separators=(",", ":"))[1:-1].encode())
+    items_json = b",".join(chunk for chunk in chunks if chunk)
+    return b"".join([before.encode(), b'"items":[', items_json, b"]", after.encode()])
+
+
+def _item_document(
+    item: Item, record: tuple[int, ...], cameras: tuple[str, ...]
+) -> dict[str, object]:
+    document: dict[str, object] = {
+        "key": item.key,
+        "folder": item.folder,
+        "etag": item.etag,
+        "size": item.size,
+    }
+    taken, offset, source, camera, width, height, size, modified = record
+    if not size:
+        return document  # not read: no photo, as ItemPhoto's absence says
+    photo: dict[str, object] = {}
+    day = _naive(taken) if SOURCES.get(source) else None
+    if day is not None:
+        photo["taken"] = day.isoformat()
+        if (text := _offset_text(offset)) is not None and SOURCES[source] == "exif":
+            photo["taken_offset"] = text
+        photo["taken_source"] = SOURCES[source]
+    if 0 < camera <= len(cameras):
+        photo["camera"] = cameras[camera - 1]
+    if width:
+        photo["width"] = width
+    if height:
+        photo["height"] = height
+    if width and height:
+        photo["orientation"] = (
+            "square" if width == height else "landscape" if width > height else "portrait"
+        )
+    if (moment := _utc(modified)) is not None:
+        photo["modified"] = moment.isoformat().replace("+00:00", "Z")
+    document["photo"] = photo
+    return document
 
 
 def empty(rows: int) -> Records:

@@ -21,6 +21,7 @@ from image_search.artefacts.manifest import (
     Pointer,
     SegmentRef,
 )
+from image_search.artefacts.photos import PhotoColumns, metadata_json
 from image_search.artefacts.prune import prune, prune_segments
 from image_search.errors import PublishConflictError
 from image_search.index import ivf_pq
@@ -50,6 +51,7 @@ def publish(
     pointer_etag: str | None,
     prune_grace_seconds: float = 0.0,
     base: Pointer | None = None,
+    photos: PhotoColumns | None = None,
 ) -> Pointer:
     """Upload a build's files, then switch ``current.json`` to it, then prune old builds and
     the segments it folded in.
@@ -61,9 +63,11 @@ def publish(
     build with an older one: it gets ``PublishConflictError`` and prunes nothing. The one
     exception: when ingest only added segments on ``base`` meanwhile, they are carried over
     onto this build and the write tried again (steady uploads must not stop every build).
+    ``photos``: the items' photo fields as columns, in item order (the build's way: no object
+    per item); without them, each item's own ``photo``.
     """
     pointer = where.pointer_for(metadata.build_id)
-    catalog = Catalog.from_metadata(metadata)
+    catalog = Catalog.from_metadata(metadata, photos=photos)
     catalog_key = beside(pointer.index_key, CATALOG_FILE)
     pointer = pointer.model_copy(update={"catalog_key": catalog_key})
     assert pointer.embeddings_key is not None
@@ -100,7 +104,7 @@ def publish(
             [data],
             "application/json" if name == CATALOG_FILE else BINARY,
         )
-    put(pointer.metadata_key, [metadata.model_dump_json().encode()], "application/json")
+    put(pointer.metadata_key, [metadata_json(metadata, photos)], "application/json")
     current, etag, carried = _named(where), pointer_etag, list[SegmentRef]()
     for attempt in range(1, CARRY_ATTEMPTS + 1):
         recent = recently_superseded(

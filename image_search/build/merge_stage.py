@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from image_search.artefacts.loader import load_vectors
+from image_search.artefacts.loader import load_metadata, load_vectors
 from image_search.artefacts.location import IndexLocation, new_build_id
-from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped, folder_ranges
+from image_search.artefacts.manifest import Listing, Metadata, Pointer, Skipped, folder_ranges
+from image_search.artefacts.photos import PhotoColumns
 from image_search.artefacts.publish import publish
 from image_search.artefacts.segments import load_segment
 from image_search.build import photos, work
@@ -76,6 +77,7 @@ def merge_build(
         and same_as_previous(
             previous,
             items,
+            photos=plan.previous is not None and plan.previous.photos_key is not None,
             model=plan.model,
             bucket=where.bucket,
             index_type=report.index_type,
@@ -87,7 +89,7 @@ def merge_build(
         work.clean(where, plan=plan)
         return report
 
-    items = _with_photos(where, options, plan, shards, previous, objects=objects, order=order)
+    photo_columns = _photos(where, options, plan, shards, previous, objects=objects)
     position = np.empty(len(found), dtype=np.int64)
     position[order] = np.arange(len(found))
     matrix = _gather(where, plan, shards.vectors, position)
@@ -121,6 +123,7 @@ def merge_build(
     publish(
         where,
         metadata=metadata,
+        photos=photo_columns.take(order),
         index=index,
         vectors=matrix,
         keep_builds=options.keep_builds,
@@ -210,12 +213,12 @@ def _why(exc: Exception) -> str:
     )
 
 
-def _previous_metadata(where: IndexLocation, plan: work.BuildPlan) -> Metadata | None:
+def _previous_metadata(where: IndexLocation, plan: work.BuildPlan) -> Listing | None:
     if plan.previous is None:
         return None
     with _still_there(plan.previous):
-        data = s3.get_bytes(where.client, bucket=where.bucket, key=plan.previous.metadata_key)
-    return Metadata.model_validate_json(data)
+        # Without the photo fields: they come from photos.npy (build/photos.py).
+        return load_metadata(where, pointer=plan.previous, document=Listing)
 
 
 @contextmanager
@@ -268,7 +271,7 @@ def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> tuple[Vecto
     # Raises IndexMismatchError if the build was damaged since the plan checked it; the next
     # plan then finds it damaged and embeds everything.
     with _still_there(plan.previous):
-        metadata, vectors = load_vectors(where, pointer=plan.previous)
+        metadata, vectors = load_vectors(where, pointer=plan.previous, document=Listing)
         refs = {ref.segment_id: ref for ref in plan.previous.segments or []}
         # Checked again as they are read (artefacts/segments.py): the plan's check was earlier.
         adds = [
@@ -304,31 +307,26 @@ def _unfinished(where: IndexLocation, found: _Found) -> list[Skipped]:
     return [Skipped(key=obj.key, reason=reason) for obj in objects]
 
 
-def _with_photos(
+def _photos(
     where: IndexLocation,
     options: BuildOptions,
     plan: work.BuildPlan,
     shards: _Shards,
-    previous: Metadata | None,
+    previous: Listing | None,
     *,
     objects: list[s3.S3Object],
-    order: list[int],
-) -> list[Item]:
-    """The items in key ``order``, each with its photo fields: reused with its vector, from the
+) -> PhotoColumns:
+    """Each object's photo fields, in ``objects`` order: reused with its vector, from the
     shard that embedded it, or else read from the object's head now (build/photos.py)."""
-    found = [
-        *photos.reused(previous, plan.reused_rows),
-        *(fields for result in shards.finished for fields in photos.of_result(result)),
-    ]
-    found = photos.fill(
+    kept = photos.previous_columns(where, pointer=plan.previous) if len(plan.reused) else None
+    return photos.gather(
         where.client,
         bucket=where.bucket,
         objects=objects,
-        found=found,
+        reused=(previous, kept, plan.reused_rows),
+        results=shards.finished,
         workers=options.download_workers,
     )
-    documents = photos.documents(objects, found)
-    return [item_of(objects[at], photo=documents[at]) for at in order]
 
 
 def _todo(plan: work.BuildPlan) -> int:

@@ -4,9 +4,10 @@ exact counts of what changed once the build knows which images it holds."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from image_search.artefacts.manifest import Item, ItemPhoto, Metadata, Pointer, Skipped
+from image_search.artefacts.manifest import Item, ItemPhoto, ListedItem, Listing, Pointer, Skipped
 from image_search.build.previous import Previous
 from image_search.build.report import BuildReport
 from image_search.config import canonical_index_type
@@ -18,7 +19,7 @@ LOG = logging.getLogger(__name__)
 @dataclass
 class Plan:
     objects: list[s3.S3Object]
-    previous: Metadata | None = None
+    previous: Listing | None = None
     pointer: Pointer | None = None  # the build ``previous`` comes from
     pointer_etag: str | None = None  # current.json as this build found it, for the publish
     rows: dict[tuple[str, str], int] = field(default_factory=dict)  # reusable: row in previous
@@ -63,8 +64,8 @@ def item_of(obj: s3.S3Object, *, photo: ItemPhoto | None = None) -> Item:
 
 
 def tally(
-    previous: Metadata | None,
-    items: list[Item],
+    previous: Listing | None,
+    items: Sequence[ListedItem],
     *,
     skipped: list[Skipped],
     embedded: int,
@@ -87,15 +88,17 @@ def tally(
 
 
 def same_as_previous(
-    previous: Metadata | None,
-    items: list[Item],
+    previous: Listing | None,
+    items: Sequence[ListedItem],
     *,
+    photos: bool,
     model: str,
     bucket: str,
     index_type: str,
     duplicate_score: float,
 ) -> bool:
-    """The last build already holds exactly these items, built the same way, for this bucket.
+    """The last build already holds exactly these items, built the same way, for this bucket;
+    ``photos``: it published their photo fields (its pointer names a photos.npy).
 
     A build from before key order, near-duplicates or photo fields (or whose duplicate pass
     failed, or ran at another score) is published again, so prefixes become single ranges and
@@ -107,13 +110,12 @@ def same_as_previous(
         return False
     same_items = [(i.key, i.etag) for i in previous.items] == [(i.key, i.etag) for i in items]
     groups = previous.duplicates
-    # Photo fields: a build made before them has none (its items are read once to publish them).
-    with_photos = any(item.photo is not None for item in previous.items)
+    # A build made before photo fields has none: its items are read once to publish them.
     current_layout = (
         previous.sorted_by == "key"
         and groups is not None
         and groups.min_score == duplicate_score
-        and with_photos
+        and photos
     )
     same_index = canonical_index_type(previous.index_type) == index_type
     return same_items and current_layout and same_index

@@ -125,6 +125,7 @@ def _unchanged(
     same = same_as_previous(
         plan.previous,
         plan.items,
+        photos=plan.pointer is not None and plan.pointer.photos_key is not None,
         model=model,
         bucket=where.bucket,
         index_type=index_type,

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from image_search.artefacts.loader import EMPTY_VECTORS, load_vectors
 from image_search.artefacts.location import IndexLocation
-from image_search.artefacts.manifest import Item, Metadata, Pointer, Skipped
+from image_search.artefacts.manifest import ListedItem, Listing, Pointer, Skipped
 from image_search.artefacts.segments import Segment, load_segment
 from image_search.errors import IndexMismatchError, NewerFormatError
 from image_search.index import faiss_index
@@ -41,13 +41,13 @@ class Previous:
 
     pointer_etag: str | None = None
     pointer: Pointer | None = None
-    metadata: Metadata | None = None
+    metadata: Listing | None = None  # without the photo fields (photos.npy has them)
     vectors: Vectors = field(default_factory=lambda: EMPTY_VECTORS)
     # The pointer's segments that passed their checks, in order, with their vectors.
     segments: list[tuple[Segment, Vectors]] = field(default_factory=list)
 
     @property
-    def pool(self) -> list[Item]:
+    def pool(self) -> list[ListedItem]:
         """Every item whose vector can be reused: the build's rows, then each segment's adds
         numbered on in pointer order (the served view's numbering, before deletes)."""
         items = list(self.metadata.items) if self.metadata is not None else []
@@ -89,7 +89,7 @@ def read_previous(where: IndexLocation) -> Previous:
 
 
 def _segments(
-    where: IndexLocation, pointer: Pointer, *, metadata: Metadata
+    where: IndexLocation, pointer: Pointer, *, metadata: Listing
 ) -> list[tuple[Segment, Vectors]]:
     loaded = []
     for ref in pointer.segments or []:
@@ -106,10 +106,11 @@ def _segments(
     return loaded
 
 
-def _load_checked(where: IndexLocation, *, pointer: Pointer) -> tuple[Metadata, Vectors]:
+def _load_checked(where: IndexLocation, *, pointer: Pointer) -> tuple[Listing, Vectors]:
     """The build's metadata and vectors, after checking that its three files agree, as the
     service does when it loads them."""
-    metadata, vectors = load_vectors(where, pointer=pointer)
+    # Without the photo fields: the merge reads them from photos.npy (build/photos.py).
+    metadata, vectors = load_vectors(where, pointer=pointer, document=Listing)
     data = s3.get_bytes(where.client, bucket=where.bucket, key=pointer.index_key)
     index = faiss_index.from_bytes(data)
     metadata.check(index_count=index.ntotal, index_dim=index.dim)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.artefacts import manifest
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.integrity import DamagedCatalogError
 from image_search.artefacts.manifest import CATALOG_FILE, PHOTOS_FILE, ItemPhoto, Metadata
@@ -306,3 +307,43 @@ def test_a_published_build_names_its_photos_and_loads_them(client, tmp_path) -> 
     pointer = read_pointer(where)
     assert pointer is not None and pointer.photos_key is not None
     assert load_build(where, pointer=pointer, cache_dir=tmp_path).metadata.photos is not None
+
+
+def test_the_metadata_written_from_columns_is_the_document_the_items_give() -> None:
+    """The build writes each item's photo from the columns (no object per item): the same JSON
+    as items carrying their own photo, unknown rows without one."""
+    from image_search.artefacts.photos import metadata_json
+
+    rows = [*PHOTOS, Photo.read(PhotoFields(), size=9, modified=None)]
+    keys = [*KEYS, "b/3.jpg"]
+    own = with_photos(keys, rows)
+    for item, photo in zip(own.items, rows, strict=True):
+        if photo is not None:
+            item.size = photo.size  # type: ignore[assignment]
+    bare = own.model_copy(
+        update={"items": [i.model_copy(update={"photo": None}) for i in own.items]}
+    )
+    written = metadata_json(bare, PhotoColumns.of(rows))
+    assert json.loads(written) == json.loads(own.model_dump_json())
+    assert json.loads(written)["items"][4]["photo"] == {}  # read, and nothing found
+    assert "photo" not in json.loads(written)["items"][1]  # never read
+    assert metadata_json(bare, None) == bare.model_dump_json().encode()
+    with pytest.raises(ValueError, match="photo records"):
+        metadata_json(bare, PhotoColumns.of(rows[:2]))
+
+
+def test_a_listing_reads_the_items_without_their_photos() -> None:
+    """What a build reads of the build before it: no object per photo (photos.npy has them)."""
+    from image_search.artefacts.manifest import Listing
+
+    # Strings that look like JSON structure: braces, quotes, backslashes, a key naming "photo".
+    keys = ['a/,"photo":{}.jpg', "a/2.jpg", 'b/x\\"}{.jpg', "b/y.jpg"]
+    odd = replace(CANON, camera='Canon } {"EOS" \\ 5D')
+    metadata = with_photos(keys, [odd, None, NIKON_WEST, UNDATED])
+    data = metadata.model_dump_json().encode()
+    listing = Listing.read(data)
+    assert [item.key for item in listing.items] == keys
+    assert listing.model_dump() == Listing.model_validate_json(data).model_dump()
+    assert not any(hasattr(item, "photo") for item in listing.items)
+    assert b'"photo"' not in manifest.PHOTO_MEMBER.sub(b"", data)
+    assert Metadata.model_validate_json(data).items[0].photo == odd.document()

@@ -14,6 +14,7 @@ from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import load_vectors, read_pointer
 from image_search.artefacts.location import IndexLocation
 from image_search.artefacts.manifest import ItemPhoto, Metadata
+from image_search.artefacts.photos import Photo, PhotoColumns
 from image_search.build import photos, work
 from image_search.build.merge_stage import merge_build
 from image_search.build.plan_stage import plan_build
@@ -227,16 +228,57 @@ def test_a_result_written_before_fields_gets_them_by_ranged_get(where, options, 
     assert photo_of(published(where), "trips/canon.jpg").camera == "Canon EOS 5D"  # type: ignore[union-attr]
 
 
-def test_reused_fields_keep_the_header_and_take_last_modified_as_listed_now() -> None:
-    fields = [PhotoFields(camera="X", width=3, height=2), None]
-    objects = [
-        s3.S3Object("a/1.jpg", "a", "e", 5, datetime.fromisoformat("2025-01-01T00:00:00+00:00")),
-        s3.S3Object("a/2.jpg", "a", "e", 6),
-    ]
-    first, second = photos.documents(objects, fields)
-    assert second is None and first is not None
-    assert (first.camera, first.taken_source, first.taken) == (
-        "X",
-        "modified",
-        datetime(2025, 1, 1),
+def test_a_reused_record_takes_size_and_last_modified_as_listed_now() -> None:
+    """A copied bucket keeps ETags, not times: the EXIF fields are kept, LastModified (and the
+    date of a photo dated by it) is the listing's."""
+    before = datetime.fromisoformat("2025-01-01T00:00:00+00:00")
+    after = datetime.fromisoformat("2026-02-03T04:05:06+00:00")
+    kept = PhotoColumns.of(
+        [
+            Photo.read(PhotoFields(camera="X", width=3, height=2), size=5, modified=before),
+            Photo.read(PhotoFields(taken=datetime(2020, 1, 1)), size=6, modified=before),
+        ]
     )
+    now = [
+        s3.S3Object("a/1.jpg", "a", "e", 50, after),
+        s3.S3Object("a/2.jpg", "a", "e", 60, after),
+    ]
+    fresh = photos.refreshed(kept, now)
+    first, second = fresh.photo(0), fresh.photo(1)
+    assert (first.camera, first.size, first.modified) == ("X", 50, after)
+    assert (first.taken, first.taken_source) == (datetime(2026, 2, 3, 4, 5, 6), "modified")
+    assert (second.taken, second.taken_source, second.modified) == (
+        datetime(2020, 1, 1),
+        "exif",
+        after,
+    )
+
+
+def test_reused_fields_come_from_photos_npy_and_a_damaged_one_is_read_again(
+    where, options, put
+) -> None:
+    put(CAMERAS)
+    build_here(where, options, CountingEmbedder())
+    put({"trips/new.png": png_bytes(11)})
+    # Reused from photos.npy: no image is read but the new one.
+    seen, client = recording(where)
+    assert build_here(seen, options, CountingEmbedder()).published
+    assert client.reads_of("trips/") == [("trips/new.png", None)]
+    assert photo_of(published(where), "trips/canon.jpg").camera == "Canon EOS 5D"  # type: ignore[union-attr]
+    # photos.npy altered: refused by its checksum, the fields read again from the heads.
+    pointer = read_pointer(where)
+    assert pointer is not None and pointer.photos_key is not None
+    s3.put_bytes(
+        where.client,
+        bucket=where.bucket,
+        key=pointer.photos_key,
+        data=b"\x93NUMPY",
+        content_type="",
+    )
+    put({"trips/newer.png": png_bytes(12)})
+    seen, client = recording(where)
+    assert build_here(seen, options, CountingEmbedder()).published
+    reads = dict(client.reads_of("trips/"))
+    assert reads.pop("trips/newer.png") is None
+    assert set(reads.values()) == {f"bytes=0-{HEAD_BYTES - 1}"} and len(reads) == 4
+    assert photo_of(published(where), "trips/canon.jpg").camera == "Canon EOS 5D"  # type: ignore[union-attr]
