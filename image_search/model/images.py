@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
 from image_search.model import reduced
@@ -28,7 +28,7 @@ pillow_heif.register_heif_opener()
 MAX_ASPECT_RATIO = 20
 # What Pillow raises on corrupt or malformed files. Beyond OSError/SyntaxError (its own "broken
 # file" errors), a tag of the wrong type or count in a TIFF or EXIF block surfaces as a struct,
-# type or attribute error deep in a plugin or in ImageOps.exif_transpose (tests/model/test_images.py
+# type or attribute error deep in a plugin (tests/model/test_images.py
 # fuzzes for these). Every one of them is that file's problem, never the caller's.
 DECODE_ERRORS = (
     OSError,
@@ -41,6 +41,19 @@ DECODE_ERRORS = (
     LookupError,
     ArithmeticError,
 )
+
+
+ORIENTATION = 0x0112
+# EXIF orientation (2-8) → the transpose that shows the picture upright (EXIF 2.32, 4.6.4 A).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
@@ -68,8 +81,7 @@ def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Imag
             if min_side:
                 reduced.draft(image, min_side=min_side)
             image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # no copy of a large image
-            picture = to_rgb(image)
+            picture = to_rgb(upright(image))
             if min_side:
                 picture = reduced.shrink(picture, min_side=min_side)
             return _centre_band(picture)
@@ -79,6 +91,21 @@ def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Imag
         raise InvalidImageError(f"not a recognised image; accepted: {ACCEPTED_TEXT}") from exc
     except DECODE_ERRORS as exc:
         raise InvalidImageError(f"the image could not be decoded ({exc})") from exc
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation says it is shown.
+
+    Not ``ImageOps.exif_transpose``: after turning the pixels it rewrites the EXIF block, which
+    raises on a tag of the wrong type anywhere in it (files in the wild have them) and would
+    refuse a picture that decodes. Only the orientation matters here; a malformed one is none.
+    """
+    try:
+        orientation = image.getexif().get(ORIENTATION)
+    except DECODE_ERRORS:
+        return image
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
 
 
 def _centre_band(image: Image.Image) -> Image.Image:

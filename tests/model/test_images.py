@@ -6,11 +6,17 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from image_search.errors import ImageTooLargeError, InvalidImageError
 from image_search.model.images import decode
-from tests.support.factories import encode, mpo_bytes, phone_bytes, random_image
+from tests.support.factories import (
+    encode,
+    jpeg_with_bad_exif,
+    mpo_bytes,
+    phone_bytes,
+    random_image,
+)
 
 LIMIT = 10_000_000
 
@@ -55,6 +61,22 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise when displayed
     decoded = decode(encode(image, "JPEG", exif=exif), max_pixels=LIMIT)
     assert decoded.size == (20, 60)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_turns_as_pillows_exif_transpose(orientation: int) -> None:
+    """``upright`` is Pillow's ``exif_transpose`` without the EXIF rewrite: the same pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(random_image(7, size=(7, 5)), "PNG", exif=exif)  # lossless: pixels compare
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert np.array_equal(np.asarray(decode(data, max_pixels=LIMIT)), np.asarray(expected))
+
+
+def test_a_picture_with_malformed_exif_is_decoded_and_turned() -> None:
+    """Its EXIF holds a tag of the wrong type beside a valid orientation (Pillow's
+    ``exif_transpose`` raises on it): the picture is indexed, turned as the orientation says."""
+    assert decode(jpeg_with_bad_exif(), max_pixels=LIMIT).size == (40, 48)
 
 
 @pytest.mark.parametrize(

@@ -260,7 +260,7 @@ def camera_jpeg(seed: int, *, size: tuple[int, int] = (48, 40), **tags: object) 
 
 def malformed_exif_jpegs() -> dict[str, bytes]:
     """Files met in the wild, by what is wrong with their EXIF: each still a picture that decodes
-    (``jpeg_with_bad_exif``'s, whose rotation cannot be applied, is refused as an image)."""
+    (``jpeg_with_bad_exif`` too: its pixels are turned as its orientation says)."""
     import struct
 
     wrong_types = tiff_ifd(
