@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from image_search.artefacts.photos import Photo
 from image_search.config import get_settings
 from image_search.index.overlay import MARGIN_MAX
 from image_search.serve.service import get_service
+from tests.support.photo_filters import matches
 from tests.support.segments import add_segment, copy_bucket
 from tests.support.service import make_api, point_at_index
-from tests.support.synthetic import DIM, items
+from tests.support.synthetic import DIM, items, photo
 from tests.support.vectors import clustered
 
 KINDS = ["flat", "hnsw", "ivf-sq8", "ivf-pq"]
@@ -32,7 +34,7 @@ class Expected:
         self.live: dict[str, np.ndarray | None] = {item.key: None for item in items()}
 
     def apply(self, bucket: str, adds: dict[str, np.ndarray], deletes: list[str]) -> None:
-        add_segment(bucket, adds=adds, deletes=deletes)
+        add_segment(bucket, adds=adds, deletes=deletes, photos=photo)
         for key in deletes:
             self.live.pop(key, None)
         for key, vector in adds.items():
@@ -87,10 +89,26 @@ def vectors_of(expected: Expected, keys: list[str]) -> np.ndarray:
     )
 
 
-def brute_force(expected: Expected, query: np.ndarray, k: int, starts: str = "") -> list[str]:
-    keys = sorted(key for key in expected.live if key.startswith(starts))
+def brute_force(
+    expected: Expected,
+    query: np.ndarray,
+    k: int,
+    starts: str = "",
+    filters: dict[str, object] | None = None,
+) -> list[str]:
+    keys = sorted(
+        key
+        for key in expected.live
+        if key.startswith(starts) and (filters is None or kept(key, filters))
+    )
     scores = vectors_of(expected, keys) @ query
     return [keys[at] for at in np.argsort(-scores, kind="stable")[:k]]
+
+
+def kept(key: str, filters: dict[str, object]) -> bool:
+    """Whether the filters keep ``key``'s photo: the fields every key was published with."""
+    fields = photo(key)
+    return fields is not None and matches(Photo.of_document(fields, size=1), filters)
 
 
 def hit_keys(answer) -> list[str]:  # type: ignore[no-untyped-def]
@@ -132,3 +150,21 @@ def test_over_the_whole_index_the_top_k_is_brute_force_within_recall(api, publis
             assert found == wanted
         else:
             assert len(set(found) & set(wanted)) / 20 >= MIN_RECALL
+
+
+FILTERS: list[dict[str, object]] = [
+    {"taken_after": "2017-03-01", "taken_before": "2019-08-31T18:00"},
+    {"camera": "canon eos r5", "orientation": "landscape"},
+]
+
+
+def test_filters_keep_the_true_top_k_among_the_live_rows_that_match(api, published) -> None:  # type: ignore[no-untyped-def]
+    _, _, expected = published
+    query = "a dog on a beach"
+    vector = get_service().embedder.embed_texts([query])[0]
+    for where, starts in SCOPES[:4]:
+        for filters in FILTERS:
+            body = {"query": query, "k": 10, "filters": filters, **where}
+            answer = api.post("/image_search/search", json=body)
+            wanted = brute_force(expected, vector, 10, starts, filters)
+            assert hit_keys(answer) == wanted, (where, filters)

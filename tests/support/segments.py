@@ -4,13 +4,13 @@ buckets copied so a test can change one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from image_search.artefacts.loader import read_pointer
 from image_search.artefacts.location import IndexLocation, new_segment_id
-from image_search.artefacts.manifest import CatalogHeader, Item, Pointer
+from image_search.artefacts.manifest import CatalogHeader, Item, ItemPhoto, Pointer
 from image_search.artefacts.segment_publish import publish_segment
 from image_search.artefacts.segments import Segment
 from image_search.model.vectors import normalise
@@ -30,15 +30,29 @@ def header(bucket: str) -> CatalogHeader:
 
 
 def add_segment(
-    bucket: str, *, adds: Mapping[str, np.ndarray] | None = None, deletes: Sequence[str] = ()
+    bucket: str,
+    *,
+    adds: Mapping[str, np.ndarray] | None = None,
+    deletes: Sequence[str] = (),
+    photos: Callable[[str], ItemPhoto | None] | None = None,
 ) -> Pointer:
     """Publish a segment adding ``adds`` (key → vector, normalised here) and deleting
-    ``deletes`` on the current build, as ingest would; the pointer written."""
+    ``deletes`` on the current build, as ingest would; the pointer written. ``photos`` gives an
+    added key's photo fields."""
     adds = adds or {}
     built = header(bucket)
     pointer = read_pointer(where(bucket))
     assert pointer is not None
-    items = [Item(key=key, folder=s3.folder_of(key), etag=uuid.uuid4().hex, size=1) for key in adds]
+    items = [
+        Item(
+            key=key,
+            folder=s3.folder_of(key),
+            etag=uuid.uuid4().hex,
+            size=1,
+            photo=None if photos is None else photos(key),
+        )
+        for key in adds
+    ]
     vectors = (
         normalise(np.vstack([np.ravel(v) for v in adds.values()]))
         if adds
