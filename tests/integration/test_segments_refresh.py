@@ -160,3 +160,31 @@ def test_cursors_page_on_across_new_segments_and_expire_with_the_build(bucket) -
     expired = api.post("/image_search/query", json={**body, "cursor": second.json()["next_cursor"]})
     assert expired.status_code == 409
     assert "without a cursor" in expired.json()["detail"]
+
+
+def test_a_damaged_segment_is_refused_and_the_ones_before_it_keep_serving(
+    bucket, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("IMAGE_SEARCH_POLL_SECONDS", "3600")  # checks only when asked below
+    api = make_api()
+    index = get_service().index
+    vector = np.random.default_rng(2).normal(size=16)
+    add_segment(bucket, adds={"alpha/new_1.jpg": vector})
+    index.refresh()
+    broken = add_segment(bucket, adds={"alpha/new_2.jpg": vector}, deletes=["alpha/new_1.jpg"])
+    damaged = broken.segments[-1].segment_id
+    # Rows that are not unit vectors, under the checksum the document records: refused as a
+    # shard's result would be (artefacts/vector_file.py), never served.
+    s3.make_client().put_object(
+        Bucket=bucket,
+        Key=where(bucket).segment_vectors_key(damaged),
+        Body=np.zeros((1, 16), dtype=np.float32).tobytes(),
+    )
+    add_segment(bucket, adds={"alpha/new_3.jpg": vector})
+    index.refresh()
+    health = api.get("/health").json()
+    assert health["segments"] == 1 and damaged in health["problem"]
+    answer = api.post("/image_search/search", json={"query": "x", "prefix": "alpha/new_"})
+    assert answer.status_code == 200
+    # The damaged segment's delete and the later segment's add wait with it.
+    assert [hit["key"] for hit in answer.json()] == ["alpha/new_1.jpg"]
