@@ -13,28 +13,24 @@ deleted row leaves its groups at once (serve/duplicates.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import overload
 
 import numpy as np
 
-from image_search.artefacts.catalog import Catalog, Entry
+from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.manifest import BuildHeader, DuplicatesRef, Item
 from image_search.artefacts.photos import Photo, PhotoColumns
+from image_search.artefacts.places import NO_ROWS, Place
 from image_search.artefacts.segments import Segment
+from image_search.artefacts.view_rows import Entries, Keys, LiveRows
 from image_search.index.overlay import OverlayIndex
-from image_search.index.prefixes import KeyOrder, intersect
-from image_search.index.search_index import Allowed, Ranges, Rows
+from image_search.index.prefixes import KeyOrder
+from image_search.index.search_index import Rows
 from image_search.model.vectors import Vectors
-
-# A scope's segment rows become id ranges (one per run of consecutive rows) up to this many runs,
-# so a folder search keeps FAISS's range selector over the base; beyond, one array of rows.
-MAX_RUNS = 64
-_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -49,32 +45,6 @@ class LoadedSegment:
     @classmethod
     def of(cls, segment: Segment, vectors: Vectors) -> LoadedSegment:
         return cls(segment.segment_id, segment.items, segment.deletes, vectors)
-
-
-@dataclass(frozen=True)
-class Place:
-    """Rows of the view a folder or prefix covers: base ``ranges`` (deleted rows inside them are
-    skipped by the search) and live segment rows ``extra`` (sorted)."""
-
-    ranges: Ranges
-    extra: Rows = field(default_factory=lambda: _NO_ROWS)
-
-    def __and__(self, other: Place) -> Place:
-        return Place(intersect(self.ranges, other.ranges), np.intersect1d(self.extra, other.extra))
-
-    def __or__(self, other: Place) -> Place:
-        return Place(_union(self.ranges + other.ranges), np.union1d(self.extra, other.extra))
-
-    def allowed(self) -> Allowed:
-        """The rows as one restriction of a search."""
-        if not len(self.extra):
-            return self.ranges
-        cuts = np.flatnonzero(np.diff(self.extra) != 1) + 1
-        runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(self.extra, cuts)]
-        if len(runs) <= MAX_RUNS:
-            return self.ranges + runs
-        base = [np.arange(start, end, dtype=np.int64) for start, end in self.ranges]
-        return np.concatenate([*base, self.extra])
 
 
 class ViewCatalog:
@@ -107,9 +77,9 @@ class ViewCatalog:
         self.extra_live = np.zeros(len(self._items), dtype=bool)
         live = np.fromiter(self._live.values(), dtype=np.int64, count=len(self._live))
         self.extra_live[live - n] = True
-        self.items = _Entries(self)
-        self.keys = _Keys(self)
-        self.rows = _LiveRows(self)
+        self.items = Entries(self)
+        self.keys = Keys(self)
+        self.rows = LiveRows(self)
 
     def _apply(self, segment: LoadedSegment) -> None:
         n = len(self.base)
@@ -233,14 +203,14 @@ class ViewCatalog:
     def folder_place(self, names: Sequence[str]) -> Place:
         spans = sorted(self.base.folders[name] for name in names if name in self.base.folders)
         extra = [self._extra_by_folder[name] for name in names if name in self._extra_by_folder]
-        return Place(spans, np.sort(np.concatenate(extra)) if extra else _NO_ROWS)
+        return Place(spans, np.sort(np.concatenate(extra)) if extra else NO_ROWS)
 
     def prefix_place(self, prefix: str) -> Place:
         found = self._extra_order.ranges(prefix)
         rows = [self._sorted_rows[start:end] for start, end in found]
         return Place(
             self.base.key_order().ranges(prefix),
-            np.sort(np.concatenate(rows)) if rows else _NO_ROWS,
+            np.sort(np.concatenate(rows)) if rows else NO_ROWS,
         )
 
     def live_in(self, place: Place) -> int:
@@ -337,75 +307,3 @@ class LoadedView:
     @property
     def segment_ids(self) -> tuple[str, ...]:
         return self.metadata.segment_ids
-
-
-class _Entries(Sequence[Entry]):
-    """``catalog.items[row]``: made when asked for."""
-
-    def __init__(self, catalog: ViewCatalog) -> None:
-        self._catalog = catalog
-
-    def __len__(self) -> int:
-        return len(self._catalog)
-
-    @overload
-    def __getitem__(self, row: int) -> Entry: ...
-    @overload
-    def __getitem__(self, row: slice) -> Sequence[Entry]: ...
-    def __getitem__(self, row: int | slice) -> Entry | Sequence[Entry]:
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
-        if not 0 <= row < len(self):
-            raise IndexError(row)
-        return Entry(self._catalog.key(row), self._catalog.folder(row))
-
-
-class _Keys(Sequence[str]):
-    """``catalog.keys[row]``: every numbered row's key, deleted ones included."""
-
-    def __init__(self, catalog: ViewCatalog) -> None:
-        self._catalog = catalog
-
-    def __len__(self) -> int:
-        return len(self._catalog)
-
-    @overload
-    def __getitem__(self, row: int) -> str: ...
-    @overload
-    def __getitem__(self, row: slice) -> Sequence[str]: ...
-    def __getitem__(self, row: int | slice) -> str | Sequence[str]:
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
-        if not 0 <= row < len(self):
-            raise IndexError(row)
-        return self._catalog.key(row)
-
-
-class _LiveRows(Mapping[str, int]):
-    """``catalog.rows[key]``: a live key's row."""
-
-    def __init__(self, catalog: ViewCatalog) -> None:
-        self._catalog = catalog
-
-    def __getitem__(self, key: str) -> int:
-        row = self._catalog.row(key)
-        if row is None:
-            raise KeyError(key)
-        return row
-
-    def __iter__(self) -> Iterator[str]:
-        catalog = self._catalog
-        return (catalog.key(row) for row in range(len(catalog)) if not catalog.is_dead(row))
-
-    def __len__(self) -> int:
-        return self._catalog.count
-
-
-def _union(ranges: Ranges) -> Ranges:
-    merged: Ranges = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged

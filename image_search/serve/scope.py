@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_search.artefacts.view import Place, ViewCatalog
+from image_search.artefacts.places import Place
+from image_search.artefacts.view import ViewCatalog
 from image_search.errors import UnknownFolderError, UnknownPrefixError
 from image_search.index.search_index import Allowed
 

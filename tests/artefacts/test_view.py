@@ -8,7 +8,8 @@ import pytest
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.manifest import Item
-from image_search.artefacts.view import LoadedSegment, LoadedView, Place, ViewCatalog
+from image_search.artefacts.places import Place
+from image_search.artefacts.view import LoadedSegment, LoadedView, ViewCatalog
 from image_search.index import faiss_index
 from image_search.index.search_index import allowed_ids
 from tests.support.factories import metadata_for
