@@ -26,7 +26,7 @@ from image_search.artefacts.location import IndexLocation, new_build_id
 from image_search.artefacts.manifest import Listing, Metadata, Pointer, Skipped, folder_ranges
 from image_search.artefacts.photos import PhotoColumns
 from image_search.artefacts.publish import publish
-from image_search.artefacts.segments import load_segment
+from image_search.artefacts.segments import Segment, load_segment
 from image_search.build import photos, work
 from image_search.build.duplicates import publish_groups
 from image_search.build.options import BuildOptions
@@ -89,10 +89,13 @@ def merge_build(
         work.clean(where, plan=plan)
         return report
 
-    photo_columns = _photos(where, options, plan, shards, previous, objects=objects)
+    segments = _folded(where, plan, previous)
+    photo_columns = _photos(
+        where, options, plan, shards, previous, objects=objects, segments=segments
+    )
     position = np.empty(len(found), dtype=np.int64)
     position[order] = np.arange(len(found))
-    matrix = _gather(where, plan, shards.vectors, position)
+    matrix = _gather(where, plan, shards.vectors, position, folded=[v for _, v in segments])
     index = faiss_index.build(matrix, index_type=report.index_type)
     build_id = new_build_id()
     if held is not None:
@@ -241,11 +244,15 @@ def _gather(
     plan: work.BuildPlan,
     parts: list[Vectors],
     position: np.ndarray,
+    *,
+    folded: list[Vectors],
 ) -> Vectors:
     """One matrix, row ``position[i]`` holding item i's vector (reused items first, then each
-    shard's), filled in place so no second full-size copy is ever made."""
+    shard's), filled in place so no second full-size copy is ever made. ``folded``: the adds of
+    the segments the plan folds in, in its order."""
     parts = [part for part in parts if len(part)]
-    previous, folded = _previous_vectors(where, plan)
+    previous = _previous_vectors(where, plan)
+    adds = np.concatenate(folded) if folded else np.zeros((0, previous.shape[1]), np.float32)
     dim = previous.shape[1] if len(plan.reused) else parts[0].shape[1]
     matrix = np.empty((len(position), dim), dtype=np.float32)
     start, count = 0, len(previous)
@@ -254,7 +261,7 @@ def _gather(
         at = position[start : start + len(rows)]
         built = rows < count  # the build's rows; the others are its segments' adds
         matrix[at[built]] = previous[rows[built]]
-        matrix[at[~built]] = folded[rows[~built] - count]
+        matrix[at[~built]] = adds[rows[~built] - count]
         start += len(rows)
     del previous
     for part in parts:
@@ -263,23 +270,31 @@ def _gather(
     return matrix
 
 
-def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> tuple[Vectors, Vectors]:
-    """The previous build's vectors, and its folded segments' adds one after the other."""
+def _previous_vectors(where: IndexLocation, plan: work.BuildPlan) -> Vectors:
+    """The previous build's vectors."""
     if not len(plan.reused):
-        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, 0), dtype=np.float32)
     assert plan.previous is not None, "a plan that reuses rows names their build"
     # Raises IndexMismatchError if the build was damaged since the plan checked it; the next
     # plan then finds it damaged and embeds everything.
     with _still_there(plan.previous):
-        metadata, vectors = load_vectors(where, pointer=plan.previous, document=Listing)
-        refs = {ref.segment_id: ref for ref in plan.previous.segments or []}
+        return load_vectors(where, pointer=plan.previous, document=Listing)[1]
+
+
+def _folded(
+    where: IndexLocation, plan: work.BuildPlan, previous: Listing | None
+) -> list[tuple[Segment, Vectors]]:
+    """The segments the plan folds in, in its order, with their adds' vectors."""
+    if not len(plan.reused) or not plan.folded:
+        return []
+    assert plan.previous is not None and previous is not None, "folded segments name a build"
+    refs = {ref.segment_id: ref for ref in plan.previous.segments or []}
+    with _still_there(plan.previous):
         # Checked again as they are read (artefacts/segments.py): the plan's check was earlier.
-        adds = [
-            load_segment(where, refs[sid], model=metadata.model, dim=metadata.dim)[1]
+        return [
+            load_segment(where, refs[sid], model=previous.model, dim=previous.dim)
             for sid in plan.folded
         ]
-    folded = np.concatenate(adds) if adds else np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    return vectors, folded
 
 
 def _unfinished(where: IndexLocation, found: _Found) -> list[Skipped]:
@@ -315,9 +330,11 @@ def _photos(
     previous: Listing | None,
     *,
     objects: list[s3.S3Object],
+    segments: list[tuple[Segment, Vectors]],
 ) -> PhotoColumns:
-    """Each object's photo fields, in ``objects`` order: reused with its vector, from the
-    shard that embedded it, or else read from the object's head now (build/photos.py)."""
+    """Each object's photo fields, in ``objects`` order: reused with its vector (from the last
+    build, or from the segment that added it), from the shard that embedded it, or else read
+    from the object's head now (build/photos.py)."""
     kept = photos.previous_columns(where, pointer=plan.previous) if len(plan.reused) else None
     return photos.gather(
         where.client,
@@ -326,6 +343,7 @@ def _photos(
         reused=(previous, kept, plan.reused_rows),
         results=shards.finished,
         workers=options.download_workers,
+        folded=[item.photo for segment, _ in segments for item in segment.items],
     )
 
 

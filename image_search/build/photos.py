@@ -2,11 +2,13 @@
 
 An embedded image's fields come from the shard that downloaded it (build/fetch.py); a reused
 image keeps the record of the build it comes from (its photos.npy), with its vector, its size and
-LastModified taken from the listing again. Images reused from a build made before photo fields,
-rows of shard results written before them, and a compaction's segment adds have none: the merge
-reads them once from a ranged GET of the object's first ``HEAD_BYTES``, in parallel, never a
-full download. A read that fails leaves that image's fields unknown (no ``photo`` in the
-metadata, so the next build that publishes tries again); it never stops the build.
+LastModified taken from the listing again; a compaction's segment adds keep the fields ingest read
+from the bytes it embedded (``Item.photo`` in the segment). Images reused from a build made before
+photo fields, rows of shard results written before them, and adds of segments made without them
+have none: the merge reads them once from a ranged GET of the object's first ``HEAD_BYTES``, in
+parallel, never a full download. A read that fails leaves that image's fields unknown (no
+``photo`` in the metadata, so the next build that publishes tries again); it never stops the
+build.
 
 Nothing here makes an object per reused image: at millions of images those cost gigabytes.
 """
@@ -24,7 +26,7 @@ from botocore.exceptions import ClientError
 from image_search.artefacts import photos as columns
 from image_search.artefacts.loader import load_photos
 from image_search.artefacts.location import IndexLocation
-from image_search.artefacts.manifest import Listing, Pointer
+from image_search.artefacts.manifest import ItemPhoto, Listing, Pointer
 from image_search.artefacts.photos import Photo, PhotoColumns
 from image_search.build.documents import ShardResult
 from image_search.errors import IndexMismatchError
@@ -42,9 +44,11 @@ def gather(
     reused: tuple[Listing | None, PhotoColumns | None, Sequence[int]],
     results: Sequence[ShardResult],
     workers: int,
+    folded: Sequence[ItemPhoto | None] = (),
 ) -> PhotoColumns:
     """Every object's fields, in ``objects`` order: the reused ones first (``reused``: the
-    previous build's metadata, its columns and each object's row there), then each result's."""
+    previous build's metadata, its columns and each object's row there, ``folded``: the fields of
+    the adds of the segments it folds in, rows past the build's), then each result's."""
     previous, kept, rows = reused
     parts: list[PhotoColumns] = []
     places: list[np.ndarray] = []
@@ -54,6 +58,11 @@ def gather(
         at = np.flatnonzero(usable)
         parts.append(refreshed(kept.take(np.asarray(rows)[at]), [objects[i] for i in at.tolist()]))
         places.append(at)
+    added, photos = _segment_adds(previous, rows, folded, objects)
+    if len(added):
+        parts.append(PhotoColumns.of(photos))
+        places.append(added)
+        usable[added] = True
     missing += np.flatnonzero(~usable).tolist()
     start = len(rows)
     for result in results:
@@ -149,6 +158,29 @@ def head_fields(client: s3.S3Client, bucket: str, obj: s3.S3Object) -> PhotoFiel
         LOG.debug("no photo fields for %s: %s", obj.key, exc)
         return None
     return read_fields(head)
+
+
+def _segment_adds(
+    previous: Listing | None,
+    rows: Sequence[int],
+    folded: Sequence[ItemPhoto | None],
+    objects: Sequence[s3.S3Object],
+) -> tuple[npt.NDArray[np.int64], list[Photo]]:
+    """The reused rows that are segment adds with fields (their places in ``rows``), and their
+    photos dated again by the listing, as a shard's are."""
+    count = 0 if previous is None else len(previous.items)
+    past: list[int] = []
+    if len(folded):
+        past = np.flatnonzero(np.asarray(rows, dtype=np.int64) >= count).tolist()
+    places, photos = [], []
+    for i in past:
+        document = folded[rows[i] - count]
+        if document is not None:
+            obj = objects[i]
+            fields = Photo.of_document(document, size=obj.size).fields()
+            photos.append(Photo.read(fields, size=obj.size, modified=obj.modified))
+            places.append(i)
+    return np.asarray(places, dtype=np.int64), photos
 
 
 def _usable(
