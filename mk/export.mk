@@ -19,3 +19,6 @@ export-venv: $(EXPORT_STAMP)
 ## test-open-clip: the open_clip tests (export, tokenizer, transform, serving), slow ones aside
 test-open-clip: $(EXPORT_STAMP)
 	$(EXPORT_VENV)/bin/python -m pytest -m "open_clip and not slow" -q
+
+# The benchmark's MobileCLIP2-S0 row is exported in the export environment (bench/fixtures/families.py).
+bench bench-quick: $(EXPORT_STAMP)

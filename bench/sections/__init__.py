@@ -39,5 +39,6 @@ SECTIONS = {
         Section("combined", "(11) a combined query against one text, through HTTP"),
         Section("filters", "(12) date filters keeping 1/10/50% of N images: p50, recall"),
         Section("freshness", "(13) segments' cost to a search; upload to searchable"),
+        Section("models", "(14) model x precision: encode, build, search, cold start, size"),
     )
 }

@@ -41,7 +41,7 @@ def trained_tokenizer(*, vocab_size: int = 400) -> Any:
     draft.train_from_iterator(CORPUS * 20, trainer)
     model = json.loads(draft.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return Siglip2Tokenizer(vocab=model["vocab"], merges=merges)
+    return Siglip2Tokenizer(vocab=model["vocab"], merges=merges)  # type: ignore[arg-type]
 
 
 # google/siglip2-base-patch16-224's architecture: a 256k Gemma vocabulary makes its text tower
