@@ -13,17 +13,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.buckets import put
 from tests.support.factories import encode, random_image
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "tests" / "events"
 
+# What an export must serve without: the export's libraries (open_clip's included, in the export
+# environment where they are installed).
+BLOCKED = {"torch", "transformers", "open_clip", "timm", "torchvision"}
 BLOCKER = """
 import sys
 from importlib.abc import MetaPathFinder
 
-BLOCKED = {"torch", "transformers"}
+BLOCKED = {BLOCKED}
 ATTEMPTS = []
 
 
@@ -68,14 +73,26 @@ print(json.dumps({"build": summary, "shards": len(execution.payloads["EmbedShard
 def test_build_and_search_run_without_torch(
     bucket: str, client, exported: Path, tmp_path: Path
 ) -> None:
+    _run_lambda(bucket, client, exported, tmp_path)
+
+
+@pytest.mark.open_clip
+def test_an_open_clip_export_runs_without_torch_or_open_clip(
+    bucket: str, client, open_clip_export: Path, tmp_path: Path
+) -> None:
+    """What the Lambda image has is enough for an open_clip export too (ftfy included)."""
+    _run_lambda(bucket, client, open_clip_export, tmp_path)
+
+
+def _run_lambda(bucket: str, client, export: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     for seed in range(3):
         put(client, bucket, f"nature/{seed}.png", encode(random_image(seed)))
         put(client, bucket, f"animals/{seed}.png", encode(random_image(10 + seed)))
-    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.replace("{BLOCKED}", repr(BLOCKED)))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
-        "IMAGE_SEARCH_MODEL": str(exported),
+        "IMAGE_SEARCH_MODEL": str(export),
         "IMAGE_SEARCH_SHARD_SIZE": "4",  # two shards, so the Map runs more than once
     }
     done = subprocess.run(
