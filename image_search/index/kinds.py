@@ -18,8 +18,10 @@ from image_search.index.search_index import (
     Hits,
     Parts,
     allowed_count,
+    allowed_ids,
     hits,
     selector,
+    top,
 )
 from image_search.model.vectors import Vectors
 
@@ -34,6 +36,12 @@ REFINE_K_FACTOR = 16
 # kinds: they only look where the query's neighbours are likely, and inside a small folder that
 # can miss rows of the true top-k. Scoring every row is cheap there.
 EXACT_RANGE = 4096
+# Exact scoring of fewer rows than this share of the index decodes just those rows; from it up,
+# a scan of every code with a row selector costs less. Measured one thread, 512-d: the two break
+# even at 0.5-1 % of 100k rows and 1-4 % of 500k (flat's decoding is a copy, ivf-sq8's is not).
+SCAN_SHARE = 1 / 64
+# Rows decoded at a time: a bounded buffer (8 MB at 512-d) however many are scored.
+DECODE_CHUNK = 4096
 # FAISS's parallel_mode that splits one query's inverted lists between threads.
 PARALLEL_OVER_LISTS = 1
 
@@ -91,10 +99,12 @@ class FaissIndex:
         return self._exact(query, k=k, allowed=allowed) if k > 0 else Hits([], [])
 
     def _exact(self, query: Vectors, *, k: int, allowed: Allowed) -> Hits:
-        """Every allowed row scored against its stored vector: a scan of every stored code with
-        a row selector. FAISS scores only the selected rows, straight from their codes (SIMD, no
-        decoding to floats first): 2x (flat) to 7x (ivf-sq8) faster than decoding the rows and
-        taking dot products in numpy, at 20k of 100k rows (bench/sections/filters.py)."""
+        """Every allowed row scored against its stored vector. A few rows of many are decoded
+        and scored in numpy; more, by a scan of every stored code with a row selector, where
+        FAISS scores only the selected rows, straight from their codes (no decoding to floats):
+        2x (flat) to 7x (ivf-sq8) faster at 20k of 100k rows, but the scan passes every row."""
+        if allowed_count(allowed, self.ntotal) < self.ntotal * SCAN_SHARE:
+            return self._decoded(query, k=k, allowed=allowed)
         keep_alive: list[Any] = []
         chosen = selector(allowed, self.ntotal, keep_alive)
         scanned, params = self._every_code(chosen)
@@ -104,6 +114,20 @@ class FaissIndex:
     def _every_code(self, chosen: faiss.IDSelector | None) -> tuple[faiss.Index, Any]:
         """The index that holds every stored code, and search parameters that scan it all."""
         return self.faiss, faiss.SearchParameters(sel=chosen)
+
+    def _decoded(self, query: Vectors, *, k: int, allowed: Allowed) -> Hits:
+        ids = allowed_ids(allowed, self.ntotal)
+        scores = np.empty(len(ids), dtype=np.float32)
+        for start in range(0, len(ids), DECODE_CHUNK):
+            chunk = ids[start : start + DECODE_CHUNK]
+            scores[start : start + len(chunk)] = self._stored(chunk) @ query[0]
+        return top(ids, scores, k)
+
+    def _stored(self, ids: npt.NDArray[np.int64]) -> Vectors:
+        full = self._reconstructible()
+        if len(ids) and ids[-1] - ids[0] + 1 == len(ids):  # one run: one call
+            return full.reconstruct_n(int(ids[0]), len(ids))
+        return full.reconstruct_batch(ids)
 
     def vector(self, row: int) -> Vectors:
         return self._reconstructible().reconstruct(row).reshape(1, -1)

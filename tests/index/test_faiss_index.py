@@ -170,14 +170,16 @@ def test_exact_is_brute_force_over_the_stored_vectors_for_every_type(
     """What a filter's matches are scored with: every allowed row, against what ``vector``
     gives back (the codes the index holds), whatever the kind; read back memory-mapped."""
     loaded = reopened(built_types[kind], tmp_path)
-    rows = np.sort(np.random.default_rng(1).choice(len(ann_data), 3000, replace=False))
-    stored = np.vstack([loaded.vector(int(row)) for row in rows])
-    for query in clustered(3, dim=32, seed=11):
-        scores = stored @ query
-        order = np.argsort(-scores, kind="stable")[:20]
-        found = loaded.exact(query, k=20, allowed=rows)
-        assert found.ids == rows[order].tolist()
-        assert found.scores == pytest.approx(scores[order].tolist(), abs=1e-5)
+    # Few rows of many are decoded and scored; more, by a scan of every code with a selector.
+    for count in (200, 3000):
+        rows = np.sort(np.random.default_rng(count).choice(len(ann_data), count, replace=False))
+        stored = np.vstack([loaded.vector(int(row)) for row in rows])
+        for query in clustered(3, dim=32, seed=11):
+            scores = stored @ query
+            order = np.argsort(-scores, kind="stable")[:20]
+            found = loaded.exact(query, k=20, allowed=rows)
+            assert found.ids == rows[order].tolist()
+            assert found.scores == pytest.approx(scores[order].tolist(), abs=1e-5)
     assert sorted(loaded.exact(query, k=10, allowed=[(7, 10)]).ids) == [7, 8, 9]
     assert loaded.exact(query, k=10, allowed=rows[:0]).ids == []
 
