@@ -1,8 +1,12 @@
 """The image tower loads behind the text tower and the index, so a cold start answers text first.
 
-A cold start loads the text tower and the index (in parallel), then starts this thread; on Lambda
-the init phase ends there and the thread carries on during the first invocations. An upload that
-arrives meanwhile waits for it, up to ``WAIT_SECONDS``, then gets a 503 it can retry.
+A cold start loads the text tower and the index (in parallel), then arms this loader: the thread
+starts once the first text search has been answered, or ``DELAY_SECONDS`` later if none comes,
+or at once for an upload. Opening the image tower is a second or more of CPU (ViT-B/32 fp32's
+weights are repacked), and started as the port opened it took a core from that first answer:
+1-2 s of a 4-6 s cold start on 2 busy cores (issue 23). On Lambda the init phase ends once armed
+and the thread runs during the first invocations. An upload waits for the load, up to
+``WAIT_SECONDS``, then gets a 503 it can retry.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ LOG = logging.getLogger(__name__)
 # Long enough for any image tower we export to open on a cold machine (ViT-B/32 fp32's 351 MB
 # is mapped, not read), short enough to answer well inside API Gateway's 29 s limit.
 WAIT_SECONDS = 10.0
+# An idle server loads the image tower this long after text answers are ready, with no request.
+DELAY_SECONDS = 2.0
 
 State = Literal["loading", "ready"]
 
@@ -30,10 +36,29 @@ class ImageTowerLoader:
         self._wait = WAIT_SECONDS if wait is None else wait
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    def start_later(self, delay: float | None = None) -> None:
+        """Arm the loader: ``answered()`` or an upload starts it, else a timer after ``delay``
+        seconds (``DELAY_SECONDS``)."""
+        with self._lock:
+            if self._thread is not None or self._timer is not None:
+                return
+            self._timer = threading.Timer(DELAY_SECONDS if delay is None else delay, self.start)
+            self._timer.name = "image-search-image-tower-timer"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def answered(self) -> None:
+        """A text search has been answered: start the armed load now (not armed: nothing)."""
+        if self._timer is not None and self._thread is None:
+            self.start()
 
     def start(self) -> None:
         """Load the image tower in a thread (once; later calls do nothing)."""
         with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._load, name="image-search-image-tower", daemon=True
@@ -48,9 +73,12 @@ class ImageTowerLoader:
 
     def wait(self) -> None:
         """Return once uploads can be embedded; ``ImageModelLoadingError`` (503) if the load in
-        flight outlasts the wait. Without one in flight, ``embed_images`` loads the tower itself."""
+        flight outlasts the wait. Not armed nor started, ``embed_images`` loads the tower itself."""
+        if self._embedder().image_ready:
+            return
+        self.answered()  # armed: an upload starts the load at once
         thread = self._thread
-        if thread is None or self._embedder().image_ready:
+        if thread is None:
             return
         thread.join(self._wait)
         if thread.is_alive():

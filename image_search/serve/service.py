@@ -151,8 +151,9 @@ class SearchService:
         return embedder_for(self.settings)
 
     def warm(self) -> None:
-        """Load the text tower and the index now (Lambda's init phase), then start loading the
-        image tower in a thread; failures are only logged.
+        """Load the text tower and the index now (Lambda's init phase), then arm the image
+        tower's load (``image_tower.py``: it starts after the first text answer); failures are
+        only logged.
 
         The index is fetched and opened in its own thread while the text tower loads here: the
         two are independent, and a cold start pays the longer of them rather than their sum.
@@ -165,7 +166,7 @@ class SearchService:
         except ImageSearchError as exc:
             LOG.warning("warm-up incomplete: %s", exc)
         finally:
-            self.image_tower.start()
+            self.image_tower.start_later()
 
     def warm_in_background(self) -> threading.Thread:
         """``warm`` in a thread, for a server whose port should open at once (uvicorn)."""
@@ -222,6 +223,7 @@ class SearchService:
         embedded = time.perf_counter()
         found = self._search(loaded, vector, k=k, where=where, chosen=chosen, min_score=min_score)
         timings = {"embed": _ms(started, embedded), **found.timings}
+        self.image_tower.answered()
         return self._result(
             "text", loaded, where, found, timings=timings, detected=detected, cached=cached
         )

@@ -20,6 +20,8 @@ from tests.support.buckets import put
 from tests.support.factories import encode, random_image
 from tests.support.service import make_api
 
+began = threading.Event()  # an image tower's load has begun (under hold_back)
+
 
 @pytest.fixture
 def hold_back(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], threading.Event]]:
@@ -29,6 +31,7 @@ def hold_back(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], threadin
     opening = OnnxEmbedder._vision_tower
 
     def slow(self):  # type: ignore[no-untyped-def]
+        began.set()
         release.wait(30)
         return opening(self)
 
@@ -38,6 +41,7 @@ def hold_back(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], threadin
         return release
 
     get_embedder.cache_clear()
+    began.clear()
     yield hold
     release.set()
     get_embedder.cache_clear()
@@ -73,3 +77,22 @@ def test_text_answers_while_the_image_tower_loads(
         time.sleep(0.02)
     answered = api.post("/image_search/search_by_image", files=upload)
     assert answered.status_code == 200 and len(answered.json()) == 3
+
+
+def test_the_image_tower_loads_after_the_first_text_answer(
+    bucket, client, onnx: OnnxEmbedder, exported: Path, monkeypatch, hold_back
+) -> None:
+    """Opening it as the port opened took a core from the first text answer (issue 23)."""
+    put(client, bucket, "animals/0.png", encode(random_image(0)))
+    assert run_build(get_settings(), client=client, embedder=onnx).published
+    held_back = hold_back()
+    monkeypatch.setattr(image_tower, "DELAY_SECONDS", 60.0)
+    monkeypatch.setenv("IMAGE_SEARCH_MODEL", str(exported))
+    api = make_api()
+    get_service().warm()
+
+    assert api.get("/health").json()["image_tower"] == "loading"
+    assert not began.wait(0.3), "the image tower began loading before any text answer"
+    assert api.post("/image_search/search", json={"query": "a cat", "k": 1}).status_code == 200
+    assert began.wait(10), "the first text answer did not start the image tower"
+    held_back.set()
