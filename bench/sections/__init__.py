@@ -40,5 +40,6 @@ SECTIONS = {
         Section("filters", "(12) date filters keeping 1/10/50% of N images: p50, recall"),
         Section("freshness", "(13) segments' cost to a search; upload to searchable"),
         Section("models", "(14) model x precision: encode, build, search, cold start, size"),
+        Section("ingest", "(15) a burst of uploads through ingest against the build: img/s"),
     )
 }

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.fixtures import photos
+from bench.fixtures.timing import TimedEmbedder
 from bench.report.stats import Report, Rounds, Row
 from image_search.build.pipeline import run_build
 from image_search.config import Settings
@@ -21,11 +21,7 @@ from image_search.model import images
 from image_search.storage import s3
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from bench.sections.shared import Shared
-    from image_search.model.embedder import Embedder
-    from image_search.model.vectors import Vectors
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +76,7 @@ def _runtime(report: Report, *, embedder: Any, count: int, rounds: int, runtime:
     floor: list[float] = []
     inside: list[float] = []
     for round_ in range(rounds):
-        timing = _TimedEmbedder(embedder)
+        timing = TimedEmbedder(embedder)
         started = time.perf_counter()
         result = run_build(settings, client=client, embedder=timing, full=True)
         seconds = time.perf_counter() - started
@@ -120,51 +116,6 @@ def _runtime(report: Report, *, embedder: Any, count: int, rounds: int, runtime:
         report, group=group, client=client, settings=settings, embedder=embedder, rounds=rounds
     )
     return e2e.median
-
-
-class _TimedEmbedder:
-    """The embedder, counting the seconds the build spends inside ``embed_images``."""
-
-    def __init__(self, embedder: Embedder) -> None:
-        self.source = embedder.source
-        self.batch_size = embedder.batch_size
-        self.runtime = embedder.runtime
-        self._embedder = embedder
-        self.seconds = 0.0
-
-    @property
-    def precision(self) -> str:
-        return self._embedder.precision
-
-    @property
-    def identity(self) -> str:
-        return self._embedder.identity
-
-    @property
-    def dim(self) -> int:
-        return self._embedder.dim
-
-    def load(self) -> _TimedEmbedder:
-        self._embedder.load()
-        return self
-
-    def load_text(self) -> _TimedEmbedder:
-        self._embedder.load_text()
-        return self
-
-    @property
-    def image_ready(self) -> bool:
-        return self._embedder.image_ready
-
-    def embed_texts(self, texts: Sequence[str]) -> Vectors:
-        return self._embedder.embed_texts(texts)
-
-    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
-        started = time.perf_counter()
-        try:
-            return self._embedder.embed_images(images)
-        finally:
-            self.seconds += time.perf_counter() - started
 
 
 def _bare_rate(embedder: Any, batch: list[Any], *, batches: int) -> float:

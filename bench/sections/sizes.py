@@ -29,6 +29,7 @@ class Sizes:
     # sections/freshness.py: images in segments on the largest search build, and uploads timed
     segment_levels: tuple[int, ...] = (0, 1_000, 10_000, 50_000)
     fresh_uploads: int = 100
+    ingest_images: int = 1_000  # sections/ingest.py: the burst of uploads
 
 
 SIZES = {
@@ -51,6 +52,7 @@ SIZES = {
         stage_images=100_000,
         filter_counts=(100_000,),
         fresh_uploads=30,
+        ingest_images=200,
     ),
     # Every code path at toy sizes, for tests/bench/test_smoke.py; its figures mean nothing.
     "smoke": Sizes(
@@ -76,5 +78,6 @@ SIZES = {
         filter_queries=5,
         segment_levels=(0, 100, 1_000),
         fresh_uploads=3,
+        ingest_images=12,
     ),
 }

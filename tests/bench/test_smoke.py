@@ -163,3 +163,17 @@ def test_the_scale_summary_checks_every_target_the_issue_sets() -> None:
     assert summary({**met, "index_bytes": 1_200_000_000}).endswith("targets: missed index_bytes")
     assert summary({**met, "recall_at_10": 0.85}).endswith("targets: missed recall_at_10")
     assert "targets" not in summary({**met, "count": 25_000})
+
+
+@pytest.mark.slow
+def test_ingest_section_compares_ingest_with_the_build_over_the_same_images(
+    tmp_path: Path,
+) -> None:
+    _, document = run_bench(tmp_path, "--only", "ingest", "--check")
+    rows = {row["name"]: row for row in document["rows"]}
+    build = rows["build from scratch, the same images"]
+    ingest = rows["ingest: S3 notifications → segments"]
+    assert build["unit"] == ingest["unit"] == "img/s" and build["value"] > 0
+    assert ingest["floor"] == build["value"] and ingest["ratio"] > 0
+    assert ingest["target"] == "≥ 0.8× the build" and ingest["ok"] is not None
+    assert rows["embed_images inside ingest"]["value"] > 0
