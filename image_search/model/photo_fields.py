@@ -108,8 +108,14 @@ def _offset(value: Any) -> str | None:
 
 def _camera(make: Any, model: Any) -> str | None:
     make_text, model_text = _text(make), _text(model)
-    if make_text and model_text and model_text.casefold().startswith(make_text.casefold()):
-        return model_text  # "Canon" + "Canon EOS 5D"
+    if make_text and model_text:
+        # The model often repeats the make, or its first word: "Canon" + "Canon EOS 5D",
+        # "NIKON CORPORATION" + "NIKON D850". Then the model alone names the camera.
+        brand = make_text.split()[0].casefold()
+        if model_text.casefold().split()[0] == brand or model_text.casefold().startswith(
+            make_text.casefold()
+        ):
+            return model_text
     return " ".join(part for part in (make_text, model_text) if part) or None
 
 

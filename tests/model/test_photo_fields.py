@@ -58,6 +58,21 @@ def test_make_and_model_are_joined_and_the_date_falls_back() -> None:
 
 
 @pytest.mark.parametrize(
+    ("make", "model", "camera"),
+    [
+        ("Canon", "Canon EOS 5D", "Canon EOS 5D"),
+        ("NIKON CORPORATION", "NIKON D850", "NIKON D850"),
+        ("OLYMPUS IMAGING CORP.", "E-M5", "OLYMPUS IMAGING CORP. E-M5"),
+        ("Apple", "iPhone 12", "Apple iPhone 12"),
+        ("Google", "Pixel 7", "Google Pixel 7"),
+    ],
+)
+def test_the_make_is_said_once(make: str, model: str, camera: str) -> None:
+    """A model that repeats the make, or its first word, names the camera alone."""
+    assert read_fields(jpeg(make=make, model=model)).camera == camera
+
+
+@pytest.mark.parametrize(
     ("turn", "shown"), [(1, (48, 40)), (3, (48, 40)), (6, (40, 48)), (8, (40, 48))]
 )
 def test_the_size_is_as_shown_after_the_exif_rotation(turn: int, shown: tuple[int, int]) -> None:
