@@ -159,10 +159,17 @@ class ContainerBuild:
 def container_build(
     image: BuiltImage, bridge_s3: str, docker_env: dict[str, str]
 ) -> ContainerBuild:
+    """The sample bucket, built by the image's own build functions."""
+    bucket = new_bucket(sample_bucket_layout())
+    return build_in_containers(bucket, endpoint=bridge_s3, docker_env=docker_env)
+
+
+def build_in_containers(
+    bucket: str, *, endpoint: str, docker_env: dict[str, str]
+) -> ContainerBuild:
     """The state machine's work, state by state: plan, every shard of the plan's item list (the
     Distributed Map's ItemReader), then merge, each function in its own container."""
-    bucket = new_bucket(sample_bucket_layout())
-    env = function_environment(bridge_s3, bucket, IMAGE_SEARCH_SHARD_SIZE=str(SHARD_SIZE))
+    env = function_environment(endpoint, bucket, IMAGE_SEARCH_SHARD_SIZE=str(SHARD_SIZE))
     where: dict[str, Any] = {"environment": env, "docker_env": docker_env}
     start = json.loads((rie.ROOT / "tests/events/sfn-execution-input.json").read_text())
     with rie.running(IMAGE, rie.command("BuildPlanFunction"), **where) as plan:
