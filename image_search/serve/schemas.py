@@ -218,7 +218,7 @@ class Embeddings(BaseModel):
 
 # A camera's clock has no zone, so ``taken`` is an ISO 8601 local date-time; OpenAPI's
 # "date-time" format is RFC 3339's, which requires one (clients validating answers refuse it).
-WallClock = Annotated[
+LocalDateTime = Annotated[
     datetime,
     WithJsonSchema({"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?$"}),
 ]
@@ -227,7 +227,7 @@ WallClock = Annotated[
 class HitPhoto(BaseModel):
     """What the build read from the photo (null fields: the file does not say)."""
 
-    taken: WallClock | None = Field(description="when, on the camera's clock (no time zone)")
+    taken: LocalDateTime | None = Field(description="when, on the camera's clock (no time zone)")
     taken_offset: str | None = Field(description='the clock\'s offset from UTC ("+02:00") if known')
     taken_source: Literal["exif", "modified"] | None = Field(
         description="exif: the photo's own date; modified: no EXIF date, the object's "
