@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -79,8 +79,8 @@ class Catalog:
         spans = sorted((start, end, name) for name, (start, end) in header.folders.items())
         self._starts = [start for start, _, _ in spans]
         self._spans = spans
-        self.items = _Items(self)
-        self.keys = _Keys(self)
+        self.items = Entries(self)
+        self.keys = Keys(self)
         self.rows = _Rows(self)
 
     # The header's fields, as the service and the API read them.
@@ -241,14 +241,22 @@ class Catalog:
         return catalog
 
 
-class _Items(Sequence[Entry]):
+class RowSource(Protocol):
+    """What ``Entries`` and ``Keys`` read: a catalog, or a view of one with its segments."""
+
+    def __len__(self) -> int: ...
+    def key(self, row: int) -> str: ...
+    def folder(self, row: int) -> str: ...
+
+
+class Entries(Sequence[Entry]):
     """``catalog.items[row]``: an entry made when asked for, never stored."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    def __init__(self, source: RowSource) -> None:
+        self._source = source
 
     def __len__(self) -> int:
-        return len(self._catalog)
+        return len(self._source)
 
     @overload
     def __getitem__(self, row: int) -> Entry: ...
@@ -257,21 +265,18 @@ class _Items(Sequence[Entry]):
     def __getitem__(self, row: int | slice) -> Entry | Sequence[Entry]:
         if isinstance(row, slice):
             return [self[i] for i in range(*row.indices(len(self)))]
-        if row < 0:
-            row += len(self)
-        if not 0 <= row < len(self):
-            raise IndexError(row)
-        return Entry(self._catalog.key(row), self._catalog.folder(row))
+        row = _checked(row, len(self))
+        return Entry(self._source.key(row), self._source.folder(row))
 
 
-class _Keys(Sequence[str]):
+class Keys(Sequence[str]):
     """``catalog.keys[row]``: the keys in row order, decoded when asked for."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    def __init__(self, source: RowSource) -> None:
+        self._source = source
 
     def __len__(self) -> int:
-        return len(self._catalog)
+        return len(self._source)
 
     @overload
     def __getitem__(self, row: int) -> str: ...
@@ -279,8 +284,17 @@ class _Keys(Sequence[str]):
     def __getitem__(self, row: slice) -> Sequence[str]: ...
     def __getitem__(self, row: int | slice) -> str | Sequence[str]:
         if isinstance(row, slice):
-            return [self._catalog.key(i) for i in range(*row.indices(len(self)))]
-        return self._catalog.key(row)
+            return [self._source.key(i) for i in range(*row.indices(len(self)))]
+        return self._source.key(_checked(row, len(self)))
+
+
+def _checked(row: int, count: int) -> int:
+    """``row`` as a sequence reads it (negative from the end), or IndexError."""
+    if row < 0:
+        row += count
+    if not 0 <= row < count:
+        raise IndexError(row)
+    return row
 
 
 class _Rows(Mapping[str, int]):
