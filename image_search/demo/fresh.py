@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from image_search.config import Settings
 from image_search.demo.environment import Target
-from image_search.ingest.consumer import consume, sqs_client
+from image_search.ingest.consumer import consume, events_queue, sqs_client
 from image_search.model.embedder import Embedder
 from image_search.storage import s3
 
@@ -35,18 +35,7 @@ def ingesting(
         yield False
         return
     sqs = sqs_client("")
-    url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    client.put_bucket_notification_configuration(
-        Bucket=target.bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
-    )
+    url = events_queue(sqs, client, bucket=target.bucket, name=QUEUE)
     stop = threading.Event()
 
     def run() -> None:

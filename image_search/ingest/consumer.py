@@ -49,6 +49,32 @@ def sqs_client(queue_url: str) -> SqsClient:
     return boto3.session.Session().client("sqs", region_name=found.group(1) if found else None)
 
 
+def events_queue(
+    sqs: SqsClient,
+    client: s3.S3Client,
+    *,
+    bucket: str,
+    name: str,
+    attributes: dict[str, str] | None = None,
+) -> str:
+    """Create queue ``name`` and send it ``bucket``'s object-created and -removed events (the
+    bucket's own notifications); its URL. For an S3-compatible server the stack does not wire
+    (the demo's embedded S3); on AWS, template.yaml does this."""
+    url: str = sqs.create_queue(QueueName=name, Attributes=attributes or {})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    client.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+            ]
+        },
+    )
+    return url
+
+
 def consume(
     settings: Settings,
     *,

@@ -5,25 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from image_search.ingest import consumer
 from image_search.storage import s3
 
 
 def events_queue(sqs: Any, client: s3.S3Client, bucket: str, *, visibility: int = 30) -> str:
-    """A queue receiving the bucket's object-created and object-removed events; its URL."""
-    url: str = sqs.create_queue(
-        QueueName=f"events-{uuid.uuid4().hex[:10]}",
-        Attributes={"VisibilityTimeout": str(visibility)},
-    )["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    client.put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
-            ]
-        },
+    """A queue receiving the bucket's object-created and object-removed events, empty; its URL."""
+    url = consumer.events_queue(
+        sqs,
+        client,
+        bucket=bucket,
+        name=f"events-{uuid.uuid4().hex[:10]}",
+        attributes={"VisibilityTimeout": str(visibility)},
     )
     drain(sqs, url)  # S3's test message, sent on configuration
     return url
