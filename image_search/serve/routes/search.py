@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from image_search.artefacts.photos import Photo
 from image_search.observe.requests import note_search
 from image_search.serve.bodies import validated
 from image_search.serve.deps import CallerDep, RequireApiKey, ServiceDep
@@ -147,19 +146,8 @@ def search_hit(rank: int, hit: Hit, *, bucket: str) -> SearchHit:
         key=hit.key,
         s3_path=f"s3://{bucket}/{hit.key}",
         image_url=hit.url,
-        photo=None if hit.photo is None else hit_photo(hit.photo),
-    )
-
-
-def hit_photo(photo: Photo) -> HitPhoto:
-    return HitPhoto(
-        taken=photo.taken,
-        taken_offset=photo.taken_offset,
-        taken_source=photo.taken_source,
-        camera=photo.camera,
-        width=photo.width,
-        height=photo.height,
-        orientation=photo.orientation,
-        size=photo.size,
-        modified=photo.modified,
+        # The domain photo read by attribute (its orientation is a property).
+        photo=(
+            None if hit.photo is None else HitPhoto.model_validate(hit.photo, from_attributes=True)
+        ),
     )
