@@ -23,6 +23,7 @@ import numpy as np
 from image_search.artefacts.catalog import Catalog
 from image_search.artefacts.loader import LoadedBuild
 from image_search.artefacts.manifest import BuildHeader, DuplicatesRef, Item
+from image_search.artefacts.photo_parts import PhotoParts
 from image_search.artefacts.photos import Photo, PhotoColumns
 from image_search.artefacts.places import NO_ROWS, Place
 from image_search.artefacts.segments import Segment
@@ -131,17 +132,18 @@ class ViewCatalog:
         return self.base.duplicates
 
     @cached_property
-    def photos(self) -> PhotoColumns | None:
-        """Every row's photo fields (None: the base build has none: filters need a rebuild)."""
+    def photos(self) -> PhotoParts | None:
+        """Every row's photo fields (None: the base build has none: filters need a rebuild): the
+        build's columns as loaded, the segments' beside them (artefacts/photo_parts.py)."""
         if self.base.photos is None:
             return None
         if not self._items:
-            return self.base.photos
+            return PhotoParts([self.base.photos])
         added = [
             None if item.photo is None else Photo.of_document(item.photo, size=item.size)
             for item in self._items
         ]
-        return PhotoColumns.concat([self.base.photos, PhotoColumns.of(added)])
+        return PhotoParts([self.base.photos, PhotoColumns.of(added)])
 
     # ---- rows --------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ class Facets:
 def facets(catalog: ViewCatalog, *, ranges: Allowed, chosen: PhotoFilter) -> Facets:
     columns = photo_columns(catalog)
     count = len(chosen.rows(catalog, ranges))
-    codes = columns.array["camera"][chosen.without("camera").rows(catalog, ranges)]
+    codes = columns.field("camera", chosen.without("camera").rows(catalog, ranges))
     per_code = np.bincount(codes, minlength=len(columns.cameras) + 1)
     # One entry per camera_name(): a filter matches "Canon EOS R5" and "CANON EOS R5" alike.
     cameras: dict[str, tuple[str, int]] = {}
@@ -37,7 +37,7 @@ def facets(catalog: ViewCatalog, *, ranges: Allowed, chosen: PhotoFilter) -> Fac
         name, found = columns.cameras[code - 1], int(per_code[code])
         shown, total = cameras.get(camera_name(name), (name, 0))
         cameras[camera_name(name)] = (shown, total + found)
-    taken = columns.array["taken"][chosen.without("taken_from", "taken_to").rows(catalog, ranges)]
+    taken = columns.field("taken", chosen.without("taken_from", "taken_to").rows(catalog, ranges))
     dated = taken[taken != NO_TIME]
     # Wall-clock seconds since 1970 as if UTC: numpy's calendar gives their year.
     years, per_year = np.unique(

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from image_search.artefacts.photo_parts import PhotoParts
 from image_search.artefacts.photos import FIRST_SECOND, Orientation, PhotoColumns
 from image_search.artefacts.view import ViewCatalog
 from image_search.errors import PhotoFieldsMissingError
@@ -126,21 +127,39 @@ class PhotoFilter:
         """The live rows inside ``ranges`` (None: all) whose photo matches, ascending."""
         return catalog.live(self.matching(photo_columns(catalog), ranges))
 
-    def matching(self, columns: PhotoColumns, ranges: Allowed) -> Rows:
+    def matching(self, columns: PhotoColumns | PhotoParts, ranges: Allowed) -> Rows:
         """The rows of ``columns`` inside ``ranges`` (None: all) whose photo matches, deleted
-        ones included, ascending."""
-        codes = None if self.camera is None else camera_codes(columns.cameras, self.camera)
+        ones included, ascending. A view's parts are matched each in its own columns, never
+        joined (artefacts/photo_parts.py)."""
+        parts = columns if isinstance(columns, PhotoParts) else PhotoParts([columns])
         if isinstance(ranges, np.ndarray):  # rows scattered by segments (artefacts/view.py)
             rows = ranges.astype(np.int64, copy=False)
-            return rows[self._mask(columns.array[rows], codes)]
-        spans = [(0, len(columns))] if ranges is None else ranges
+            keep = np.zeros(len(rows), dtype=bool)
+            for start, end, part in parts.spans():
+                inside = (rows >= start) & (rows < end)
+                keep[inside] = self._mask(part.array[rows[inside] - start], self._codes(part))
+            return rows[keep]
+        spans = [(0, len(parts))] if ranges is None else ranges
+        found = [
+            self._matching_span(part, max(start, first) - first, min(end, last) - first) + first
+            for start, end in spans
+            for first, last, part in parts.spans()
+            if max(start, first) < min(end, last)
+        ]
+        return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+
+    def _matching_span(self, columns: PhotoColumns, start: int, end: int) -> Rows:
+        """The rows ``start .. end-1`` of one part's ``columns`` that match, ascending."""
+        codes = self._codes(columns)
         found = [
             block
             + np.flatnonzero(self._mask(columns.array[block : min(end, block + BLOCK)], codes))
-            for start, end in spans
             for block in range(start, end, BLOCK)
         ]
         return np.concatenate(found).astype(np.int64) if found else np.zeros(0, dtype=np.int64)
+
+    def _codes(self, columns: PhotoColumns) -> npt.NDArray[np.int64] | None:
+        return None if self.camera is None else camera_codes(columns.cameras, self.camera)
 
     def _mask(
         self, photos: npt.NDArray[np.void], codes: npt.NDArray[np.int64] | None
@@ -171,8 +190,8 @@ class PhotoFilter:
 NO_FILTER = PhotoFilter()
 
 
-def photo_columns(catalog: ViewCatalog) -> PhotoColumns:
-    """The build's photo columns; ``PhotoFieldsMissingError`` for a build made before them."""
+def photo_columns(catalog: ViewCatalog) -> PhotoParts:
+    """The view's photo columns; ``PhotoFieldsMissingError`` for a build made before them."""
     if catalog.photos is None:
         raise PhotoFieldsMissingError(
             f"build {catalog.build_id} has no photo fields (it was made before they existed): "

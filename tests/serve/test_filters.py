@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from image_search.artefacts.catalog import Catalog
-from image_search.artefacts.manifest import Metadata, folder_ranges
-from image_search.artefacts.view import ViewCatalog
+from image_search.artefacts.manifest import ItemPhoto, Metadata, folder_ranges
+from image_search.artefacts.view import LoadedSegment, ViewCatalog
 from image_search.errors import PhotoFieldsMissingError
 from image_search.serve.facets import facets
 from image_search.serve.filters import PhotoFilter, camera_codes, photo_columns, wall_clock
@@ -164,3 +164,45 @@ def test_facets_count_each_facet_without_its_own_filter(built) -> None:  # type:
     years = Counter(p.taken.year for p in undated if p.taken is not None)
     assert counted.years == sorted(years.items())
     assert counted.no_date == sum(p.taken is None for p in undated)
+
+
+def with_segment(base: ViewCatalog) -> ViewCatalog:
+    """``base`` with a segment that replaces some of its rows, deletes one and adds a folder,
+    one of its photos by a camera the build never saw."""
+    added = items({"alpha": 40, "gamma": 300}, photos=True)
+    renamed = added[-1].photo or ItemPhoto()
+    added[-1] = added[-1].model_copy(
+        update={"photo": renamed.model_copy(update={"camera": "Leica M11"})}
+    )
+    deleted = [base.key(len(base) - 1)]
+    vectors = np.zeros((len(added), 4), dtype=np.float32)
+    return ViewCatalog(base.base, [LoadedSegment("s1", added, deleted, vectors)], after=base)
+
+
+def test_a_segment_leaves_the_build_columns_in_place_and_filters_match_as_one(built) -> None:  # type: ignore[no-untyped-def]
+    view = with_segment(built)
+    columns = photo_columns(view)
+    # The build's records are read where they lie: no copy of them the length of the build.
+    first, *rest = columns.parts
+    assert first.array is built.base.photos.array
+    assert sum(len(part) for part in rest) == len(view) - len(built.base)
+    assert not any(np.shares_memory(part.array, first.array) for part in rest)
+    photos = [columns.photo(row) for row in range(len(view))]
+    assert photos[-1].camera == "Leica M11"
+    live = [row for row in range(len(view)) if not view.is_dead(row)]
+    pick = random.Random(11)
+    for _ in range(40):
+        asked = random_filter(pick)
+        expected = [row for row in live if matches(photos[row], asked)]
+        assert PhotoFilter.of(**asked).rows(view, None).tolist() == expected, asked  # type: ignore[arg-type]
+    leica = PhotoFilter.of(camera="leica m11").rows(view, None)
+    assert leica.tolist() == [len(view) - 1]
+    scattered = view.folder_place(["gamma"]).extra
+    assert set(PhotoFilter.of(camera="leica m11").rows(view, scattered)) == {len(view) - 1}
+    counted = facets(view, ranges=None, chosen=PhotoFilter())
+    by_camera = Counter((photos[row].camera or "").casefold() for row in live)
+    assert counted.no_camera == by_camera.pop("")
+    assert {name.casefold(): n for name, n in counted.cameras} == by_camera
+    years = Counter(photos[row].taken.year for row in live if photos[row].taken is not None)
+    assert dict(counted.years) == years
+    assert first.array is built.base.photos.array  # still, after the queries
