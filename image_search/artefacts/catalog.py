@@ -81,7 +81,7 @@ class Catalog:
         self._spans = spans
         self.items = Entries(self)
         self.keys = Keys(self)
-        self.rows = _Rows(self)
+        self.rows = Rows(self)
 
     # The header's fields, as the service and the API read them.
     @property
@@ -247,6 +247,7 @@ class RowSource(Protocol):
     def __len__(self) -> int: ...
     def key(self, row: int) -> str: ...
     def folder(self, row: int) -> str: ...
+    def row(self, key: str) -> int | None: ...
 
 
 class Entries(Sequence[Entry]):
@@ -297,23 +298,23 @@ def _checked(row: int, count: int) -> int:
     return row
 
 
-class _Rows(Mapping[str, int]):
+class Rows(Mapping[str, int]):
     """``catalog.rows[key]``: key → row by binary search, without a dict of every key."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    def __init__(self, source: RowSource) -> None:
+        self._source = source
 
     def __getitem__(self, key: str) -> int:
-        row = self._catalog.row(key)
+        row = self._source.row(key)
         if row is None:
             raise KeyError(key)
         return row
 
     def __iter__(self) -> Iterator[str]:
-        return (self._catalog.key(row) for row in range(len(self._catalog)))
+        return (self._source.key(row) for row in range(len(self._source)))
 
     def __len__(self) -> int:
-        return len(self._catalog)
+        return len(self._source)
 
 
 def _order_dtype(keys: Sequence[bytes]) -> type[np.integer]:

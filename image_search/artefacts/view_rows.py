@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from image_search.artefacts.catalog import Entries, Keys
+from image_search.artefacts.catalog import Entries, Keys, Rows
 
 if TYPE_CHECKING:
     from image_search.artefacts.view import ViewCatalog
@@ -15,17 +15,13 @@ if TYPE_CHECKING:
 __all__ = ["Entries", "Keys", "LiveRows"]
 
 
-class LiveRows(Mapping[str, int]):
-    """``catalog.rows[key]``: a live key's row."""
+class LiveRows(Rows):
+    """``catalog.rows[key]``: a live key's row (``ViewCatalog.row`` finds live keys only);
+    iterating and counting skip the deleted rows the view still numbers."""
 
     def __init__(self, catalog: ViewCatalog) -> None:
+        super().__init__(catalog)
         self._catalog = catalog
-
-    def __getitem__(self, key: str) -> int:
-        row = self._catalog.row(key)
-        if row is None:
-            raise KeyError(key)
-        return row
 
     def __iter__(self) -> Iterator[str]:
         catalog = self._catalog
