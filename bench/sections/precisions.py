@@ -86,12 +86,13 @@ def has_vnni() -> bool:
 
 
 def _int8(fp32: Path) -> Path:
-    """The int8 copy of the fp32 export, beside it (made once per machine, like the export)."""
+    """The int8 copy of the fp32 export, beside it (made once per machine and recipe, like the
+    export): named by the recipe, so a new one re-quantises instead of reusing an older copy."""
     from image_search.files import atomic_path
     from image_search.model.onnx_manifest import MANIFEST
-    from image_search.model.quantize import quantise_export
+    from image_search.model.quantize import RECIPE, quantise_export
 
-    target = fp32.parent / f"{fp32.name}-int8"
+    target = fp32.parent / f"{fp32.name}-int8-{RECIPE}"
     if not (target / MANIFEST).is_file():
         with atomic_path(target, directory=True) as staging:
             quantise_export(fp32, staging)
