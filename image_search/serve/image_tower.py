@@ -60,9 +60,10 @@ class ImageTowerLoader:
             if self._timer is not None:
                 self._timer.cancel()
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._load, name="image-search-image-tower", daemon=True
-                )
+                # Not a daemon: an interpreter that exits (a server stopped right after its first
+                # answer) waits for the load in flight, since ONNX Runtime torn down beneath a
+                # session being opened aborts the process (SIGABRT, "terminate called").
+                self._thread = threading.Thread(target=self._load, name="image-search-image-tower")
                 self._thread.start()
 
     @property

@@ -169,7 +169,8 @@ class SearchService:
             self.image_tower.start_later()
 
     def warm_in_background(self) -> threading.Thread:
-        """``warm`` in a thread, for a server whose port should open at once (uvicorn)."""
+        """``warm`` in a thread: for a server whose port should open at once (uvicorn), and for
+        Lambda's init, which imports the web framework meanwhile (``handlers/api.py``)."""
         _ = self.embedder  # created here, so the threads share one instance
         thread = threading.Thread(target=self.warm, name="image-search-warm", daemon=True)
         thread.start()

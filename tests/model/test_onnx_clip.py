@@ -134,3 +134,24 @@ def test_a_manifest_naming_files_outside_its_directory_is_refused(exported, tmp_
     wrong = tampered(exported, tmp_path, **{"files.text": "../elsewhere.onnx"})
     with pytest.raises(ModelLoadError, match="outside its directory"):
         OnnxEmbedder(source=str(wrong), cache_dir=tmp_path / "cache").load_text()
+
+
+def test_a_damaged_tokenizer_or_text_model_is_a_load_error_either_way(exported, tmp_path) -> None:
+    """The text session opens in a thread while the tokenizer is read: a failure of either one
+    is still the one ModelLoadError, whichever finishes first."""
+    import json
+
+    import pytest
+
+    from image_search.errors import ModelLoadError
+
+    broken_tokenizer = tampered(exported, tmp_path / "tokenizer")
+    (broken_tokenizer / "tokenizer.json").write_text('{"not": "a tokenizer"')
+    with pytest.raises(ModelLoadError, match="cannot load the tokenizer"):
+        OnnxEmbedder(source=str(broken_tokenizer), cache_dir=tmp_path / "cache").load_text()
+
+    broken_model = tampered(exported, tmp_path / "model")
+    manifest = json.loads((broken_model / "export.json").read_text())
+    (broken_model / manifest["files"]["text"]).write_bytes(b"not an onnx graph")
+    with pytest.raises(ModelLoadError, match="cannot load the ONNX export"):
+        OnnxEmbedder(source=str(broken_model), cache_dir=tmp_path / "cache").load_text()
