@@ -25,7 +25,13 @@ import httpx
 from bench.fixtures import families, photos
 from bench.fixtures.model import exported
 from bench.fixtures.publish import publish_synthetic
-from bench.fixtures.server import first_answer, service_env, uvicorn_server
+from bench.fixtures.server import (
+    SERVER_LIBRARIES,
+    first_answer,
+    import_floor,
+    service_env,
+    uvicorn_server,
+)
 from bench.report.stats import Rounds, Row, percentile, timed
 from bench.sections.precisions import _int8, has_vnni
 from bench.sections.runtimes import BATCH, QUERY
@@ -142,11 +148,19 @@ def _measure(shared: Shared, model: Model) -> dict[str, float]:
     text, image = _search(shared, model, published.bucket)
     add(f"HTTP text search p50, {count // 1000}k", Rounds(text), "ms")
     add(f"HTTP image search p50, {count // 1000}k", Rounds(image), "ms")
-    colds = []
-    for _ in range(sizes.cold_rounds):
+    colds, floors = [], []
+    for _ in range(sizes.cold_rounds):  # each cold start beside its floor, on the same machine
         with tempfile.TemporaryDirectory() as cache:
-            colds.append(first_answer(_env(model, published.bucket, Path(cache))))
+            env = _env(model, published.bucket, Path(cache))
+            colds.append(first_answer(env))
+            floors.append(import_floor(env))
     add(f"cold start → first text answer, {count // 1000}k", Rounds(colds), "s")
+    add(
+        "cold start floor: a process importing the server's libraries",
+        Rounds(floors),
+        "s",
+        note=", ".join(SERVER_LIBRARIES),
+    )
     source = Path(model.source)
     size = sum(p.stat().st_size for p in source.iterdir() if p.is_file()) / 1e6
     add("export size" if model.runtime == "onnx" else "checkpoint size", Rounds([size]), "MB")
@@ -229,7 +243,8 @@ def _targets(shared: Shared, figures: dict[str, dict[str, float]], *, vnni: bool
     """Issue 23's targets on this machine, each a row with its verdict."""
     torch, fp32 = figures["ViT-B/32 torch fp32"], figures["ViT-B/32 ONNX fp32"]
     int8 = figures["ViT-B/32 ONNX int8"]
-    cold = next(name for name in fp32 if name.startswith("cold start"))
+    cold = next(name for name in fp32 if name.startswith("cold start →"))
+    floor = next(name for name in fp32 if name.startswith("cold start floor"))
     image = next(name for name in fp32 if name.startswith("HTTP image"))
     checks = [
         (
@@ -248,8 +263,8 @@ def _targets(shared: Shared, figures: dict[str, dict[str, float]], *, vnni: bool
         ),
         ("int8 HTTP image search / ONNX fp32's", int8[image] / fp32[image], "≤ 0.4×", 0.4, False),
         ("int8 export size", int8["export size"], "≤ 160 MB", 160.0, False),
-        ("ONNX fp32 " + cold, fp32[cold], "≤ 1.5 s", 1.5, False),
-        ("ONNX int8 " + cold, int8[cold], "≤ 1.0 s", 1.0, False),
+        ("ONNX fp32 " + cold, fp32[cold], f"≤ 1.5 s (floor {fp32[floor]:.2f} s)", 1.5, False),
+        ("ONNX int8 " + cold, int8[cold], f"≤ 1.0 s (floor {int8[floor]:.2f} s)", 1.0, False),
     ]
     mobileclip = figures.get("MobileCLIP2-S0 ONNX fp32")
     if mobileclip is not None:
