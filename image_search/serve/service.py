@@ -6,6 +6,7 @@ domain results; the routes turn them into HTTP bodies, headers and the request l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -171,7 +172,10 @@ class SearchService:
     def warm_in_background(self) -> threading.Thread:
         """``warm`` in a thread: for a server whose port should open at once (uvicorn), and for
         Lambda's init, which imports the web framework meanwhile (``handlers/api.py``)."""
-        _ = self.embedder  # created here, so the threads share one instance
+        # Made here, so the threads share one instance. A model that cannot be made is the
+        # thread's to log ("warm-up incomplete"), as warm() does: never the caller's import.
+        with contextlib.suppress(ImageSearchError):
+            _ = self.embedder
         thread = threading.Thread(target=self.warm, name="image-search-warm", daemon=True)
         thread.start()
         return thread
